@@ -1,0 +1,111 @@
+//! The one error type of push-core.
+
+use std::error::Error as StdError;
+
+/// A boxed error from a hub's backend (Redis, …), kept opaque.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Everything that can go wrong in push-core and in a [`Hub`](crate::Hub).
+///
+/// The variants split into two families that transports map to different
+/// answers: bad input from the network (`Invalid*`, [`Error::MessageTooLarge`]),
+/// which is the client's fault and gets a 4xx or a close code, and the hub's own
+/// limits and failures ([`Error::TooManyChannels`], [`Error::Unavailable`]),
+/// which get a 5xx. [`Error::is_client_error`] tells them apart.
+///
+/// The type stays small (24 bytes) so `Result`s of it are cheap to pass around.
+///
+/// ```
+/// use push_core::{ChannelName, Error};
+///
+/// let err = "bad name!".parse::<ChannelName>().unwrap_err();
+/// assert!(matches!(err, Error::InvalidChannelName { .. }));
+/// assert!(err.is_client_error());
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid channel name: only A-Z a-z 0-9 and _ . : @ - are allowed"
+/// );
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A channel name that is empty, too long or holds a forbidden byte.
+    #[error("invalid channel name: {reason}")]
+    InvalidChannelName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An event name that is empty, too long or holds a control character.
+    #[error("invalid event name: {reason}")]
+    InvalidEventName {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A string that is not a cursor this library could have written.
+    #[error("invalid cursor: {reason}")]
+    InvalidCursor {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A message larger than the hub accepts.
+    #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
+    MessageTooLarge {
+        /// The message's size: data plus event name, in bytes.
+        size: usize,
+        /// The hub's limit.
+        limit: usize,
+    },
+    /// The hub holds as many channels as it may, and none of them can be freed.
+    #[error("too many channels: the hub holds its limit of {limit} channels, all in use")]
+    TooManyChannels {
+        /// The configured maximum.
+        limit: usize,
+    },
+    /// A configuration that cannot work.
+    #[error("invalid configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The hub's backend could not be reached or failed; the operation did not
+    /// happen (a publish that fails with this was not published).
+    #[error("hub unavailable: {0}")]
+    Unavailable(#[source] BoxError),
+}
+
+impl Error {
+    /// `true` when the error is caused by the caller's input (a 4xx on HTTP),
+    /// `false` when it is the hub's limit or failure (a 5xx).
+    pub fn is_client_error(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidChannelName { .. }
+                | Error::InvalidEventName { .. }
+                | Error::InvalidCursor { .. }
+                | Error::MessageTooLarge { .. }
+        )
+    }
+
+    /// Wraps a backend failure.
+    pub fn unavailable(source: impl Into<BoxError>) -> Self {
+        Error::Unavailable(source.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stays_small() {
+        assert!(size_of::<Error>() <= 24);
+    }
+
+    #[test]
+    fn unavailable_keeps_its_source() {
+        let err = Error::unavailable("connection refused");
+        assert!(!err.is_client_error());
+        assert_eq!(err.to_string(), "hub unavailable: connection refused");
+        assert!(StdError::source(&err).is_some());
+    }
+}

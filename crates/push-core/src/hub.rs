@@ -1,0 +1,134 @@
+//! The `Hub` trait: what every transport needs from the place messages live.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_core::Stream;
+
+use crate::{Batch, ChannelName, Cursor, Error, Item, Publication, Start};
+
+/// Where channels live: publish to them, read their history, subscribe to them.
+///
+/// The in-memory [`MemoryHub`](crate::MemoryHub) serves one process; a Redis hub
+/// serves several. Every transport (polling, long polling, SSE, WebSockets) is
+/// written against this trait alone, so each works over either.
+///
+/// # Continuity
+///
+/// Every implementation keeps the same promise, on every path: starting
+/// [`Start::After`] a cursor yields each retained message after it, in order,
+/// exactly once. When the history no longer reaches back that far, a
+/// [`Signal::Gap`](crate::Signal::Gap) comes first; when the cursor is from
+/// another history (epoch), a [`Signal::Reset`](crate::Signal::Reset) does;
+/// then what is retained follows. Nothing is lost silently.
+///
+/// # Why generic, not object-safe
+///
+/// The methods return `impl Future` and the subscription is an associated
+/// type, so a transport over a [`MemoryHub`](crate::MemoryHub) compiles to direct
+/// calls: a publish is an append and a wake-up, with no boxed future and no
+/// virtual call per message delivered. The cost is that `dyn Hub` is not a
+/// type; a program that picks its hub at run time (the standalone server:
+/// memory or Redis, from a flag) wraps the choice in an enum that implements
+/// `Hub`, or instantiates its transports twice.
+///
+/// # Long polling without a race
+///
+/// A long poll reads, and when the batch is empty waits. Subscribing
+/// [`Start::After`] the empty batch's cursor closes the window: anything
+/// published between the read and the subscribe is already in the log, after
+/// that cursor, and is the subscription's first item.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use push_core::{Hub, Item, MemoryHub, Publication, Start};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), push_core::Error> {
+/// let hub = MemoryHub::new();
+/// let news = "news".parse()?;
+/// let batch = hub.read(&news, Start::Live, 100).await?;
+/// assert!(batch.is_empty());
+/// hub.publish(&news, Publication::new("published in between")).await?;
+/// let mut waiting = hub.subscribe(&news, Start::After(batch.cursor)).await?;
+/// let Some(Item::Message(m)) = waiting.next().await else { panic!() };
+/// assert_eq!(&m.data()[..], b"published in between");
+/// # Ok(())
+/// # }
+/// ```
+pub trait Hub: Send + Sync + 'static {
+    /// A live subscription to one channel: a stream of messages and continuity
+    /// signals that never ends on its own while the hub runs. Dropping it
+    /// unsubscribes.
+    type Subscription: Stream<Item = Item> + Send + Unpin + 'static;
+
+    /// Appends a message to `channel` and wakes its subscribers; returns the
+    /// message's cursor. When this returns `Ok`, every later read or
+    /// subscription that starts before that cursor sees the message (or a gap
+    /// signal, once the history has dropped it).
+    ///
+    /// # Errors
+    /// [`Error::MessageTooLarge`], [`Error::TooManyChannels`], or
+    /// [`Error::Unavailable`] when the backend failed (then nothing was published).
+    fn publish(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> impl Future<Output = Result<Cursor, Error>> + Send;
+
+    /// Reads at once up to `limit` messages from `start`, with a signal first
+    /// when continuity broke. Never waits for new messages.
+    ///
+    /// # Errors
+    /// [`Error::TooManyChannels`], or [`Error::Unavailable`].
+    fn read(
+        &self,
+        channel: &ChannelName,
+        start: Start,
+        limit: usize,
+    ) -> impl Future<Output = Result<Batch, Error>> + Send;
+
+    /// Subscribes to `channel` from `start`: first what is retained after the
+    /// start (with a signal first when continuity broke), then every message as
+    /// it is published.
+    ///
+    /// # Errors
+    /// [`Error::TooManyChannels`], or [`Error::Unavailable`].
+    fn subscribe(
+        &self,
+        channel: &ChannelName,
+        start: Start,
+    ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send;
+}
+
+/// The subscription type of hub `H`, for signatures that name it.
+pub type Subscription<H> = <H as Hub>::Subscription;
+
+impl<H: Hub> Hub for Arc<H> {
+    type Subscription = H::Subscription;
+
+    fn publish(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> impl Future<Output = Result<Cursor, Error>> + Send {
+        (**self).publish(channel, publication)
+    }
+
+    fn read(
+        &self,
+        channel: &ChannelName,
+        start: Start,
+        limit: usize,
+    ) -> impl Future<Output = Result<Batch, Error>> + Send {
+        (**self).read(channel, start, limit)
+    }
+
+    fn subscribe(
+        &self,
+        channel: &ChannelName,
+        start: Start,
+    ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
+        (**self).subscribe(channel, start)
+    }
+}

@@ -1,0 +1,62 @@
+//! The core of **push**: channels, messages, resumable cursors, the [`Hub`]
+//! trait and the in-memory hub, [`MemoryHub`]. No HTTP, no sockets, and no
+//! clock it is not handed.
+//!
+//! Every transport crate (short polling, long polling, Server-Sent Events,
+//! WebSockets) is written against [`Hub`] and [`Item`], which is why a client can
+//! move between transports and resume from the same [`Cursor`].
+//!
+//! # The model
+//!
+//! - A **channel** ([`ChannelName`]) holds a bounded **log** of [`Message`]s.
+//! - Each message's id is a [`Cursor`]: an [`Epoch`] (which history) and a
+//!   [`Position`] in it.
+//! - A **subscriber** is a position in that log, not a queue: publishing is one
+//!   append and one wake-up, however many subscribers there are.
+//! - **Continuity**: resuming after a cursor yields exactly the messages after
+//!   it, in order, once each; when the log no longer reaches back that far
+//!   ([`Gap`]) or the cursor is from another epoch ([`Reset`]), the subscriber
+//!   is told first ([`Item::Signal`]). Nothing is lost silently.
+//! - **Encode once**: a [`Message`] keeps each wire encoding of itself, made by
+//!   the first connection that needs it and shared by all ([`Message::encoded`]).
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use push_core::{Hub, Item, MemoryHub, Publication, Start};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), push_core::Error> {
+//! let hub = MemoryHub::new();
+//! let news = "news".parse()?;
+//! let first = hub.publish(&news, Publication::new("one")).await?;
+//! hub.publish(&news, Publication::new("two")).await?;
+//!
+//! // A client that saw "one" resumes after it, on any transport.
+//! let mut resumed = hub.subscribe(&news, Start::After(first)).await?;
+//! let Some(Item::Message(m)) = resumed.next().await else { unreachable!() };
+//! assert_eq!(&m.data()[..], b"two");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+mod cursor;
+mod error;
+mod hub;
+mod item;
+mod memory;
+mod message;
+mod names;
+mod time;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use crate::cursor::{Cursor, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
+pub use crate::error::{BoxError, Error};
+pub use crate::hub::{Hub, Subscription};
+pub use crate::item::{Batch, Gap, Item, Reset, Signal};
+pub use crate::memory::{ChannelStats, MemoryHub, MemoryHubConfig, MemorySubscription};
+pub use crate::message::{Message, Publication, WireFormat};
+pub use crate::names::{ChannelName, EventName, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN};
+pub use crate::time::{Clock, ManualClock, SystemClock, Timestamp};

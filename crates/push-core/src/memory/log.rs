@@ -1,0 +1,331 @@
+//! One channel's bounded history: pure data and rules, no locks, no clock.
+//!
+//! Messages are numbered 1, 2, 3, … within an epoch; the log holds the
+//! contiguous run `first..=head` (empty when `first == head + 1`). A subscriber
+//! is just the number of the next message it wants, so the log never grows for a
+//! slow subscriber: when its number falls below `first`, it gets a gap.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{
+    Batch, ChannelName, Cursor, Epoch, Gap, Message, Position, Publication, Reset, Signal, Start,
+    Timestamp,
+};
+
+/// How much history a channel keeps.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Retention {
+    pub(super) max_messages: usize,
+    pub(super) max_bytes: usize,
+    pub(super) max_age: Duration,
+}
+
+#[derive(Debug)]
+pub(super) struct ChannelLog {
+    epoch: Epoch,
+    messages: VecDeque<Arc<Message>>,
+    /// Number of `messages[0]`; `head + 1` when empty.
+    first: u64,
+    /// Number of the last message published in this epoch; 0 before any.
+    head: u64,
+    bytes: usize,
+    last_published_at: Timestamp,
+}
+
+impl ChannelLog {
+    pub(super) fn new(epoch: Epoch) -> Self {
+        ChannelLog {
+            epoch,
+            messages: VecDeque::new(),
+            first: 1,
+            head: 0,
+            bytes: 0,
+            last_published_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    pub(super) fn cursor_at(&self, number: u64) -> Cursor {
+        Cursor::new(self.epoch, Position::new(number, 0))
+    }
+
+    pub(super) fn head_cursor(&self) -> Cursor {
+        self.cursor_at(self.head)
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Appends, then drops the oldest messages until both size bounds hold. The
+    /// new message always stays: the hub refuses any larger than `max_bytes`.
+    pub(super) fn append(
+        &mut self,
+        channel: &ChannelName,
+        publication: Publication,
+        now: Timestamp,
+        retention: &Retention,
+    ) -> Cursor {
+        // Publish times never go backwards within a channel, whatever the
+        // clock does, so age expiry can work from the front.
+        let published_at = now.max(self.last_published_at);
+        self.last_published_at = published_at;
+        self.head += 1;
+        let cursor = self.cursor_at(self.head);
+        let (event, data) = publication.into_parts();
+        let message = Message::new(channel.clone(), cursor, event, data, published_at);
+        self.bytes += message.size();
+        self.messages.push_back(Arc::new(message));
+        while self.messages.len() > retention.max_messages.max(1)
+            || (self.bytes > retention.max_bytes && self.messages.len() > 1)
+        {
+            self.pop_front();
+        }
+        cursor
+    }
+
+    /// Drops messages that are `max_age` old or older.
+    pub(super) fn expire(&mut self, now: Timestamp, max_age: Duration) {
+        while self
+            .messages
+            .front()
+            .is_some_and(|m| now.saturating_duration_since(m.published_at()) >= max_age)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some(message) = self.messages.pop_front() {
+            self.bytes -= message.size();
+            self.first += 1;
+        }
+    }
+
+    /// Gives back the buffer of an empty log (a dormant channel).
+    pub(super) fn release_memory(&mut self) {
+        if self.messages.is_empty() {
+            self.messages = VecDeque::new();
+        }
+    }
+
+    /// Where a start points: the number of the next message to deliver, and a
+    /// reset when the cursor is not from this history. A cursor ahead of the
+    /// head cannot be one of ours either: it is reset, not trusted.
+    pub(super) fn resolve(&self, start: Start) -> (u64, Option<Signal>) {
+        match start {
+            Start::Live => (self.head + 1, None),
+            Start::Earliest => (self.first, None),
+            Start::After(since) => {
+                let position = since.position();
+                if since.epoch() == self.epoch
+                    && position.minor() == 0
+                    && position.major() <= self.head
+                {
+                    (position.major() + 1, None)
+                } else {
+                    let reset = Reset::new(since, self.cursor_at(self.first - 1));
+                    (self.first, Some(Signal::Reset(reset)))
+                }
+            }
+        }
+    }
+
+    /// The gap a subscriber whose next number is `next` must be told of before
+    /// anything else, if the log has dropped that message already.
+    pub(super) fn gap(&self, next: u64) -> Option<Gap> {
+        (next < self.first).then(|| {
+            Gap::new(
+                self.cursor_at(next - 1),
+                self.cursor_at(self.first - 1),
+                Some(self.first - next),
+            )
+        })
+    }
+
+    /// The message numbered `number`, if retained.
+    pub(super) fn get(&self, number: u64) -> Option<&Arc<Message>> {
+        let index = number.checked_sub(self.first)?;
+        self.messages.get(usize::try_from(index).ok()?)
+    }
+
+    /// The first item for a subscriber at `next`: a gap (and its new `next`),
+    /// a message, or nothing yet.
+    pub(super) fn next_for(&self, next: &mut u64) -> Option<crate::Item> {
+        if let Some(gap) = self.gap(*next) {
+            *next = self.first;
+            return Some(crate::Item::Signal(Signal::Gap(gap)));
+        }
+        let message = self.get(*next)?.clone();
+        *next += 1;
+        Some(crate::Item::Message(message))
+    }
+
+    /// A one-shot read of up to `limit` messages from `start`.
+    pub(super) fn read(&self, start: Start, limit: usize) -> Batch {
+        let (mut next, mut signal) = self.resolve(start);
+        if let Some(gap) = self.gap(next) {
+            signal = Some(Signal::Gap(gap));
+            next = self.first;
+        }
+        let available = self.head + 1 - next;
+        let taken = available.min(u64::try_from(limit).unwrap_or(u64::MAX));
+        let messages = (next..next + taken)
+            .filter_map(|number| self.get(number).cloned())
+            .collect();
+        Batch::new(
+            signal,
+            messages,
+            self.cursor_at(next + taken - 1),
+            taken < available,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Item;
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_000_000);
+
+    fn retention(max_messages: usize, max_bytes: usize) -> Retention {
+        Retention {
+            max_messages,
+            max_bytes,
+            max_age: Duration::from_secs(60),
+        }
+    }
+
+    fn log_with(n: u64, retention: &Retention) -> ChannelLog {
+        let mut log = ChannelLog::new(Epoch::new(7));
+        let channel = ChannelName::new("c").unwrap();
+        for i in 1..=n {
+            log.append(&channel, Publication::new(format!("{i}")), NOW, retention);
+        }
+        log
+    }
+
+    fn numbers(batch: &Batch) -> Vec<u64> {
+        batch
+            .messages
+            .iter()
+            .map(|m| m.cursor().position().major())
+            .collect()
+    }
+
+    #[test]
+    fn count_bound_drops_the_oldest() {
+        let log = log_with(10, &retention(3, 1 << 20));
+        assert_eq!((log.first, log.head, log.len()), (8, 10, 3));
+        assert_eq!(numbers(&log.read(Start::Earliest, 100)), [8, 9, 10]);
+    }
+
+    #[test]
+    fn byte_bound_drops_the_oldest_but_keeps_the_newest() {
+        let r = retention(100, 4);
+        let log = log_with(12, &r); // sizes 1 (1..=9), 2 (10..=12)
+        assert_eq!(numbers(&log.read(Start::Earliest, 100)), [11, 12]);
+        assert_eq!(log.bytes(), 4);
+    }
+
+    #[test]
+    fn read_cut_at_the_limit_resumes_exactly() {
+        let log = log_with(5, &retention(100, 1 << 20));
+        let first = log.read(Start::Earliest, 2);
+        assert_eq!((numbers(&first), first.more), (vec![1, 2], true));
+        let second = log.read(Start::After(first.cursor), 10);
+        assert_eq!((numbers(&second), second.more), (vec![3, 4, 5], false));
+        assert_eq!(second.cursor, log.head_cursor());
+        let empty = log.read(Start::After(second.cursor), 10);
+        assert!(empty.is_empty());
+        assert_eq!(empty.cursor, log.head_cursor());
+    }
+
+    #[test]
+    fn limit_zero_says_more_without_moving() {
+        let log = log_with(2, &retention(100, 1 << 20));
+        let batch = log.read(Start::After(log.cursor_at(1)), 0);
+        assert!(batch.messages.is_empty() && batch.more);
+        assert_eq!(batch.cursor, log.cursor_at(1));
+    }
+
+    #[test]
+    fn old_cursor_gets_a_gap_with_the_count() {
+        let log = log_with(10, &retention(3, 1 << 20));
+        let batch = log.read(Start::After(log.cursor_at(2)), 100);
+        assert_eq!(
+            batch.signal,
+            Some(Signal::Gap(Gap::new(
+                log.cursor_at(2),
+                log.cursor_at(7),
+                Some(5)
+            )))
+        );
+        assert_eq!(numbers(&batch), [8, 9, 10]);
+    }
+
+    #[test]
+    fn foreign_or_future_cursors_reset() {
+        let log = log_with(4, &retention(2, 1 << 20));
+        for since in [
+            Cursor::new(Epoch::new(8), Position::new(1, 0)),
+            Cursor::new(Epoch::new(7), Position::new(2, 1)),
+            Cursor::new(Epoch::new(7), Position::new(5, 0)),
+        ] {
+            let batch = log.read(Start::After(since), 100);
+            assert_eq!(
+                batch.signal,
+                Some(Signal::Reset(Reset::new(since, log.cursor_at(2))))
+            );
+            assert_eq!(numbers(&batch), [3, 4]);
+        }
+    }
+
+    #[test]
+    fn live_start_is_the_head() {
+        let log = log_with(4, &retention(100, 1 << 20));
+        let batch = log.read(Start::Live, 100);
+        assert!(batch.is_empty() && !batch.more);
+        assert_eq!(batch.cursor, log.cursor_at(4));
+    }
+
+    #[test]
+    fn expiry_by_age_and_monotonic_publish_times() {
+        let r = retention(100, 1 << 20);
+        let channel = ChannelName::new("c").unwrap();
+        let mut log = ChannelLog::new(Epoch::new(1));
+        log.append(&channel, Publication::new("a"), NOW, &r);
+        // A clock that steps back does not make a message older than its predecessor.
+        let back = Timestamp::from_unix_millis(NOW.as_unix_millis() - 5_000);
+        log.append(&channel, Publication::new("b"), back, &r);
+        assert_eq!(log.get(2).unwrap().published_at(), NOW);
+        log.expire(NOW.saturating_add(Duration::from_secs(59)), r.max_age);
+        assert_eq!(log.len(), 2);
+        log.expire(NOW.saturating_add(Duration::from_secs(60)), r.max_age);
+        assert!(log.is_empty());
+        assert_eq!((log.first, log.head, log.bytes()), (3, 2, 0));
+        // Everything expired: an old cursor learns it lost both, then waits at the head.
+        let mut next = 1;
+        let gap = log.next_for(&mut next).unwrap();
+        assert_eq!(gap.cursor(), log.cursor_at(2));
+        assert_eq!(next, 3);
+        assert!(log.next_for(&mut next).is_none());
+        assert!(matches!(
+            gap,
+            Item::Signal(Signal::Gap(Gap {
+                missed: Some(2),
+                ..
+            }))
+        ));
+    }
+}

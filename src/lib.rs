@@ -1,0 +1,52 @@
+//! **push**: live updates from a hyper server to its clients, with all four
+//! classic techniques — short polling, long polling, Server-Sent Events and
+//! WebSockets — over one core of channels, message history and resumable
+//! cursors.
+//!
+//! This crate is a facade: it re-exports [`push_core`] (always) and each
+//! transport crate behind its feature (`poll`, `longpoll`, `sse`, `ws`; all on
+//! by default). Depend on one transport crate alone, or on `push` with
+//! `default-features = false` and the features you serve.
+//!
+//! ```
+//! use futures_util::StreamExt;
+//! use push::{Hub, Item, MemoryHub, Publication, Start};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), push::Error> {
+//! let hub = MemoryHub::new();
+//! let news = "news".parse()?;
+//! let mut subscription = hub.subscribe(&news, Start::Live).await?;
+//! hub.publish(&news, Publication::new("hello")).await?;
+//! let Some(Item::Message(message)) = subscription.next().await else { unreachable!() };
+//! assert_eq!(&message.data()[..], b"hello");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub use push_core::*;
+
+/// The core crate, for paths that name it.
+pub use push_core as core;
+
+/// Short (interval) polling.
+#[cfg(feature = "poll")]
+pub use push_poll as poll;
+
+/// Long polling.
+#[cfg(feature = "longpoll")]
+pub use push_longpoll as longpoll;
+
+/// Server-Sent Events.
+#[cfg(feature = "sse")]
+pub use push_sse as sse;
+
+/// WebSockets.
+#[cfg(feature = "ws")]
+pub use push_ws as ws;
+
+// The README's Rust snippets compile and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,0 +1,214 @@
+//! The project's own commands, run as `cargo xtask <command>`.
+//!
+//! - `test`: everything CI checks: formatting, clippy (warnings are errors),
+//!   rustdoc (warnings are errors), and every test of the workspace with all
+//!   features, doc tests and property tests included.
+//! - `bench`: the benchmarks, with a summary table of each comparison.
+//!
+//! Standard library only, so that it builds in a second on a fresh clone.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test     formatting, clippy, rustdoc and every test (what CI runs)
+  bench    the benchmarks, then a summary of each comparison
+           (extra arguments go to criterion, e.g. `cargo xtask bench fanout/1000`)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("bench") => bench(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One command the suite runs, with what it is for.
+struct Step {
+    name: &'static str,
+    program: &'static str,
+    args: &'static [&'static str],
+    env: &'static [(&'static str, &'static str)],
+}
+
+const TEST_STEPS: &[Step] = &[
+    Step {
+        name: "format",
+        program: "cargo",
+        args: &["fmt", "--all", "--", "--check"],
+        env: &[],
+    },
+    Step {
+        name: "clippy",
+        program: "cargo",
+        args: &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
+    Step {
+        name: "rustdoc",
+        program: "cargo",
+        args: &["doc", "--workspace", "--all-features", "--no-deps"],
+        env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    Step {
+        name: "tests",
+        program: "cargo",
+        args: &["test", "--workspace", "--all-features"],
+        env: &[],
+    },
+];
+
+fn test() -> ExitCode {
+    let root = workspace_root();
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for (i, step) in TEST_STEPS.iter().enumerate() {
+        banner(&format!(
+            "[{}/{}] {}: {} {}",
+            i + 1,
+            TEST_STEPS.len(),
+            step.name,
+            step.program,
+            step.args.join(" ")
+        ));
+        let began = Instant::now();
+        let ok = run(&root, step.program, step.args, step.env);
+        results.push((step.name, ok, began.elapsed()));
+    }
+    summary(&results, started.elapsed())
+}
+
+fn bench(extra: &[String]) -> ExitCode {
+    let root = workspace_root();
+    println!("load average before: {}", load_average());
+    let mut results = Vec::new();
+    for name in ["idle_memory", "fanout"] {
+        let mut args = vec!["bench", "-p", "push-core", "--bench", name];
+        if name == "fanout" && !extra.is_empty() {
+            args.push("--");
+            args.extend(extra.iter().map(String::as_str));
+        }
+        banner(&format!("bench {name}: cargo {}", args.join(" ")));
+        let began = Instant::now();
+        let ok = run(&root, "cargo", &args, &[]);
+        results.push((name, ok, began.elapsed()));
+    }
+    println!("load average after: {}", load_average());
+    fanout_table(&root.join("target/criterion/fanout"));
+    summary(&results, results.iter().map(|r| r.2).sum())
+}
+
+/// Prints memory hub vs tokio broadcast from criterion's saved estimates.
+fn fanout_table(dir: &Path) {
+    let mean_ns = |bench: &str, n: &str| -> Option<f64> {
+        let json = fs::read_to_string(dir.join(bench).join(n).join("new/estimates.json")).ok()?;
+        let mean = &json[json.find("\"mean\"")?..];
+        let value = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+        let end = value.find([',', '}'])?;
+        value[..end].trim().parse().ok()
+    };
+    banner("fanout: publish one message, wait until every subscriber has it");
+    println!(
+        "{:>12}  {:>14}  {:>16}  {:>12}",
+        "subscribers", "memory_hub", "tokio_broadcast", "hub/broadcast"
+    );
+    for n in ["1", "1000", "10000"] {
+        match (mean_ns("memory_hub", n), mean_ns("tokio_broadcast", n)) {
+            (Some(hub), Some(broadcast)) => println!(
+                "{n:>12}  {:>14}  {:>16}  {:>12.2}",
+                human_ns(hub),
+                human_ns(broadcast),
+                hub / broadcast
+            ),
+            _ => println!("{n:>12}  (not measured in this run)"),
+        }
+    }
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
+
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn run(root: &Path, program: &str, args: &[&str], env: &[(&str, &str)]) -> bool {
+    let mut command = Command::new(program);
+    command.args(args).current_dir(root);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    match command.status() {
+        Ok(status) => status.success(),
+        Err(e) => {
+            eprintln!("xtask: could not run `{program}`: {e}");
+            false
+        }
+    }
+}
+
+fn summary(results: &[(&str, bool, Duration)], total: Duration) -> ExitCode {
+    banner("summary");
+    for (name, ok, took) in results {
+        let mark = if *ok { "ok    " } else { "FAILED" };
+        println!("  {mark}  {name:<12} {:>7.1}s", took.as_secs_f64());
+    }
+    let failed: Vec<_> = results.iter().filter(|r| !r.1).map(|r| r.0).collect();
+    println!("  total {:.1}s", total.as_secs_f64());
+    if failed.is_empty() {
+        println!("\nall {} steps passed", results.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("\nFAILED: {}", failed.join(", "));
+        ExitCode::FAILURE
+    }
+}
+
+fn banner(title: &str) {
+    println!("\n==> {title}");
+}
+
+/// The workspace root: the xtask crate's parent directory.
+fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.clone(), Path::to_path_buf)
+}
