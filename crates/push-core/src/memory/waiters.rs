@@ -7,23 +7,37 @@
 //! whether its slot is still in the current slab.
 
 use std::mem;
+use std::num::NonZeroU64;
 use std::task::Waker;
 
 /// A subscriber's claim on a slot, valid while `generation` is current.
+/// (Non-zero, so that `Option<WaitToken>` is 16 bytes: every subscription
+/// carries one.)
 #[derive(Clone, Copy, Debug)]
 pub(super) struct WaitToken {
-    generation: u64,
+    generation: NonZeroU64,
     slot: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Waiters {
     slots: Vec<Option<Waker>>,
     free: Vec<usize>,
-    generation: u64,
+    generation: NonZeroU64,
     /// An empty slab with capacity, swapped in by `take_all` so a publish does
     /// not allocate.
     spare: Vec<Option<Waker>>,
+}
+
+impl Default for Waiters {
+    fn default() -> Self {
+        Waiters {
+            slots: Vec::new(),
+            free: Vec::new(),
+            generation: NonZeroU64::MIN,
+            spare: Vec::new(),
+        }
+    }
 }
 
 impl Waiters {
@@ -69,7 +83,7 @@ impl Waiters {
     /// Takes every parked waker, in O(1); wake them with [`wake_all`] after
     /// releasing the lock.
     pub(super) fn take_all(&mut self) -> Vec<Option<Waker>> {
-        self.generation += 1;
+        self.generation = self.generation.saturating_add(1);
         self.free.clear();
         mem::replace(&mut self.slots, mem::take(&mut self.spare))
     }
@@ -122,6 +136,11 @@ mod tests {
     fn counter() -> (Arc<Counter>, Waker) {
         let c = Arc::new(Counter(AtomicUsize::new(0)));
         (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn a_parked_token_costs_no_tag() {
+        assert_eq!(size_of::<Option<WaitToken>>(), 16);
     }
 
     #[test]

@@ -1,37 +1,5 @@
-//! The continuity properties every [`Hub`] must keep, as a reusable checker.
-//!
-//! [`check`] drives a hub through a sequence of [`Op`]s — publishes,
-//! subscriptions from every kind of start, drains, disconnects, resumes from the
-//! last cursor, one-shot reads, parked subscribers, time passing — and checks
-//! each delivery against a model of what was published:
-//!
-//! - messages arrive in publish order, each exactly once, with their data;
-//! - a subscriber skips forward only after a [`Gap`](crate::Gap) (whose `missed`
-//!   count is exact) or a [`Reset`](crate::Reset), and only over messages the hub
-//!   no longer retains: what follows a signal is exactly the retained suffix;
-//! - a subscriber that resumes with a foreign cursor gets a reset first;
-//! - a parked subscriber is woken by the next publish;
-//! - a drained subscriber has caught up with the head and has nothing more;
-//! - a read's `cursor` and `more` obey the batch rules, so that paging by
-//!   cursor never skips or repeats.
-//!
-//! push-core runs it against [`MemoryHub`](crate::MemoryHub) under proptest; every
-//! other hub implementation runs the same code in its own tests.
-//!
-//! ```
-//! use push_core::testing::{Op, Options, Start, check};
-//! use push_core::MemoryHub;
-//!
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() {
-//! let ops = [
-//!     Op::Subscribe { who: 0, from: Start::Live },
-//!     Op::Publish { len: 3, event: false },
-//!     Op::Drain { who: 0 },
-//! ];
-//! check(&MemoryHub::new(), &"c".parse().unwrap(), &ops, &Options::default()).await.unwrap();
-//! # }
-//! ```
+//! The model behind [`check`](super::check): what was published, what each
+//! simulated client has seen, and the rules every delivery must obey.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -44,218 +12,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::StreamExt;
-use proptest::prelude::*;
 use tokio::sync::Notify;
 
+use super::{CLIENTS, Op, Report, Start};
 use crate::{
     ChannelName, Cursor, Epoch, EventName, Hub, Item, ManualClock, Position, Publication, Signal,
 };
-
-/// How many simulated clients an op sequence addresses.
-pub const CLIENTS: usize = 4;
-
-/// How [`check`] treats the hub under test.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Options {
-    /// Advanced by [`Op::Advance`]; without one, those ops do nothing.
-    pub clock: Option<ManualClock>,
-    /// The safety net for waiting on the hub (a delivery, a wake-up): a correct
-    /// hub answers at once (memory) or within milliseconds (a backend on
-    /// loopback); a broken one fails the check after this long.
-    pub patience: Duration,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            clock: None,
-            patience: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Options {
-    /// Drives this clock on [`Op::Advance`].
-    #[must_use]
-    pub fn with_clock(mut self, clock: ManualClock) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    /// Sets [`patience`](Self::patience).
-    #[must_use]
-    pub fn with_patience(mut self, patience: Duration) -> Self {
-        self.patience = patience;
-        self
-    }
-}
-
-/// Where a simulated client subscribes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
-    /// Only new messages.
-    Live,
-    /// Everything retained.
-    Earliest,
-    /// After the `n`th message published so far (modulo how many there are).
-    AfterPublished(usize),
-    /// After a cursor from an epoch the hub never made.
-    Foreign(u64),
-}
-
-/// One step of a scenario.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Publish a message with `len` bytes of data (and an event name).
-    Publish {
-        /// Data length; the data is unique to the message.
-        len: usize,
-        /// Whether it carries an event name.
-        event: bool,
-    },
-    /// Client `who` subscribes (dropping its subscription, if any).
-    Subscribe {
-        /// The client.
-        who: usize,
-        /// Where from.
-        from: Start,
-    },
-    /// Client `who` receives everything available, and must have caught up.
-    Drain {
-        /// The client.
-        who: usize,
-    },
-    /// Client `who` polls once and, when nothing is ready, waits to be woken
-    /// by the next publish.
-    Park {
-        /// The client.
-        who: usize,
-    },
-    /// Client `who` drops its connection, keeping its cursor.
-    Disconnect {
-        /// The client.
-        who: usize,
-    },
-    /// Client `who` subscribes again after its last cursor.
-    Resume {
-        /// The client.
-        who: usize,
-    },
-    /// Poller `who` reads at most `limit` messages after its own cursor
-    /// (the first read of a poller starts at `earliest` or live).
-    Read {
-        /// The poller.
-        who: usize,
-        /// The batch limit.
-        limit: usize,
-        /// Without a cursor yet: read from live (`true`) or earliest.
-        live: bool,
-    },
-    /// Time passes (only for hubs whose clock the test drives).
-    Advance {
-        /// How far, in milliseconds.
-        millis: u64,
-    },
-}
-
-/// Random op sequences of up to `max_len` steps, with data up to
-/// `max_data_len` bytes and time steps up to `max_advance_ms`.
-pub fn ops(
-    max_len: usize,
-    max_data_len: usize,
-    max_advance_ms: u64,
-) -> impl Strategy<Value = Vec<Op>> {
-    let who = 0..CLIENTS;
-    let start = prop_oneof![
-        Just(Start::Live),
-        Just(Start::Earliest),
-        any::<usize>().prop_map(Start::AfterPublished),
-        any::<u64>().prop_map(Start::Foreign),
-    ];
-    let op = prop_oneof![
-        6 => (0..=max_data_len, any::<bool>()).prop_map(|(len, event)| Op::Publish { len, event }),
-        2 => (who.clone(), start).prop_map(|(who, from)| Op::Subscribe { who, from }),
-        4 => who.clone().prop_map(|who| Op::Drain { who }),
-        2 => who.clone().prop_map(|who| Op::Park { who }),
-        1 => who.clone().prop_map(|who| Op::Disconnect { who }),
-        2 => who.clone().prop_map(|who| Op::Resume { who }),
-        3 => (who, 0..6usize, any::<bool>())
-            .prop_map(|(who, limit, live)| Op::Read { who, limit, live }),
-        1 => (0..=max_advance_ms).prop_map(|millis| Op::Advance { millis }),
-    ];
-    proptest::collection::vec(op, 0..=max_len)
-}
-
-/// What a [`check`] exercised: proof that a generator reaches the paths that
-/// matter, not only the happy one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Report {
-    /// Messages published.
-    pub published: usize,
-    /// Messages delivered to subscribers.
-    pub delivered: usize,
-    /// Gap signals delivered (subscriptions and reads).
-    pub gaps: usize,
-    /// Reset signals delivered (subscriptions and reads).
-    pub resets: usize,
-    /// Parked subscribers woken by a publish.
-    pub wakeups: usize,
-    /// One-shot reads.
-    pub reads: usize,
-}
-
-impl std::ops::AddAssign for Report {
-    fn add_assign(&mut self, other: Report) {
-        self.published += other.published;
-        self.delivered += other.delivered;
-        self.gaps += other.gaps;
-        self.resets += other.resets;
-        self.wakeups += other.wakeups;
-        self.reads += other.reads;
-    }
-}
-
-/// Runs `ops` against `hub` on `channel` (which must be fresh: nothing
-/// published to it before) and checks every delivery.
-///
-/// # Errors
-/// A description of the first property that did not hold, with the op that
-/// broke it.
-pub async fn check<H: Hub>(
-    hub: &H,
-    channel: &ChannelName,
-    ops: &[Op],
-    options: &Options,
-) -> Result<Report, String> {
-    let mut model = Model::<H> {
-        hub,
-        patience: options.patience,
-        report: Report::default(),
-        channel,
-        published: Vec::new(),
-        index: HashMap::new(),
-        foreign: HashSet::new(),
-        clients: (0..CLIENTS).map(|_| Client::default()).collect(),
-        pollers: (0..CLIENTS).map(|_| Poller::default()).collect(),
-    };
-    for (step, op) in ops.iter().enumerate() {
-        model
-            .apply(op, options.clock.as_ref())
-            .await
-            .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
-    }
-    for who in 0..CLIENTS {
-        if model.clients[who].subscription.is_some() {
-            model
-                .drain(who)
-                .await
-                .map_err(|e| format!("final drain of client {who}: {e}"))?;
-        }
-    }
-    Ok(model.report)
-}
 
 struct Record {
     cursor: Cursor,
@@ -291,7 +53,7 @@ struct Poller {
     cursor: Option<Cursor>,
 }
 
-struct Model<'a, H: Hub> {
+pub(super) struct Model<'a, H: Hub> {
     hub: &'a H,
     patience: Duration,
     report: Report,
@@ -310,8 +72,42 @@ struct Expectation {
     awaiting_reset: Option<Cursor>,
 }
 
-impl<H: Hub> Model<'_, H> {
-    async fn apply(&mut self, op: &Op, clock: Option<&ManualClock>) -> Result<(), String> {
+impl<'a, H: Hub> Model<'a, H> {
+    pub(super) fn new(hub: &'a H, channel: &'a ChannelName, patience: Duration) -> Self {
+        Model {
+            hub,
+            patience,
+            report: Report::default(),
+            channel,
+            published: Vec::new(),
+            index: HashMap::new(),
+            foreign: HashSet::new(),
+            clients: (0..CLIENTS).map(|_| Client::default()).collect(),
+            pollers: (0..CLIENTS).map(|_| Poller::default()).collect(),
+        }
+    }
+
+    pub(super) fn report(&self) -> Report {
+        self.report
+    }
+
+    /// Drains every connected client: the end of every scenario.
+    pub(super) async fn drain_all(&mut self) -> Result<(), String> {
+        for who in 0..CLIENTS {
+            if self.clients[who].subscription.is_some() {
+                self.drain(who)
+                    .await
+                    .map_err(|e| format!("final drain of client {who}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn apply(
+        &mut self,
+        op: &Op,
+        clock: Option<&ManualClock>,
+    ) -> Result<(), String> {
         match *op {
             Op::Publish { len, event } => self.publish(len, event).await,
             Op::Subscribe { who, from } => self.subscribe(who, from).await,
