@@ -47,6 +47,19 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A query string that is too long, repeats a parameter, or holds a bad
+    /// value.
+    #[error("invalid query: {reason}")]
+    InvalidQuery {
+        /// What is wrong with it.
+        reason: Box<str>,
+    },
+    /// A response that does not follow the wire protocol (seen by clients).
+    #[error("invalid response: {reason}")]
+    InvalidResponse {
+        /// What is wrong with it.
+        reason: Box<str>,
+    },
     /// A message larger than the hub accepts.
     #[error("message of {size} bytes is larger than the limit of {limit} bytes")]
     MessageTooLarge {
@@ -77,13 +90,51 @@ impl Error {
     /// `true` when the error is caused by the caller's input (a 4xx on HTTP),
     /// `false` when it is the hub's limit or failure (a 5xx).
     pub fn is_client_error(&self) -> bool {
-        matches!(
-            self,
+        self.http_status() < 500
+    }
+
+    /// The HTTP status every transport answers this error with.
+    pub fn http_status(&self) -> u16 {
+        match self {
             Error::InvalidChannelName { .. }
-                | Error::InvalidEventName { .. }
-                | Error::InvalidCursor { .. }
-                | Error::MessageTooLarge { .. }
-        )
+            | Error::InvalidEventName { .. }
+            | Error::InvalidCursor { .. }
+            | Error::InvalidQuery { .. } => 400,
+            Error::MessageTooLarge { .. } => 413,
+            Error::InvalidConfig { .. } => 500,
+            Error::InvalidResponse { .. } => 502,
+            Error::TooManyChannels { .. } | Error::Unavailable(_) => 503,
+        }
+    }
+
+    /// A stable, machine-readable name for the error, sent as `code` in JSON
+    /// error bodies (see docs/protocol.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidChannelName { .. } => "invalid_channel",
+            Error::InvalidEventName { .. } => "invalid_event",
+            Error::InvalidCursor { .. } => "invalid_cursor",
+            Error::InvalidQuery { .. } => "invalid_query",
+            Error::InvalidResponse { .. } => "invalid_response",
+            Error::MessageTooLarge { .. } => "message_too_large",
+            Error::TooManyChannels { .. } => "too_many_channels",
+            Error::InvalidConfig { .. } => "invalid_config",
+            Error::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// An [`Error::InvalidQuery`] saying `reason`.
+    pub fn invalid_query(reason: impl Into<Box<str>>) -> Self {
+        Error::InvalidQuery {
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::InvalidResponse`] saying `reason`.
+    pub fn invalid_response(reason: impl Into<Box<str>>) -> Self {
+        Error::InvalidResponse {
+            reason: reason.into(),
+        }
     }
 
     /// Wraps a backend failure.

@@ -40,6 +40,8 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backoff;
+mod client_error;
 mod cursor;
 mod error;
 mod hub;
@@ -48,10 +50,13 @@ mod memory;
 mod message;
 mod names;
 mod time;
+pub mod wire;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use crate::backoff::Backoff;
+pub use crate::client_error::ClientError;
 pub use crate::cursor::{Cursor, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription};

@@ -1,0 +1,80 @@
+//! The one error type every transport's client yields.
+
+use std::time::Duration;
+
+use crate::BoxError;
+
+/// What can go wrong in a transport's client (polling, long polling, SSE,
+/// WebSockets). Most of it is passing: a client yields the error, backs off
+/// and tries again. A fatal error ([`ClientError::is_fatal`]) is yielded last,
+/// and the client's stream ends.
+///
+/// ```
+/// use push_core::ClientError;
+///
+/// let refused = ClientError::Status { status: 400, code: Some("invalid_channel".into()), message: None };
+/// assert!(refused.is_fatal());
+/// let busy = ClientError::Status { status: 503, code: None, message: None };
+/// assert!(!busy.is_fatal());
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The URL is not one the client can use.
+    #[error("invalid URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Connecting or talking to the server failed.
+    #[error("request failed: {0}")]
+    Request(#[source] BoxError),
+    /// No answer within the time allowed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The server answered with an error status.
+    #[error("server answered {status}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The error `code` from the JSON body, when there is one.
+        code: Option<String>,
+        /// The error `message` from the JSON body, when there is one.
+        message: Option<String>,
+    },
+    /// The answer does not follow the protocol.
+    #[error(transparent)]
+    Protocol(#[from] crate::Error),
+}
+
+impl ClientError {
+    /// `true` when retrying cannot help: a bad URL, or a 4xx other than 408
+    /// (timeout) and 429 (too many requests).
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ClientError::InvalidUrl { .. } => true,
+            ClientError::Status { status, .. } => {
+                (400..500).contains(status) && *status != 408 && *status != 429
+            }
+            _ => false,
+        }
+    }
+
+    /// A [`ClientError::Status`] for `status`, with the code and message of the
+    /// JSON error `body` when it is one.
+    pub fn status(status: u16, body: &[u8]) -> Self {
+        let (code, message) = crate::wire::json::parse_error(body).unzip();
+        ClientError::Status {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// Wraps a connection or I/O failure.
+    pub fn request(source: impl Into<BoxError>) -> Self {
+        ClientError::Request(source.into())
+    }
+}

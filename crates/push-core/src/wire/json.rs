@@ -1,0 +1,422 @@
+//! The JSON wire format: message envelopes, batches, signals and error bodies,
+//! written straight into bytes and read back by the clients.
+//!
+//! ```text
+//! envelope  {"channel":"news","id":"5eed.42","event":"price","time":1700000000000,"data":"hello"}
+//! binary    {"channel":"news","id":"5eed.43","time":1700000000001,"data":"AAEC/w==","encoding":"base64"}
+//! batch     {"cursor":"5eed.43","more":false,"gap":{"since":"5eed.3","resume":"5eed.41","missed":38},"messages":[…]}
+//! error     {"error":{"code":"invalid_cursor","message":"invalid cursor: a number has leading zeros"}}
+//! ```
+//!
+//! Data that is valid UTF-8 travels as a JSON string; any other data as
+//! standard base64 with `"encoding":"base64"`, so no byte is ever lost.
+
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value};
+
+use crate::{
+    Batch, ChannelName, Cursor, Error, EventName, Gap, Message, Reset, Signal, Timestamp,
+    WireFormat,
+};
+
+/// The message's JSON envelope: encoded the first time any connection asks,
+/// then the same shared bytes for all.
+pub fn envelope(message: &Message) -> Bytes {
+    message.encoded(WireFormat::JsonEnvelope, encode_envelope)
+}
+
+fn encode_envelope(message: &Message) -> Bytes {
+    let data = message.data();
+    let mut buf = BytesMut::with_capacity(96 + data.len() + data.len() / 3);
+    buf.put_slice(b"{\"channel\":");
+    put_string(&mut buf, message.channel().as_str());
+    buf.put_slice(b",\"id\":");
+    put_cursor(&mut buf, message.cursor());
+    if let Some(event) = message.event() {
+        buf.put_slice(b",\"event\":");
+        put_string(&mut buf, event.as_str());
+    }
+    buf.put_slice(b",\"time\":");
+    put_display(&mut buf, message.published_at().as_unix_millis());
+    buf.put_slice(b",\"data\":");
+    match std::str::from_utf8(data) {
+        Ok(text) => put_string(&mut buf, text),
+        Err(_) => {
+            buf.put_u8(b'"');
+            buf.put_slice(BASE64.encode(data).as_bytes());
+            buf.put_slice(b"\",\"encoding\":\"base64\"");
+        }
+    }
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// A batch: `cursor`, `more`, the signal if any, and the messages' shared
+/// envelopes spliced in.
+pub fn batch(batch: &Batch) -> Bytes {
+    let envelopes: Vec<Bytes> = batch.messages.iter().map(|m| envelope(m)).collect();
+    let size = 128 + envelopes.iter().map(|e| e.len() + 1).sum::<usize>();
+    let mut buf = BytesMut::with_capacity(size);
+    buf.put_slice(b"{\"cursor\":");
+    put_cursor(&mut buf, batch.cursor);
+    buf.put_slice(if batch.more {
+        b",\"more\":true"
+    } else {
+        b",\"more\":false"
+    });
+    if let Some(signal) = &batch.signal {
+        buf.put_u8(b',');
+        put_signal_field(&mut buf, signal);
+    }
+    buf.put_slice(b",\"messages\":[");
+    for (i, envelope) in envelopes.iter().enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(envelope);
+    }
+    buf.put_slice(b"]}");
+    buf.freeze()
+}
+
+/// `"gap":{…}` or `"reset":{…}`: a signal as a field of a larger object.
+pub fn put_signal_field(buf: &mut BytesMut, signal: &Signal) {
+    let (name, since, resume, missed) = match signal {
+        Signal::Gap(gap) => ("gap", gap.since, gap.resume, gap.missed),
+        Signal::Reset(reset) => ("reset", reset.since, reset.resume, None),
+    };
+    buf.put_u8(b'"');
+    buf.put_slice(name.as_bytes());
+    buf.put_slice(b"\":{\"since\":");
+    put_cursor(buf, since);
+    buf.put_slice(b",\"resume\":");
+    put_cursor(buf, resume);
+    if let Some(missed) = missed {
+        buf.put_slice(b",\"missed\":");
+        put_display(buf, missed);
+    }
+    buf.put_u8(b'}');
+}
+
+/// The body of an error answer: `{"error":{"code":…,"message":…}}`.
+pub fn error(code: &str, message: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(48 + code.len() + message.len());
+    buf.put_slice(b"{\"error\":{\"code\":");
+    put_string(&mut buf, code);
+    buf.put_slice(b",\"message\":");
+    put_string(&mut buf, message);
+    buf.put_slice(b"}}");
+    buf.freeze()
+}
+
+/// The body of an answer to `err`.
+pub fn error_for(err: &Error) -> Bytes {
+    error(err.code(), &err.to_string())
+}
+
+/// Writes `s` as a JSON string: quotes, and escapes for `"`, `\` and every
+/// control character, so no input can break out of it.
+pub fn put_string(buf: &mut BytesMut, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    buf.reserve(s.len() + 2);
+    buf.put_u8(b'"');
+    let bytes = s.as_bytes();
+    let mut clean = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => b"",
+            _ => continue,
+        };
+        buf.put_slice(&bytes[clean..i]);
+        if escape.is_empty() {
+            buf.put_slice(b"\\u00");
+            buf.put_u8(HEX[usize::from(b >> 4)]);
+            buf.put_u8(HEX[usize::from(b & 0xf)]);
+        } else {
+            buf.put_slice(escape);
+        }
+        clean = i + 1;
+    }
+    buf.put_slice(&bytes[clean..]);
+    buf.put_u8(b'"');
+}
+
+/// Writes a cursor as a JSON string; its alphabet needs no escaping.
+fn put_cursor(buf: &mut BytesMut, cursor: Cursor) {
+    buf.put_u8(b'"');
+    put_display(buf, cursor);
+    buf.put_u8(b'"');
+}
+
+fn put_display(buf: &mut BytesMut, value: impl fmt::Display) {
+    // BytesMut grows as needed: writing to it cannot fail.
+    let _ = fmt::Write::write_fmt(buf, format_args!("{value}"));
+}
+
+/// Reads a batch as [`batch`] writes it.
+///
+/// # Errors
+/// [`Error::InvalidResponse`] naming what is missing or malformed.
+pub fn parse_batch(body: &[u8]) -> Result<Batch, Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_response(format!("batch is not JSON: {e}")))?;
+    let object = as_object(&value, "batch")?;
+    let cursor = cursor_field(object, "cursor")?;
+    let more = match object.get("more") {
+        None => false,
+        Some(Value::Bool(more)) => *more,
+        Some(_) => return Err(Error::invalid_response("`more` is not a boolean")),
+    };
+    let signal = match (object.get("gap"), object.get("reset")) {
+        (None, None) => None,
+        (Some(gap), None) => Some(Signal::Gap(parse_gap(gap)?)),
+        (None, Some(reset)) => Some(Signal::Reset(parse_reset(reset)?)),
+        (Some(_), Some(_)) => return Err(Error::invalid_response("both a gap and a reset")),
+    };
+    let messages = match object.get("messages") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| parse_envelope(item).map(Arc::new))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(Error::invalid_response("`messages` is not an array")),
+    };
+    Ok(Batch::new(signal, messages, cursor, more))
+}
+
+/// Reads one message envelope.
+///
+/// # Errors
+/// [`Error::InvalidResponse`] naming what is missing or malformed.
+pub fn parse_envelope(value: &Value) -> Result<Message, Error> {
+    let object = as_object(value, "message")?;
+    let channel = ChannelName::new(str_field(object, "channel")?)
+        .map_err(|e| Error::invalid_response(e.to_string()))?;
+    let cursor = cursor_field(object, "id")?;
+    let event = match object.get("event") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(event)) => {
+            Some(EventName::new(event).map_err(|e| Error::invalid_response(e.to_string()))?)
+        }
+        Some(_) => return Err(Error::invalid_response("`event` is not a string")),
+    };
+    let time = match object.get("time") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| Error::invalid_response("`time` is not a whole number"))?,
+        _ => return Err(Error::invalid_response("`time` is missing")),
+    };
+    let data = str_field(object, "data")?;
+    let data = match object.get("encoding") {
+        None | Some(Value::Null) => Bytes::copy_from_slice(data.as_bytes()),
+        Some(Value::String(encoding)) if encoding == "base64" => BASE64
+            .decode(data)
+            .map(Bytes::from)
+            .map_err(|e| Error::invalid_response(format!("`data` is not base64: {e}")))?,
+        Some(other) => {
+            return Err(Error::invalid_response(format!("unknown encoding {other}")));
+        }
+    };
+    Ok(Message::new(
+        channel,
+        cursor,
+        event,
+        data,
+        Timestamp::from_unix_millis(time),
+    ))
+}
+
+/// Reads an error body: its code and message, when it is one.
+pub fn parse_error(body: &[u8]) -> Option<(String, String)> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let error = value.get("error")?;
+    let code = error.get("code")?.as_str()?.to_owned();
+    let message = error.get("message")?.as_str()?.to_owned();
+    Some((code, message))
+}
+
+fn parse_gap(value: &Value) -> Result<Gap, Error> {
+    let object = as_object(value, "gap")?;
+    let missed = match object.get("missed") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| Error::invalid_response("`missed` is not a whole number"))?,
+        ),
+        Some(_) => return Err(Error::invalid_response("`missed` is not a number")),
+    };
+    Ok(Gap::new(
+        cursor_field(object, "since")?,
+        cursor_field(object, "resume")?,
+        missed,
+    ))
+}
+
+fn parse_reset(value: &Value) -> Result<Reset, Error> {
+    let object = as_object(value, "reset")?;
+    Ok(Reset::new(
+        cursor_field(object, "since")?,
+        cursor_field(object, "resume")?,
+    ))
+}
+
+fn as_object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>, Error> {
+    value
+        .as_object()
+        .ok_or_else(|| Error::invalid_response(format!("the {what} is not a JSON object")))
+}
+
+fn str_field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, Error> {
+    object
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::invalid_response(format!("`{name}` is missing or not a string")))
+}
+
+fn cursor_field(object: &Map<String, Value>, name: &str) -> Result<Cursor, Error> {
+    str_field(object, name)?
+        .parse()
+        .map_err(|e: Error| Error::invalid_response(format!("`{name}`: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Epoch, Position};
+    use proptest::prelude::*;
+
+    fn cursor(n: u64) -> Cursor {
+        Cursor::new(Epoch::new(0xab), Position::new(n, 0))
+    }
+
+    fn message(data: &[u8], event: Option<&str>) -> Message {
+        Message::new(
+            "news".parse().unwrap(),
+            cursor(7),
+            event.map(|e| e.parse().unwrap()),
+            Bytes::copy_from_slice(data),
+            Timestamp::from_unix_millis(1_700_000_000_123),
+        )
+    }
+
+    #[test]
+    fn envelope_forms() {
+        assert_eq!(
+            envelope(&message(b"hi \"you\"\n", Some("ev"))),
+            &br#"{"channel":"news","id":"ab.7","event":"ev","time":1700000000123,"data":"hi \"you\"\n"}"#[..]
+        );
+        assert_eq!(
+            envelope(&message(&[0, 1, 2, 0xff], None)),
+            &br#"{"channel":"news","id":"ab.7","time":1700000000123,"data":"AAEC/w==","encoding":"base64"}"#[..]
+        );
+    }
+
+    #[test]
+    fn envelope_is_encoded_once() {
+        let m = message(b"x", None);
+        assert_eq!(envelope(&m).as_ptr(), envelope(&m).as_ptr());
+    }
+
+    #[test]
+    fn batch_with_a_gap() {
+        let b = Batch::new(
+            Some(Signal::Gap(Gap::new(cursor(1), cursor(6), Some(5)))),
+            vec![Arc::new(message(b"x", None))],
+            cursor(7),
+            true,
+        );
+        let json = batch(&b);
+        assert_eq!(
+            json,
+            &br#"{"cursor":"ab.7","more":true,"gap":{"since":"ab.1","resume":"ab.6","missed":5},"messages":[{"channel":"news","id":"ab.7","time":1700000000123,"data":"x"}]}"#[..]
+        );
+        assert_eq!(parse_batch(&json).unwrap(), b);
+    }
+
+    #[test]
+    fn error_bodies() {
+        let err = "01.1".parse::<Cursor>().unwrap_err();
+        let body = error_for(&err);
+        assert_eq!(
+            parse_error(&body),
+            Some((
+                "invalid_cursor".into(),
+                "invalid cursor: a number has leading zeros".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn malformed_batches_are_errors() {
+        for body in [
+            &b"not json"[..],
+            b"[]",
+            b"{}",
+            br#"{"cursor":"ab.1","messages":{}}"#,
+            br#"{"cursor":"AB.1","messages":[]}"#,
+            br#"{"cursor":"ab.1","more":1,"messages":[]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a b","id":"ab.1","time":0,"data":""}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":-1,"data":""}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":"!","encoding":"base64"}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":"","encoding":"rot13"}]}"#,
+            br#"{"cursor":"ab.1","gap":{"since":"ab.1"},"messages":[]}"#,
+        ] {
+            let parsed = parse_batch(body);
+            assert!(
+                matches!(parsed, Err(Error::InvalidResponse { .. })),
+                "{}: {parsed:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_survives_a_json_string(s in "\\PC*|[\\x00-\\x7f]*") {
+            let mut buf = BytesMut::new();
+            put_string(&mut buf, &s);
+            let back: String = serde_json::from_slice(&buf).unwrap();
+            prop_assert_eq!(back, s);
+        }
+
+        #[test]
+        fn any_message_survives_an_envelope(
+            data in proptest::collection::vec(any::<u8>(), 0..64),
+            text in "\\PC{0,20}",
+            use_text: bool,
+            event in proptest::option::of("[a-z]{1,8}"),
+            time: u64,
+            n: u64,
+        ) {
+            let data = if use_text { text.into_bytes() } else { data };
+            let m = Message::new(
+                "c".parse().unwrap(),
+                cursor(n),
+                event.map(|e| e.parse().unwrap()),
+                Bytes::from(data),
+                Timestamp::from_unix_millis(time),
+            );
+            let value: Value = serde_json::from_slice(&envelope(&m)).unwrap();
+            let back = parse_envelope(&value).unwrap();
+            prop_assert_eq!(back.data(), m.data());
+            prop_assert_eq!(back.event(), m.event());
+            prop_assert_eq!(back.published_at(), m.published_at());
+            prop_assert_eq!(back, m);
+        }
+
+        #[test]
+        fn arbitrary_bodies_never_panic(body: Vec<u8>) {
+            let _ = parse_batch(&body);
+            let _ = parse_error(&body);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The wire contract's shared pieces, as plain functions over bytes and
+//! strings: the JSON envelopes and batches every JSON transport sends and its
+//! clients read, and the request parsing every transport does. No HTTP types:
+//! each transport's hyper glue calls these.
+//!
+//! docs/protocol.md is the normative statement of the formats written here.
+
+pub mod json;
+mod request;
+
+pub use self::request::{ChannelLocator, DEFAULT_MAX_QUERY_LEN, LocatorFn, Query};
+
+/// Response header carrying the polling interval a server advises, in
+/// milliseconds.
+pub const POLL_INTERVAL_HEADER: &str = "push-poll-interval";
+
+/// `Cache-Control` for answers that must never be served stale: caches may
+/// store them but must ask again every time (the cheap `304` path).
+pub const CACHE_REVALIDATE: &str = "no-cache";
+
+/// `Cache-Control` for answers that must not be stored at all.
+pub const CACHE_NEVER: &str = "no-store";
+
+/// Reads a cursor from an `ETag` or `If-None-Match` entity tag (`"…"` or
+/// `W/"…"`); `None` when it is not one.
+pub fn cursor_from_etag(tag: &str) -> Option<crate::Cursor> {
+    let tag = tag.trim();
+    let tag = tag.strip_prefix("W/").unwrap_or(tag);
+    tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
+}
+
+/// `true` when an `If-None-Match` header value names `cursor` (or is `*`).
+pub fn if_none_match_names(header: &str, cursor: crate::Cursor) -> bool {
+    header
+        .split(',')
+        .any(|tag| tag.trim() == "*" || cursor_from_etag(tag) == Some(cursor))
+}
+
+/// The `ETag` for a cursor: the cursor, quoted.
+pub fn etag(cursor: crate::Cursor) -> String {
+    format!("\"{cursor}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags() {
+        let c: crate::Cursor = "ab.12".parse().unwrap();
+        assert_eq!(etag(c), "\"ab.12\"");
+        assert_eq!(cursor_from_etag(&etag(c)), Some(c));
+        assert_eq!(cursor_from_etag("W/\"ab.12\""), Some(c));
+        assert_eq!(cursor_from_etag("ab.12"), None);
+        assert!(if_none_match_names("\"x\", W/\"ab.12\"", c));
+        assert!(if_none_match_names("*", c));
+        assert!(!if_none_match_names("\"ab.13\"", c));
+        assert!(!if_none_match_names("", c));
+    }
+}

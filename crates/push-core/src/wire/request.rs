@@ -1,0 +1,316 @@
+//! What every transport reads from a request line: the query parameters, and
+//! the channel the request is for. Plain strings in, typed values or a typed
+//! error out, so each transport's HTTP glue stays thin and they all answer bad
+//! input the same way.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+use crate::{ChannelName, Error, Start};
+
+/// The longest query string accepted by default, in bytes.
+pub const DEFAULT_MAX_QUERY_LEN: usize = 1024;
+
+/// A request's decoded query parameters.
+///
+/// Unknown parameters are ignored (cache-busters such as `_=1700000000`);
+/// a known one given twice is an error, since guessing which one was meant
+/// could resume from the wrong place.
+///
+/// ```
+/// use push_core::Start;
+/// use push_core::wire::Query;
+///
+/// let query = Query::parse(Some("since=earliest&_=123"), 1024)?;
+/// assert_eq!(query.start()?, Start::Earliest);
+/// assert!(Query::parse(Some("since=a&since=b"), 1024)?.start().is_err());
+/// # Ok::<(), push_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Query<'a> {
+    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+}
+
+impl<'a> Query<'a> {
+    /// Decodes `raw` (the part after `?`, `+` and `%XX` decoded).
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when it is longer than `max_len` bytes.
+    pub fn parse(raw: Option<&'a str>, max_len: usize) -> Result<Self, Error> {
+        let raw = raw.unwrap_or_default();
+        if raw.len() > max_len {
+            return Err(Error::invalid_query(format!(
+                "the query is longer than {max_len} bytes"
+            )));
+        }
+        Ok(Query {
+            pairs: form_urlencoded::parse(raw.as_bytes()).collect(),
+        })
+    }
+
+    /// The value of `name`, if given once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when it is given more than once.
+    pub fn get(&self, name: &str) -> Result<Option<&str>, Error> {
+        let mut values = self.pairs.iter().filter(|(key, _)| key == name);
+        let first = values.next().map(|(_, value)| value.as_ref());
+        if values.next().is_some() {
+            return Err(Error::invalid_query(format!(
+                "parameter `{name}` is given more than once"
+            )));
+        }
+        Ok(first)
+    }
+
+    /// Where to start, from `since`: absent is live, `earliest` everything
+    /// retained, anything else a cursor.
+    ///
+    /// # Errors
+    /// [`Error::InvalidCursor`], or [`Error::InvalidQuery`] for a repeated `since`.
+    pub fn start(&self) -> Result<Start, Error> {
+        Start::from_since(self.get("since")?)
+    }
+
+    /// A whole number of seconds from `name`, at most `max` (a larger value is
+    /// lowered to `max`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when it is not a whole number of seconds.
+    pub fn seconds(&self, name: &str, max: Duration) -> Result<Option<Duration>, Error> {
+        let Some(value) = self.get(name)? else {
+            return Ok(None);
+        };
+        let secs: u64 = parse_whole(value).ok_or_else(|| {
+            Error::invalid_query(format!(
+                "`{name}` must be a whole number of seconds, not {value:?}"
+            ))
+        })?;
+        Ok(Some(Duration::from_secs(secs).min(max)))
+    }
+
+    /// A count from `name`, from 1 to `max` (a larger value is lowered to `max`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when it is not a positive whole number.
+    pub fn count(&self, name: &str, max: usize) -> Result<Option<usize>, Error> {
+        let Some(value) = self.get(name)? else {
+            return Ok(None);
+        };
+        match parse_whole(value) {
+            Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX).min(max))),
+            _ => Err(Error::invalid_query(format!(
+                "`{name}` must be a positive whole number, not {value:?}"
+            ))),
+        }
+    }
+}
+
+/// Digits only (no sign, no spaces), saturating at `u64::MAX`.
+fn parse_whole(value: &str) -> Option<u64> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(value.parse().unwrap_or(u64::MAX))
+}
+
+/// A rule of your own for [`ChannelLocator::Custom`]: from the path and the
+/// decoded query to a channel name.
+pub type LocatorFn = dyn Fn(&str, &Query<'_>) -> Option<String> + Send + Sync;
+
+/// Finds the channel a request is for, from its path and query.
+///
+/// The default, [`ChannelLocator::LastPathSegment`], reads `news` from
+/// `/poll/news` (percent-decoded, so `encodeURIComponent("a:b")` works).
+///
+/// ```
+/// use push_core::wire::{ChannelLocator, Query};
+///
+/// let query = Query::parse(Some("channel=b"), 1024)?;
+/// assert_eq!(ChannelLocator::LastPathSegment.locate("/sse/a%3Ab", &query)?.as_str(), "a:b");
+/// assert_eq!(ChannelLocator::query("channel").locate("/sse", &query)?.as_str(), "b");
+/// # Ok::<(), push_core::Error>(())
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum ChannelLocator {
+    /// The last segment of the path.
+    #[default]
+    LastPathSegment,
+    /// A query parameter.
+    QueryParameter(Cow<'static, str>),
+    /// Always this channel.
+    Fixed(ChannelName),
+    /// Your own rule, from the path and the decoded query.
+    Custom(Arc<LocatorFn>),
+}
+
+impl ChannelLocator {
+    /// The channel named by query parameter `name`.
+    pub fn query(name: impl Into<Cow<'static, str>>) -> Self {
+        ChannelLocator::QueryParameter(name.into())
+    }
+
+    /// A rule of your own.
+    pub fn custom(
+        rule: impl Fn(&str, &Query<'_>) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        ChannelLocator::Custom(Arc::new(rule))
+    }
+
+    /// The channel for a request with this path and query.
+    ///
+    /// # Errors
+    /// [`Error::InvalidChannelName`] when there is none or it is invalid.
+    pub fn locate(&self, path: &str, query: &Query<'_>) -> Result<ChannelName, Error> {
+        let missing = || Error::InvalidChannelName {
+            reason: "the request names no channel",
+        };
+        match self {
+            ChannelLocator::LastPathSegment => {
+                let segment = path.rsplit('/').next().unwrap_or_default();
+                let decoded = percent_decode_str(segment).decode_utf8().map_err(|_| {
+                    Error::InvalidChannelName {
+                        reason: "only A-Z a-z 0-9 and _ . : @ - are allowed",
+                    }
+                })?;
+                if decoded.is_empty() {
+                    return Err(missing());
+                }
+                ChannelName::new(&decoded)
+            }
+            ChannelLocator::QueryParameter(name) => {
+                ChannelName::new(query.get(name)?.ok_or_else(missing)?)
+            }
+            ChannelLocator::Fixed(channel) => Ok(channel.clone()),
+            ChannelLocator::Custom(rule) => {
+                ChannelName::new(&rule(path, query).ok_or_else(missing)?)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for ChannelLocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelLocator::LastPathSegment => f.write_str("LastPathSegment"),
+            ChannelLocator::QueryParameter(name) => write!(f, "QueryParameter({name:?})"),
+            ChannelLocator::Fixed(channel) => write!(f, "Fixed({channel:?})"),
+            ChannelLocator::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn query(raw: &str) -> Query<'_> {
+        Query::parse(Some(raw), DEFAULT_MAX_QUERY_LEN).unwrap()
+    }
+
+    #[test]
+    fn seconds_and_counts() {
+        let max = Duration::from_secs(120);
+        assert_eq!(
+            query("timeout=5").seconds("timeout", max).unwrap(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            query("timeout=0").seconds("timeout", max).unwrap(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            query("timeout=9999").seconds("timeout", max).unwrap(),
+            Some(max)
+        );
+        assert_eq!(
+            query("timeout=99999999999999999999999")
+                .seconds("timeout", max)
+                .unwrap(),
+            Some(max)
+        );
+        assert_eq!(query("").seconds("timeout", max).unwrap(), None);
+        for bad in [
+            "timeout=",
+            "timeout=-1",
+            "timeout=1.5",
+            "timeout=%201",
+            "timeout=ten",
+        ] {
+            assert!(
+                matches!(
+                    query(bad).seconds("timeout", max),
+                    Err(Error::InvalidQuery { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(query("limit=7").count("limit", 100).unwrap(), Some(7));
+        assert_eq!(query("limit=700").count("limit", 100).unwrap(), Some(100));
+        assert!(query("limit=0").count("limit", 100).is_err());
+    }
+
+    #[test]
+    fn too_long_and_repeated() {
+        let long = "a=".to_owned() + &"b".repeat(2000);
+        let err = Query::parse(Some(&long), DEFAULT_MAX_QUERY_LEN).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid query: the query is longer than 1024 bytes"
+        );
+        let err = query("since=earliest&since=earliest").start().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid query: parameter `since` is given more than once"
+        );
+    }
+
+    #[test]
+    fn since_is_decoded() {
+        assert_eq!(query("since=earl%69est").start().unwrap(), Start::Earliest);
+        assert!(matches!(
+            query("since=").start(),
+            Err(Error::InvalidCursor { .. })
+        ));
+    }
+
+    #[test]
+    fn locating_channels() {
+        let empty = query("");
+        let at = |path: &str| ChannelLocator::LastPathSegment.locate(path, &empty);
+        assert_eq!(at("/poll/news").unwrap().as_str(), "news");
+        assert_eq!(at("news").unwrap().as_str(), "news");
+        assert_eq!(at("/a/b%40c").unwrap().as_str(), "b@c");
+        for bad in ["/poll/", "/", "", "/poll/a%2Fb", "/poll/%ff", "/poll/a b"] {
+            assert!(
+                matches!(at(bad), Err(Error::InvalidChannelName { .. })),
+                "{bad:?}"
+            );
+        }
+        let fixed = ChannelLocator::Fixed("x".parse().unwrap());
+        assert_eq!(fixed.locate("/anything", &empty).unwrap().as_str(), "x");
+        let custom =
+            ChannelLocator::custom(|path, _| path.strip_prefix("/u/").map(|s| format!("user:{s}")));
+        assert_eq!(custom.locate("/u/42", &empty).unwrap().as_str(), "user:42");
+        assert!(custom.locate("/x", &empty).is_err());
+        assert!(ChannelLocator::query("c").locate("/", &empty).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_requests_never_panic(path: String, raw: String) {
+            if let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_LEN) {
+                let _ = q.start();
+                let _ = q.seconds("timeout", Duration::from_secs(60));
+                let _ = q.count("limit", 10);
+                let _ = ChannelLocator::LastPathSegment.locate(&path, &q);
+            }
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The long-polling handler: a request held on the hub until there is news.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::Full;
+use push_core::wire::{self, ChannelLocator, Query, json};
+use push_core::{Batch, Cursor, Error, Hub, Item, Start};
+
+/// How a [`LongPollHandler`] reads requests and how long it holds them.
+///
+/// ```
+/// use std::time::Duration;
+/// use push_longpoll::LongPollConfig;
+///
+/// let config = LongPollConfig::default().with_max_timeout(Duration::from_secs(55));
+/// assert_eq!(config.default_timeout, Duration::from_secs(30));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LongPollConfig {
+    /// Where the channel name is in the request (default: the last path
+    /// segment, as in `GET /longpoll/{channel}`).
+    pub channel: ChannelLocator,
+    /// The most messages one answer carries (default 100); a client may ask
+    /// for fewer with `?limit=`.
+    pub max_batch: usize,
+    /// How long a request is held when it names no `timeout` (default 30 s).
+    pub default_timeout: Duration,
+    /// The longest hold a client may ask for; a larger `timeout` is lowered
+    /// to it (default 120 s). Keep it below your proxies' idle timeouts.
+    pub max_timeout: Duration,
+    /// The longest query string accepted (default 1 KiB).
+    pub max_query_len: usize,
+}
+
+impl Default for LongPollConfig {
+    fn default() -> Self {
+        LongPollConfig {
+            channel: ChannelLocator::default(),
+            max_batch: 100,
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(120),
+            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+        }
+    }
+}
+
+impl LongPollConfig {
+    /// Sets [`channel`](Self::channel).
+    #[must_use]
+    pub fn with_channel(mut self, channel: ChannelLocator) -> Self {
+        self.channel = channel;
+        self
+    }
+
+    /// Sets [`max_batch`](Self::max_batch) (at least 1).
+    #[must_use]
+    pub fn with_max_batch(mut self, max_batch: usize) -> Self {
+        self.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// Sets [`default_timeout`](Self::default_timeout).
+    #[must_use]
+    pub fn with_default_timeout(mut self, timeout: Duration) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_timeout`](Self::max_timeout).
+    #[must_use]
+    pub fn with_max_timeout(mut self, timeout: Duration) -> Self {
+        self.max_timeout = timeout;
+        self
+    }
+
+    /// Sets [`max_query_len`](Self::max_query_len).
+    #[must_use]
+    pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
+        self.max_query_len = max_query_len;
+        self
+    }
+}
+
+/// Long polling over any [`Hub`]: a hyper `Service`, or call
+/// [`handle`](Self::handle) from your own.
+///
+/// `GET …/{channel}?since=CURSOR&timeout=SECS` answers as soon as anything
+/// exists after `since`: at once when it already does, otherwise when the next
+/// message is published, with everything then ready (up to the limit) in one
+/// `200` batch. With nothing by the timeout it answers `204 No Content`, the
+/// `ETag` carrying the cursor to poll from next. A held request waits on the
+/// hub's wake-up, never in a sleep loop, and a client that hangs up releases
+/// everything at once ([`waiting`](Self::waiting) counts the held requests).
+///
+/// ```
+/// use push_core::MemoryHub;
+/// use push_longpoll::{LongPollConfig, LongPollHandler};
+///
+/// let longpoll = LongPollHandler::new(MemoryHub::new(), LongPollConfig::default());
+/// assert_eq!(longpoll.waiting(), 0);
+/// ```
+#[derive(Debug)]
+pub struct LongPollHandler<H> {
+    hub: Arc<H>,
+    config: Arc<LongPollConfig>,
+    waiting: Arc<AtomicUsize>,
+}
+
+impl<H> Clone for LongPollHandler<H> {
+    fn clone(&self) -> Self {
+        LongPollHandler {
+            hub: self.hub.clone(),
+            config: self.config.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
+}
+
+impl<H: Hub> LongPollHandler<H> {
+    /// A handler over `hub`.
+    pub fn new(hub: H, config: LongPollConfig) -> Self {
+        Self::from_shared(Arc::new(hub), config)
+    }
+
+    /// A handler over a hub shared with other handlers.
+    pub fn from_shared(hub: Arc<H>, config: LongPollConfig) -> Self {
+        LongPollHandler {
+            hub,
+            config: Arc::new(config),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &LongPollConfig {
+        &self.config
+    }
+
+    /// How many requests are held right now, waiting for a message.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request. The body of a long-poll request is ignored.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+        let (parts, _body) = request.into_parts();
+        if parts.method != Method::GET {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "long polling answers GET only",
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET"));
+            return response;
+        }
+        match self.answer(&parts.uri).await {
+            Ok(response) => response,
+            Err(err) => error_for(&err),
+        }
+    }
+
+    async fn answer(&self, uri: &Uri) -> Result<Response<Full<Bytes>>, Error> {
+        let config = &*self.config;
+        let query = Query::parse(uri.query(), config.max_query_len)?;
+        let channel = config.channel.locate(uri.path(), &query)?;
+        let start = query.start()?;
+        let limit = query
+            .count("limit", config.max_batch)?
+            .unwrap_or(config.max_batch);
+        let timeout = query
+            .seconds("timeout", config.max_timeout)?
+            .unwrap_or(config.default_timeout);
+
+        let batch = self.hub.read(&channel, start, limit).await?;
+        if !batch.is_empty() || timeout.is_zero() {
+            return Ok(batch_response(&batch));
+        }
+        // Nothing yet: wait after the batch's cursor, so that whatever was
+        // published since the read is the subscription's first item.
+        let _held = Held::new(&self.waiting);
+        let mut subscription = self
+            .hub
+            .subscribe(&channel, Start::After(batch.cursor))
+            .await?;
+        let first = tokio::time::timeout(timeout, next(&mut subscription)).await;
+        Ok(match first {
+            Ok(Some(first)) => {
+                batch_response(&collect(first, &mut subscription, batch.cursor, limit))
+            }
+            // Timed out, or the hub is closing: nothing new, poll again.
+            Ok(None) | Err(_) => batch_response(&batch),
+        })
+    }
+}
+
+impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for LongPollHandler<H> {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let handler = self.clone();
+        Box::pin(async move { Ok(handler.handle(request).await) })
+    }
+}
+
+/// Counts a held request for as long as it lives: dropped when it is
+/// answered, or when hyper drops the request because the client hung up.
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Held(count.clone())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn next<S: Stream<Item = Item> + Unpin>(subscription: &mut S) -> Option<Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *subscription).poll_next(cx)).await
+}
+
+/// The item after `first` that is ready now, if any.
+fn ready_now<S: Stream<Item = Item> + Unpin>(subscription: &mut S) -> Option<Item> {
+    match Pin::new(subscription).poll_next(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(item) => item,
+        Poll::Pending => None,
+    }
+}
+
+/// One batch of `first` and everything else ready, up to `limit` messages. A
+/// signal after messages is left for the next request (its read finds it
+/// again), so that a batch carries at most one signal, before its messages.
+fn collect<S: Stream<Item = Item> + Unpin>(
+    first: Item,
+    subscription: &mut S,
+    since: Cursor,
+    limit: usize,
+) -> Batch {
+    let mut signal = None;
+    let mut messages = Vec::new();
+    let mut cursor = since;
+    let mut next = Some(first);
+    let mut more = false;
+    while let Some(item) = next.take() {
+        match item {
+            Item::Signal(s) if messages.is_empty() && signal.is_none() => {
+                cursor = s.resume();
+                signal = Some(s);
+            }
+            Item::Signal(_) => {
+                more = true;
+                break;
+            }
+            Item::Message(_) if messages.len() == limit => {
+                more = true;
+                break;
+            }
+            Item::Message(message) => {
+                cursor = message.cursor();
+                messages.push(message);
+            }
+        }
+        next = ready_now(subscription);
+    }
+    Batch::new(signal, messages, cursor, more)
+}
+
+/// `200` with the batch, or `204` when it is empty; the `ETag` is the cursor
+/// either way.
+fn batch_response(batch: &Batch) -> Response<Full<Bytes>> {
+    let empty = batch.is_empty();
+    let body = if empty {
+        Bytes::new()
+    } else {
+        json::batch(batch)
+    };
+    let mut response = Response::new(Full::new(body));
+    if empty {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    let headers = response.headers_mut();
+    if !empty {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
+    if let Ok(etag) = HeaderValue::try_from(wire::etag(batch.cursor)) {
+        headers.insert(ETAG, etag);
+    }
+    response
+}
+
+fn error_for(err: &Error) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_response(status, err.code(), &err.to_string())
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(json::error(code, message)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
+    response
+}

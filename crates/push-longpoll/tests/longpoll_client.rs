@@ -1,0 +1,163 @@
+//! The `LongPoller` against a real server: delivery in order, 204s followed at
+//! once, backoff and recovery, fatal errors, and a server restart that it
+//! recovers from and reports as a reset.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "../../../tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::StatusCode;
+use push_core::{Hub, Item, MemoryHub, Publication, Signal, Start};
+use push_longpoll::{LongPollConfig, LongPollHandler, LongPoller, LongPollerConfig};
+use support::{Recording, Server, until, within};
+use tokio::sync::mpsc;
+
+fn handler(hub: &MemoryHub) -> LongPollHandler<MemoryHub> {
+    LongPollHandler::new(hub.clone(), LongPollConfig::default())
+}
+
+async fn publish(hub: &MemoryHub, data: &str) {
+    hub.publish(&"c".parse().unwrap(), Publication::new(data.to_owned()))
+        .await
+        .unwrap();
+}
+
+/// Drives `poller` in its own task, as an application would.
+fn drive(mut poller: LongPoller) -> mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = poller.next().await {
+            if sender.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+async fn next_item(
+    items: &mut mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>>,
+) -> Item {
+    loop {
+        match within("an item", items.recv()).await {
+            Some(Ok(item)) => return item,
+            Some(Err(e)) if !e.is_fatal() => continue,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+}
+
+async fn next_data(
+    items: &mut mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>>,
+) -> String {
+    match next_item(items).await {
+        Item::Message(m) => String::from_utf8(m.data().to_vec()).unwrap(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn delivers_every_message_in_order_as_it_is_published() {
+    let hub = MemoryHub::new();
+    let handler = handler(&hub);
+    let server = Server::start(handler.clone()).await;
+    let mut items =
+        drive(LongPoller::new(&server.url("/longpoll/c"), LongPollerConfig::default()).unwrap());
+    for round in 0..5 {
+        until("the poller to be held", || handler.waiting() == 1).await;
+        for n in 0..=round {
+            publish(&hub, &format!("{round}.{n}")).await;
+        }
+        for n in 0..=round {
+            assert_eq!(next_data(&mut items).await, format!("{round}.{n}"));
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_204_is_followed_by_the_next_request_at_once() {
+    let hub = MemoryHub::new();
+    let service = Recording::new(handler(&hub));
+    let log = service.log.clone();
+    let server = Server::start(service).await;
+    let config = LongPollerConfig::default().with_hold(Duration::from_secs(5));
+    let mut items = drive(LongPoller::new(&server.url("/longpoll/c"), config).unwrap());
+    // Two empty holds, in virtual time.
+    let statuses = log.wait_for(2).await;
+    assert_eq!(statuses, [StatusCode::NO_CONTENT; 2]);
+    publish(&hub, "finally").await;
+    assert_eq!(next_data(&mut items).await, "finally");
+}
+
+#[tokio::test]
+async fn backs_off_on_errors_and_recovers() {
+    let hub = MemoryHub::new();
+    publish(&hub, "after the storm").await;
+    let server = Server::start(Recording::failing(handler(&hub), 3)).await;
+    let config = LongPollerConfig::default()
+        .with_start(Start::Earliest)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(40));
+    let mut poller = LongPoller::new(&server.url("/longpoll/c"), config).unwrap();
+    for _ in 0..3 {
+        match within("an error", poller.next()).await {
+            Some(Err(e)) => assert!(!e.is_fatal() && e.to_string().contains("503"), "{e}"),
+            other => panic!("expected a 503, got {other:?}"),
+        }
+    }
+    match within("the message", poller.next()).await {
+        Some(Ok(Item::Message(m))) => assert_eq!(&m.data()[..], b"after the storm"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_request_is_fatal_and_ends_the_stream() {
+    let hub = MemoryHub::new();
+    let server = Server::start(handler(&hub)).await;
+    let config = LongPollerConfig::default().with_start(Start::Earliest);
+    let mut poller = LongPoller::new(&server.url("/longpoll/bad%20name"), config).unwrap();
+    match within("the error", poller.next()).await {
+        Some(Err(push_longpoll::Error::Status { status, code, .. })) => {
+            assert_eq!(status, StatusCode::BAD_REQUEST);
+            assert_eq!(code.as_deref(), Some("invalid_channel"));
+        }
+        other => panic!("expected a fatal 400, got {other:?}"),
+    }
+    assert!(within("the end", poller.next()).await.is_none());
+}
+
+#[tokio::test]
+async fn recovers_from_a_server_restart_and_reports_the_reset() {
+    let first_hub = MemoryHub::new();
+    let first = handler(&first_hub);
+    let server = Server::start(first.clone()).await;
+    let addr = server.addr;
+    let config = LongPollerConfig::default()
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
+    let mut items = drive(LongPoller::new(&server.url("/longpoll/c"), config).unwrap());
+    until("the poller to be held", || first.waiting() == 1).await;
+    publish(&first_hub, "one").await;
+    assert_eq!(next_data(&mut items).await, "one");
+
+    until("the poller to be held again", || first.waiting() == 1).await;
+    server.stop().await;
+    let second_hub = MemoryHub::new();
+    publish(&second_hub, "two").await;
+    let _server = Server::start_at(addr, handler(&second_hub)).await;
+
+    match next_item(&mut items).await {
+        Item::Signal(Signal::Reset(reset)) => assert_ne!(reset.since.epoch(), reset.resume.epoch()),
+        other => panic!("expected a reset, got {other:?}"),
+    }
+    assert_eq!(next_data(&mut items).await, "two");
+    // Reading the new hub once more proves the cursor moved to its epoch.
+    let head = second_hub
+        .read(&"c".parse().unwrap(), Start::Live, 0)
+        .await
+        .unwrap()
+        .cursor;
+    assert_eq!(head.position().major(), 1);
+}

@@ -1,0 +1,275 @@
+//! Test support shared by every transport's tests (included with
+//! `#[path = …] mod support;`): a real hyper server on 127.0.0.1, a plain
+//! HTTP/1.1 and HTTP/2 client, and service wrappers that record or fail.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinSet;
+
+/// The safety net for every wait in a test: generous, never the expected path.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Waits for `future`, failing the test with `what` after [`PATIENCE`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Waits until `condition` holds, yielding to the runtime between looks (for
+/// state with no event to wait on, such as a counter), failing after
+/// [`PATIENCE`].
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+/// A hyper server (HTTP/1.1 and HTTP/2 on one port) on a real socket.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Serves `service` on a free port of 127.0.0.1.
+    pub async fn start<S, B>(service: S) -> Server
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        Self::start_at("127.0.0.1:0".parse().unwrap(), service).await
+    }
+
+    /// Serves `service` on `addr` (to restart a server on the same port).
+    pub async fn start_at<S, B>(addr: SocketAddr, service: S) -> Server
+    where
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let service = service.clone();
+                        connections.spawn(async move {
+                            let _ = auto::Builder::new(TokioExecutor::new())
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                }
+            }
+            // Dropping the set aborts every connection: the server is gone.
+            connections.shutdown().await;
+        });
+        Server {
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("http://{}{path_and_query}", self.addr)
+    }
+
+    /// Stops accepting and closes every connection.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// One answer, fully read.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+}
+
+/// Sends `request` over a fresh HTTP/1.1 connection and reads the answer.
+pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Answer {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    read(response).await
+}
+
+/// Sends `request` over a fresh HTTP/2 (prior knowledge) connection.
+pub async fn send_h2(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Answer {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await.unwrap();
+    read(response).await
+}
+
+pub async fn read(response: Response<Incoming>) -> Answer {
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// `GET path_and_query` with `headers`.
+pub async fn get(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::get(format!("http://{addr}{path_and_query}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    send(addr, request.body(Empty::new()).unwrap()).await
+}
+
+/// What a [`Recording`] service saw: the status of each answer, in order.
+#[derive(Clone, Default)]
+pub struct Log {
+    statuses: Arc<Mutex<Vec<StatusCode>>>,
+    changed: Arc<Notify>,
+}
+
+impl Log {
+    pub fn statuses(&self) -> Vec<StatusCode> {
+        self.statuses.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` answers were given.
+    pub async fn wait_for(&self, n: usize) -> Vec<StatusCode> {
+        within(&format!("{n} answers"), async {
+            loop {
+                let notified = self.changed.notified();
+                let statuses = self.statuses();
+                if statuses.len() >= n {
+                    return statuses;
+                }
+                notified.await;
+            }
+        })
+        .await
+    }
+}
+
+/// Wraps a service: answers with `503` to the first `fail_first` requests,
+/// and logs every answer's status.
+#[derive(Clone)]
+pub struct Recording<S> {
+    inner: S,
+    pub log: Log,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl<S> Recording<S> {
+    pub fn new(inner: S) -> Self {
+        Self::failing(inner, 0)
+    }
+
+    pub fn failing(inner: S, fail_first: usize) -> Self {
+        Recording {
+            inner,
+            log: Log::default(),
+            failures_left: Arc::new(AtomicUsize::new(fail_first)),
+        }
+    }
+}
+
+impl<S> Service<Request<Incoming>> for Recording<S>
+where
+    S: Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let log = self.log.clone();
+        let fail = self
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let inner = (!fail).then(|| self.inner.call(request));
+        Box::pin(async move {
+            let response = match inner {
+                Some(inner) => inner.await?,
+                None => {
+                    let mut response = Response::new(Full::new(Bytes::from_static(
+                        br#"{"error":{"code":"unavailable","message":"failing on purpose"}}"#,
+                    )));
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    response
+                }
+            };
+            log.statuses.lock().unwrap().push(response.status());
+            log.changed.notify_waiters();
+            Ok(response)
+        })
+    }
+}
