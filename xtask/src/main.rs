@@ -3,7 +3,9 @@
 //! - `test`: everything CI checks: formatting, clippy (warnings are errors),
 //!   rustdoc (warnings are errors), and every test of the workspace with all
 //!   features, doc tests and property tests included.
-//! - `bench`: the benchmarks, with a summary table of each comparison.
+//! - `bench`: the benchmarks, with a summary table of each comparison: the
+//!   hub against `tokio::sync::broadcast`, and the servers under load
+//!   (push-bench: push against bare hyper, axum and Nchan).
 //!
 //! Standard library only, so that it builds in a second on a fresh clone.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -19,8 +21,10 @@ usage: cargo xtask <command>
 
 commands:
   test     formatting, clippy, rustdoc and every test (what CI runs)
-  bench    the benchmarks, then a summary of each comparison
-           (extra arguments go to criterion, e.g. `cargo xtask bench fanout/1000`)
+  bench    the benchmarks, then a summary of each comparison:
+           push-core's hub against tokio::sync::broadcast (criterion), then
+           the servers under load (push-bench: push, hyper, axum, Nchan)
+           (extra arguments go to push-bench run, e.g. `--only poll`)
 ";
 
 fn main() -> ExitCode {
@@ -111,18 +115,28 @@ fn bench(extra: &[String]) -> ExitCode {
     println!("load average before: {}", load_average());
     let mut results = Vec::new();
     for name in ["idle_memory", "fanout"] {
-        let mut args = vec!["bench", "-p", "push-core", "--bench", name];
-        if name == "fanout" && !extra.is_empty() {
-            args.push("--");
-            args.extend(extra.iter().map(String::as_str));
-        }
+        let args = ["bench", "-p", "push-core", "--bench", name];
         banner(&format!("bench {name}: cargo {}", args.join(" ")));
         let began = Instant::now();
         let ok = run(&root, "cargo", &args, &[]);
         results.push((name, ok, began.elapsed()));
     }
-    println!("load average after: {}", load_average());
     fanout_table(&root.join("target/criterion/fanout"));
+    let mut args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "push-bench",
+        "--",
+        "run",
+    ];
+    args.extend(extra.iter().map(String::as_str));
+    banner(&format!("servers under load: cargo {}", args.join(" ")));
+    let began = Instant::now();
+    let ok = run(&root, "cargo", &args, &[]);
+    results.push(("push-bench", ok, began.elapsed()));
+    println!("load average after: {}", load_average());
     summary(&results, results.iter().map(|r| r.2).sum())
 }
 

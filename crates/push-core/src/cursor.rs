@@ -128,13 +128,81 @@ impl PartialOrd for Cursor {
     }
 }
 
+impl Cursor {
+    /// The cursor's string form in a stack buffer: what `Display` writes,
+    /// without the formatting machinery or an allocation (every answer of
+    /// every transport carries a cursor).
+    pub fn text(self) -> CursorText {
+        let mut text = CursorText {
+            bytes: [0; MAX_CURSOR_LEN],
+            len: 0,
+        };
+        text.push_hex(self.epoch.0);
+        text.push(b'.');
+        text.push_decimal(self.position.major);
+        if self.position.minor != 0 {
+            text.push(b'-');
+            text.push_decimal(self.position.minor);
+        }
+        text
+    }
+}
+
+/// A cursor's string form, on the stack (see [`Cursor::text`]).
+#[derive(Clone, Copy)]
+pub struct CursorText {
+    bytes: [u8; MAX_CURSOR_LEN],
+    len: usize,
+}
+
+impl CursorText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, letters a-f, '.' and '-' are ever pushed.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(self.len) {
+            *slot = byte;
+            self.len += 1;
+        }
+    }
+
+    fn push_hex(&mut self, value: u64) {
+        let digits = (64 - value.leading_zeros()).div_ceil(4).max(1);
+        for shift in (0..digits).rev() {
+            let nibble = (value >> (shift * 4)) & 0xf;
+            self.push(b"0123456789abcdef"[usize::try_from(nibble).unwrap_or(0)]);
+        }
+    }
+
+    fn push_decimal(&mut self, mut value: u64) {
+        let mut digits = [0u8; 20];
+        let mut n = digits.len();
+        loop {
+            n -= 1;
+            digits[n] = b'0' + u8::try_from(value % 10).unwrap_or(0);
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        for &digit in &digits[n..] {
+            self.push(digit);
+        }
+    }
+}
+
+impl fmt::Debug for CursorText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:x}.{}", self.epoch.0, self.position.major)?;
-        if self.position.minor != 0 {
-            write!(f, "-{}", self.position.minor)?;
-        }
-        Ok(())
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -338,6 +406,9 @@ mod tests {
         fn display_then_parse_is_identity(epoch: u64, major: u64, minor: u64) {
             let c = cursor(epoch, major, minor);
             prop_assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+            let expected = if minor == 0 { format!("{epoch:x}.{major}") } else { format!("{epoch:x}.{major}-{minor}") };
+            let text = c.text();
+            prop_assert_eq!(text.as_str(), expected);
         }
 
         #[test]

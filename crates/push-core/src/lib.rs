@@ -57,7 +57,7 @@ pub mod testing;
 
 pub use crate::backoff::Backoff;
 pub use crate::client_error::ClientError;
-pub use crate::cursor::{Cursor, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
+pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};

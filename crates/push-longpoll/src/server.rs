@@ -154,56 +154,81 @@ impl<H: Hub> LongPollHandler<H> {
 
     /// Answers one request. The body of a long-poll request is ignored.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
-        let (parts, _body) = request.into_parts();
-        if parts.method != Method::GET {
-            let mut response = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "long polling answers GET only",
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET"));
-            return response;
-        }
-        match self.answer(&parts.uri).await {
+        // Everything the wait needs is read here, and the request dropped:
+        // a held request keeps only a few words, not its headers.
+        let asked = {
+            let (parts, _body) = request.into_parts();
+            if parts.method != Method::GET {
+                let mut response = error_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "long polling answers GET only",
+                );
+                response
+                    .headers_mut()
+                    .insert(ALLOW, HeaderValue::from_static("GET"));
+                return response;
+            }
+            match self.read_request(&parts.uri) {
+                Ok(asked) => asked,
+                Err(err) => return error_for(&err),
+            }
+        };
+        match self.answer(asked).await {
             Ok(response) => response,
             Err(err) => error_for(&err),
         }
     }
 
-    async fn answer(&self, uri: &Uri) -> Result<Response<Full<Bytes>>, Error> {
+    fn read_request(&self, uri: &Uri) -> Result<Asked, Error> {
         let config = &*self.config;
         let query = Query::parse(uri.query(), config.max_query_len)?;
-        let channel = config.channel.locate(uri.path(), &query)?;
-        let start = query.start()?;
-        let limit = query
-            .count("limit", config.max_batch)?
-            .unwrap_or(config.max_batch);
-        let timeout = query
-            .seconds("timeout", config.max_timeout)?
-            .unwrap_or(config.default_timeout);
+        Ok(Asked {
+            channel: config.channel.locate(uri.path(), &query)?,
+            start: query.start()?,
+            limit: query
+                .count("limit", config.max_batch)?
+                .unwrap_or(config.max_batch),
+            timeout: query
+                .seconds("timeout", config.max_timeout)?
+                .unwrap_or(config.default_timeout),
+        })
+    }
 
+    async fn answer(&self, asked: Asked) -> Result<Response<Full<Bytes>>, Error> {
+        let Asked {
+            channel,
+            start,
+            limit,
+            timeout,
+        } = asked;
         let batch = self.hub.read(&channel, start, limit).await?;
         if !batch.is_empty() || timeout.is_zero() {
             return Ok(batch_response(&batch));
         }
         // Nothing yet: wait after the batch's cursor, so that whatever was
         // published since the read is the subscription's first item.
+        let since = batch.cursor;
+        drop(batch);
         let _held = Held::new(&self.waiting);
-        let mut subscription = self
-            .hub
-            .subscribe(&channel, Start::After(batch.cursor))
-            .await?;
+        let mut subscription = self.hub.subscribe(&channel, Start::After(since)).await?;
+        drop(channel);
         let first = tokio::time::timeout(timeout, next(&mut subscription)).await;
-        Ok(match first {
-            Ok(Some(first)) => {
-                batch_response(&collect(first, &mut subscription, batch.cursor, limit))
-            }
+        let batch = match first {
+            Ok(Some(first)) => collect(first, &mut subscription, since, limit),
             // Timed out, or the hub is closing: nothing new, poll again.
-            Ok(None) | Err(_) => batch_response(&batch),
-        })
+            Ok(None) | Err(_) => Batch::new(None, Vec::new(), since, false),
+        };
+        Ok(batch_response(&batch))
     }
+}
+
+/// What a request asks for: all a held request keeps of it.
+struct Asked {
+    channel: push_core::ChannelName,
+    start: Start,
+    limit: usize,
+    timeout: Duration,
 }
 
 impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for LongPollHandler<H> {

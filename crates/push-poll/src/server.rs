@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
-use push_core::wire::{self, ChannelLocator, Query, json};
-use push_core::{Error, Hub};
+use push_core::wire::{self, ChannelLocator, EntityTag, Query, json};
+use push_core::{Error, Hub, Start};
+
+const POLL_INTERVAL: HeaderName = HeaderName::from_static(wire::POLL_INTERVAL_HEADER);
 
 /// How a [`PollHandler`] reads requests and what it advises clients.
 ///
@@ -104,14 +106,21 @@ impl PollConfig {
 #[derive(Debug)]
 pub struct PollHandler<H> {
     hub: Arc<H>,
-    config: Arc<PollConfig>,
+    shared: Arc<Shared>,
+}
+
+/// The configuration, and the header values every answer repeats, made once.
+#[derive(Debug)]
+struct Shared {
+    config: PollConfig,
+    interval: HeaderValue,
 }
 
 impl<H> Clone for PollHandler<H> {
     fn clone(&self) -> Self {
         PollHandler {
             hub: self.hub.clone(),
-            config: self.config.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -124,15 +133,17 @@ impl<H: Hub> PollHandler<H> {
 
     /// A handler reading from a hub shared with other handlers.
     pub fn from_shared(hub: Arc<H>, config: PollConfig) -> Self {
+        let interval =
+            HeaderValue::from(u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX));
         PollHandler {
             hub,
-            config: Arc::new(config),
+            shared: Arc::new(Shared { config, interval }),
         }
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &PollConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// Answers one request. The body of a poll request is ignored.
@@ -155,22 +166,59 @@ impl<H: Hub> PollHandler<H> {
         }
     }
 
-    async fn answer(&self, uri: &Uri, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Error> {
-        let config = &*self.config;
+    /// What a request asks for, read before any waiting so that the query's
+    /// parse state never lives in the future.
+    fn read_request<'u>(&self, uri: &'u Uri) -> Result<Asked<'u>, Error> {
+        let config = &self.shared.config;
         let query = Query::parse(uri.query(), config.max_query_len)?;
-        let channel = config.channel.locate(uri.path(), &query)?;
-        let start = query.start()?;
-        let limit = query
-            .count("limit", config.max_batch)?
-            .unwrap_or(config.max_batch);
+        Ok(Asked {
+            channel: config.channel.locate(uri.path(), &query)?,
+            start: query.start()?,
+            since_text: query.raw("since"),
+            limit: query
+                .count("limit", config.max_batch)?
+                .unwrap_or(config.max_batch),
+        })
+    }
+
+    async fn answer(&self, uri: &Uri, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Error> {
+        let Asked {
+            channel,
+            start,
+            since_text,
+            limit,
+        } = self.read_request(uri)?;
         let batch = self.hub.read(&channel, start, limit).await?;
 
-        let unchanged = batch.signal.is_none()
-            && headers
-                .get_all(IF_NONE_MATCH)
+        // The common case is a client at the head, polling from cursor C with
+        // `If-None-Match: "C"`: compare those bytes as they came (a parsed
+        // cursor's text is canonical, so equal cursors have equal text), and
+        // send the request's own header value back as the ETag.
+        let requested = headers.get_all(IF_NONE_MATCH);
+        let at_head = match (start, since_text) {
+            (Start::After(since), Some(text)) if since == batch.cursor => Some(text),
+            _ => None,
+        };
+        let exact = match at_head {
+            Some(text) => requested
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| wire::if_none_match_names(v, batch.cursor));
+                .find(|v| wire::is_quoted(v.as_bytes(), text)),
+            None => {
+                let tag = EntityTag::of(batch.cursor);
+                requested.iter().find(|v| v.as_bytes() == tag.as_bytes())
+            }
+        };
+        let unchanged = batch.signal.is_none()
+            && (exact.is_some()
+                || requested
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|v| wire::if_none_match_names(v, batch.cursor)));
+        let etag = match exact {
+            Some(value) => value.clone(),
+            None => HeaderValue::from_bytes(EntityTag::of(batch.cursor).as_bytes())
+                .unwrap_or_else(|_| HeaderValue::from_static("")),
+        };
         let (status, body) = if unchanged {
             (StatusCode::NOT_MODIFIED, Bytes::new())
         } else {
@@ -179,6 +227,7 @@ impl<H: Hub> PollHandler<H> {
         let mut response = Response::new(Full::new(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
+        *headers = HeaderMap::with_capacity(4);
         if status == StatusCode::OK {
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
@@ -186,13 +235,19 @@ impl<H: Hub> PollHandler<H> {
             CACHE_CONTROL,
             HeaderValue::from_static(wire::CACHE_REVALIDATE),
         );
-        headers.insert(ETAG, header_value(wire::etag(batch.cursor)));
-        headers.insert(
-            wire::POLL_INTERVAL_HEADER,
-            header_value(config.interval.as_millis().to_string()),
-        );
+        headers.insert(ETAG, etag);
+        headers.insert(POLL_INTERVAL, self.shared.interval.clone());
         Ok(response)
     }
+}
+
+/// What a poll asks for.
+struct Asked<'u> {
+    channel: push_core::ChannelName,
+    start: Start,
+    /// `since` as sent (still encoded), to compare with `If-None-Match`.
+    since_text: Option<&'u str>,
+    limit: usize,
 }
 
 impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for PollHandler<H> {
@@ -218,10 +273,4 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Ful
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
     response
-}
-
-/// Our header values (cursors, numbers) are always valid; an empty value
-/// stands in for the impossible.
-fn header_value(value: String) -> HeaderValue {
-    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -427,6 +427,17 @@ impl Inner {
         now: Timestamp,
         f: impl FnOnce(&Arc<Channel>, &mut ChannelState) -> T,
     ) -> Result<T, Error> {
+        // The common case, an existing channel: work under the map's read
+        // guard, without touching the channel's reference count.
+        {
+            let channels = read(&self.channels);
+            if let Some(channel) = channels.get(name) {
+                let mut state = channel.lock();
+                if !state.retired {
+                    return Ok(f(channel, &mut state));
+                }
+            }
+        }
         loop {
             let channel = self.channel(name, now)?;
             let mut state = channel.lock();

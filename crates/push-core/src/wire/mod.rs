@@ -8,7 +8,7 @@
 pub mod json;
 mod request;
 
-pub use self::request::{ChannelLocator, DEFAULT_MAX_QUERY_LEN, LocatorFn, Query};
+pub use self::request::{ChannelLocator, DEFAULT_MAX_QUERY_LEN, LocatorFn, MAX_PARAMETERS, Query};
 
 /// Response header carrying the polling interval a server advises, in
 /// milliseconds.
@@ -29,6 +29,15 @@ pub fn cursor_from_etag(tag: &str) -> Option<crate::Cursor> {
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
+/// `true` when `tag` is exactly `text` in double quotes: the cheap test of
+/// an `If-None-Match` against the cursor a client polled from.
+pub fn is_quoted(tag: &[u8], text: &str) -> bool {
+    tag.len() == text.len() + 2
+        && tag.first() == Some(&b'"')
+        && tag.last() == Some(&b'"')
+        && &tag[1..tag.len() - 1] == text.as_bytes()
+}
+
 /// `true` when an `If-None-Match` header value names `cursor` (or is `*`).
 pub fn if_none_match_names(header: &str, cursor: crate::Cursor) -> bool {
     header
@@ -38,7 +47,41 @@ pub fn if_none_match_names(header: &str, cursor: crate::Cursor) -> bool {
 
 /// The `ETag` for a cursor: the cursor, quoted.
 pub fn etag(cursor: crate::Cursor) -> String {
-    format!("\"{cursor}\"")
+    EntityTag::of(cursor).as_str().to_owned()
+}
+
+/// A cursor's entity tag (`"…"`), on the stack: built and compared with
+/// `If-None-Match` on every poll without an allocation.
+#[derive(Clone, Copy, Debug)]
+pub struct EntityTag {
+    bytes: [u8; crate::MAX_CURSOR_LEN + 2],
+    len: usize,
+}
+
+impl EntityTag {
+    /// The tag of `cursor`.
+    pub fn of(cursor: crate::Cursor) -> Self {
+        let text = cursor.text();
+        let text = text.as_str().as_bytes();
+        let mut bytes = [0; crate::MAX_CURSOR_LEN + 2];
+        bytes[0] = b'"';
+        bytes[1..=text.len()].copy_from_slice(text);
+        bytes[text.len() + 1] = b'"';
+        EntityTag {
+            bytes,
+            len: text.len() + 2,
+        }
+    }
+
+    /// The tag, quotes included.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// The tag as a string.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -30,16 +30,23 @@ pub const DEFAULT_MAX_QUERY_LEN: usize = 1024;
 /// assert!(Query::parse(Some("since=a&since=b"), 1024)?.start().is_err());
 /// # Ok::<(), push_core::Error>(())
 /// ```
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Query<'a> {
-    pairs: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The raw `key=value` pairs, split once, on the stack.
+    pairs: [(&'a str, &'a str); MAX_PARAMETERS],
+    len: usize,
 }
 
+/// The most parameters a query may have.
+pub const MAX_PARAMETERS: usize = 16;
+
 impl<'a> Query<'a> {
-    /// Decodes `raw` (the part after `?`, `+` and `%XX` decoded).
+    /// Splits `raw` (the part after `?`) into its parameters; decoding
+    /// (`+` and `%XX`) happens when a value is asked for.
     ///
     /// # Errors
-    /// [`Error::InvalidQuery`] when it is longer than `max_len` bytes.
+    /// [`Error::InvalidQuery`] when it is longer than `max_len` bytes or has
+    /// more than [`MAX_PARAMETERS`] parameters.
     pub fn parse(raw: Option<&'a str>, max_len: usize) -> Result<Self, Error> {
         let raw = raw.unwrap_or_default();
         if raw.len() > max_len {
@@ -47,24 +54,49 @@ impl<'a> Query<'a> {
                 "the query is longer than {max_len} bytes"
             )));
         }
-        Ok(Query {
-            pairs: form_urlencoded::parse(raw.as_bytes()).collect(),
-        })
+        let mut query = Query {
+            pairs: [("", ""); MAX_PARAMETERS],
+            len: 0,
+        };
+        for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
+            let slot = query.pairs.get_mut(query.len).ok_or_else(|| {
+                Error::invalid_query(format!(
+                    "the query has more than {MAX_PARAMETERS} parameters"
+                ))
+            })?;
+            *slot = pair.split_once('=').unwrap_or((pair, ""));
+            query.len += 1;
+        }
+        Ok(query)
     }
 
-    /// The value of `name`, if given once.
+    /// The value of `name`, decoded, if given once.
     ///
     /// # Errors
     /// [`Error::InvalidQuery`] when it is given more than once.
-    pub fn get(&self, name: &str) -> Result<Option<&str>, Error> {
-        let mut values = self.pairs.iter().filter(|(key, _)| key == name);
-        let first = values.next().map(|(_, value)| value.as_ref());
-        if values.next().is_some() {
-            return Err(Error::invalid_query(format!(
-                "parameter `{name}` is given more than once"
-            )));
+    pub fn get(&self, name: &str) -> Result<Option<Cow<'a, str>>, Error> {
+        let mut found = None;
+        for &(key, value) in &self.pairs[..self.len] {
+            if !key_is(key, name) {
+                continue;
+            }
+            if found.is_some() {
+                return Err(Error::invalid_query(format!(
+                    "parameter `{name}` is given more than once"
+                )));
+            }
+            found = Some(decode(value));
         }
-        Ok(first)
+        Ok(found)
+    }
+
+    /// The raw (still encoded) value of `name`, if given: for comparing
+    /// bytes without decoding.
+    pub fn raw(&self, name: &str) -> Option<&'a str> {
+        self.pairs[..self.len]
+            .iter()
+            .find(|(key, _)| *key == name)
+            .map(|&(_, value)| value)
     }
 
     /// Where to start, from `since`: absent is live, `earliest` everything
@@ -73,7 +105,7 @@ impl<'a> Query<'a> {
     /// # Errors
     /// [`Error::InvalidCursor`], or [`Error::InvalidQuery`] for a repeated `since`.
     pub fn start(&self) -> Result<Start, Error> {
-        Start::from_since(self.get("since")?)
+        Start::from_since(self.get("since")?.as_deref())
     }
 
     /// A whole number of seconds from `name`, at most `max` (a larger value is
@@ -85,7 +117,7 @@ impl<'a> Query<'a> {
         let Some(value) = self.get(name)? else {
             return Ok(None);
         };
-        let secs: u64 = parse_whole(value).ok_or_else(|| {
+        let secs: u64 = parse_whole(&value).ok_or_else(|| {
             Error::invalid_query(format!(
                 "`{name}` must be a whole number of seconds, not {value:?}"
             ))
@@ -101,13 +133,35 @@ impl<'a> Query<'a> {
         let Some(value) = self.get(name)? else {
             return Ok(None);
         };
-        match parse_whole(value) {
+        match parse_whole(&value) {
             Some(n) if n > 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX).min(max))),
             _ => Err(Error::invalid_query(format!(
                 "`{name}` must be a positive whole number, not {value:?}"
             ))),
         }
     }
+}
+
+/// `true` when query key `key` (still encoded) decodes to `name`.
+fn key_is(key: &str, name: &str) -> bool {
+    if key.contains(['%', '+']) {
+        decode(key) == name
+    } else {
+        key == name
+    }
+}
+
+/// A query value decoded as forms are: `+` is a space, `%XX` a byte, and
+/// invalid UTF-8 becomes U+FFFD. Plain values are borrowed, not copied.
+fn decode(value: &str) -> Cow<'_, str> {
+    if !value.contains(['%', '+']) {
+        return Cow::Borrowed(value);
+    }
+    let decoded: String = form_urlencoded::parse(format!("v={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    Cow::Owned(decoded)
 }
 
 /// Digits only (no sign, no spaces), saturating at `u64::MAX`.
@@ -173,18 +227,22 @@ impl ChannelLocator {
         match self {
             ChannelLocator::LastPathSegment => {
                 let segment = path.rsplit('/').next().unwrap_or_default();
-                let decoded = percent_decode_str(segment).decode_utf8().map_err(|_| {
-                    Error::InvalidChannelName {
-                        reason: "only A-Z a-z 0-9 and _ . : @ - are allowed",
-                    }
-                })?;
+                let decoded = if segment.contains('%') {
+                    percent_decode_str(segment).decode_utf8().map_err(|_| {
+                        Error::InvalidChannelName {
+                            reason: "only A-Z a-z 0-9 and _ . : @ - are allowed",
+                        }
+                    })?
+                } else {
+                    Cow::Borrowed(segment)
+                };
                 if decoded.is_empty() {
                     return Err(missing());
                 }
                 ChannelName::new(&decoded)
             }
             ChannelLocator::QueryParameter(name) => {
-                ChannelName::new(query.get(name)?.ok_or_else(missing)?)
+                ChannelName::new(&query.get(name)?.ok_or_else(missing)?)
             }
             ChannelLocator::Fixed(channel) => Ok(channel.clone()),
             ChannelLocator::Custom(rule) => {
@@ -272,6 +330,17 @@ mod tests {
     }
 
     #[test]
+    fn keys_and_values_decode_like_forms() {
+        let q = query("a+b=c+d&%73ince=earl%69est&x=%ff&flag&=v");
+        assert_eq!(q.get("a b").unwrap().as_deref(), Some("c d"));
+        assert_eq!(q.start().unwrap(), Start::Earliest);
+        assert_eq!(q.get("x").unwrap().as_deref(), Some("\u{fffd}"));
+        assert_eq!(q.get("flag").unwrap().as_deref(), Some(""));
+        assert_eq!(q.get("missing").unwrap(), None);
+        assert!(query("since=a&%73ince=b").get("since").is_err());
+    }
+
+    #[test]
     fn since_is_decoded() {
         assert_eq!(query("since=earl%69est").start().unwrap(), Start::Earliest);
         assert!(matches!(
@@ -303,6 +372,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn lookups_agree_with_a_full_form_parse(raw in "[a-c=&%+0-9A-F]{0,30}") {
+            let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_LEN) else {
+                return Ok(());
+            };
+            for name in ["a", "b", "c", "a b", ""] {
+                let all: Vec<_> = form_urlencoded::parse(raw.as_bytes())
+                    .filter(|(k, _)| k == name)
+                    .map(|(_, v)| v.into_owned())
+                    .collect();
+                match q.get(name) {
+                    Ok(value) => prop_assert_eq!(value.map(Cow::into_owned), all.first().cloned()),
+                    Err(_) => prop_assert!(all.len() > 1),
+                }
+            }
+        }
+
         #[test]
         fn arbitrary_requests_never_panic(path: String, raw: String) {
             if let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_LEN) {

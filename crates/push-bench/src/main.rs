@@ -1,0 +1,110 @@
+//! push-bench: the load generator and peer servers behind `cargo xtask bench`.
+//!
+//! - `push-bench run [--seconds N] [--connections N] [--held N]
+//!   [--only poll|longpoll] [--servers hello,push,push-direct,axum,nchan] [--workers N]
+//!   [--rounds N] [--rust-load]` starts each server in a process of its own, loads it over
+//!   loopback, reads its memory from /proc, checks that no message went
+//!   missing, and prints a summary table per scenario.
+//! - `push-bench serve push|push-direct|hello|axum [--listen ADDR] [--workers N]` runs one
+//!   server (the first line on stdout is `listening on http://ADDR`).
+//!
+//! Client and server share the machine's cores: every server runs with the
+//! same number of workers (threads, or nginx processes; default 1, so that on
+//! two cores the server has one and the load generator the other). Compare
+//! servers within one run, not across machines.
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)] // statistics
+
+mod driver;
+mod listen;
+mod load;
+mod memory;
+mod nchan;
+mod servers;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage:
+  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll]
+                 [--servers hello,push,push-direct,axum,nchan] [--workers N] [--rounds N] [--rust-load]
+  push-bench serve push|push-direct|hello|axum [--listen ADDR] [--workers N]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => parse_run(&args[1..]).and_then(|options| driver::run(&options)),
+        Some("serve") => serve(&args[1..]),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("push-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_run(args: &[String]) -> Result<driver::Options, String> {
+    let mut options = driver::Options::default();
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: &String| v.parse().map_err(|_| format!("{flag}: not a number: {v}"));
+        match flag.as_str() {
+            "--seconds" => options.seconds = number(value()?)?,
+            "--connections" => {
+                options.connections = usize::try_from(number(value()?)?).unwrap_or(64);
+            }
+            "--held" => options.held = usize::try_from(number(value()?)?).unwrap_or(10_000),
+            "--only" => options.scenarios = vec![value()?.clone()],
+            "--servers" => options.servers = value()?.split(',').map(str::to_owned).collect(),
+            "--rust-load" => options.rust_load = true,
+            "--rounds" => options.rounds = usize::try_from(number(value()?)?).unwrap_or(3).max(1),
+            "--workers" => options.workers = usize::try_from(number(value()?)?).unwrap_or(1).max(1),
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    Ok(options)
+}
+
+fn serve(args: &[String]) -> Result<(), String> {
+    let name = args.first().ok_or(USAGE)?;
+    let mut listen: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "bad default address")?;
+    let mut workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut rest = args[1..].iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = value.parse().map_err(|_| format!("bad address {value}"))?,
+            "--workers" => workers = value.parse().map_err(|_| format!("bad count {value}"))?,
+            _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let listener = listen::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("listening on http://{addr}");
+        servers::run(name, listener).await
+    })
+}
+
+/// Where `program` is on the PATH, if anywhere.
+pub(crate) fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|path| path.is_file())
+}
