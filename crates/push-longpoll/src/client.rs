@@ -201,31 +201,19 @@ impl LongPoller {
     }
 
     fn request(&self) -> BoxFuture<Result<Answer, Error>> {
-        let mut query = self.url.query().unwrap_or_default().to_owned();
-        let mut add = |name: &str, value: &str| {
-            if !query.is_empty() {
-                query.push('&');
-            }
-            // Cursors and numbers need no escaping: their alphabets are URL-safe.
-            query.push_str(name);
-            query.push('=');
-            query.push_str(value);
-        };
-        if let Some(since) = self.start.to_since() {
-            add("since", &since);
-        }
-        add("timeout", &self.config.hold.as_secs().to_string());
-        if let Some(limit) = self.config.limit {
-            add("limit", &limit.to_string());
-        }
-        let uri = format!("{}?{query}", self.url.path())
-            .parse()
-            .ok()
-            .and_then(|path_and_query| {
-                let mut parts = self.url.clone().into_parts();
-                parts.path_and_query = Some(path_and_query);
-                Uri::from_parts(parts).ok()
-            });
+        let since = self.start.to_since();
+        let hold = self.config.hold.as_secs().to_string();
+        let limit = self.config.limit.map(|limit| limit.to_string());
+        let mut params = Vec::new();
+        params.extend(since.as_deref().map(|since| ("since", since)));
+        params.push(("timeout", hold.as_str()));
+        params.extend(limit.as_deref().map(|limit| ("limit", limit)));
+        let target = wire::path_with_params(self.url.path(), self.url.query(), &params);
+        let uri = target.parse().ok().and_then(|path_and_query| {
+            let mut parts = self.url.clone().into_parts();
+            parts.path_and_query = Some(path_and_query);
+            Uri::from_parts(parts).ok()
+        });
         let send = self.send.clone();
         let timeout = self.config.hold + self.config.timeout_margin;
         let max_body = self.config.max_body_bytes;

@@ -231,13 +231,11 @@ impl Poller {
     }
 
     fn request(&self) -> BoxFuture<Result<Answer, Error>> {
+        let since = self.start.to_since();
+        let limit = self.config.limit.map(|limit| limit.to_string());
         let mut params = Vec::new();
-        if let Some(since) = self.start.to_since() {
-            params.push(("since", since));
-        }
-        if let Some(limit) = self.config.limit {
-            params.push(("limit", limit.to_string()));
-        }
+        params.extend(since.as_deref().map(|since| ("since", since)));
+        params.extend(limit.as_deref().map(|limit| ("limit", limit)));
         let uri = with_query(&self.url, &params);
         let etag = self.etag;
         let send = self.send.clone();
@@ -352,24 +350,10 @@ impl fmt::Debug for Poller {
 }
 
 /// `url` with `params` added to its query.
-fn with_query(url: &Uri, params: &[(&str, String)]) -> Result<Uri, Error> {
-    let mut query = url.query().unwrap_or_default().to_owned();
-    for (name, value) in params {
-        if !query.is_empty() {
-            query.push('&');
-        }
-        // Cursors and numbers need no escaping: their alphabets are URL-safe.
-        query.push_str(name);
-        query.push('=');
-        query.push_str(value);
-    }
-    let path_and_query = if query.is_empty() {
-        url.path().to_owned()
-    } else {
-        format!("{}?{query}", url.path())
-    };
+fn with_query(url: &Uri, params: &[(&str, &str)]) -> Result<Uri, Error> {
+    let target = wire::path_with_params(url.path(), url.query(), params);
     let mut parts = url.clone().into_parts();
-    parts.path_and_query = path_and_query.parse().ok();
+    parts.path_and_query = target.parse().ok();
     Uri::from_parts(parts).map_err(|_| Error::InvalidUrl {
         url: url.to_string(),
         reason: "the query cannot be extended",

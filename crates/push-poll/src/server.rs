@@ -199,14 +199,14 @@ impl<H: Hub> PollHandler<H> {
             (Start::After(since), Some(text)) if since == batch.cursor => Some(text),
             _ => None,
         };
-        let exact = match at_head {
-            Some(text) => requested
+        // Formatted only when the cheap comparison cannot be used, and once.
+        let tag = at_head.is_none().then(|| EntityTag::of(batch.cursor));
+        let exact = match (at_head, &tag) {
+            (Some(text), _) => requested
                 .iter()
                 .find(|v| wire::is_quoted(v.as_bytes(), text)),
-            None => {
-                let tag = EntityTag::of(batch.cursor);
-                requested.iter().find(|v| v.as_bytes() == tag.as_bytes())
-            }
+            (None, Some(tag)) => requested.iter().find(|v| v.as_bytes() == tag.as_bytes()),
+            (None, None) => None,
         };
         let unchanged = batch.signal.is_none()
             && (exact.is_some()
@@ -216,8 +216,11 @@ impl<H: Hub> PollHandler<H> {
                     .any(|v| wire::if_none_match_names(v, batch.cursor)));
         let etag = match exact {
             Some(value) => value.clone(),
-            None => HeaderValue::from_bytes(EntityTag::of(batch.cursor).as_bytes())
-                .unwrap_or_else(|_| HeaderValue::from_static("")),
+            None => HeaderValue::from_bytes(
+                tag.unwrap_or_else(|| EntityTag::of(batch.cursor))
+                    .as_bytes(),
+            )
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
         };
         let (status, body) = if unchanged {
             (StatusCode::NOT_MODIFIED, Bytes::new())

@@ -29,6 +29,34 @@ pub fn cursor_from_etag(tag: &str) -> Option<crate::Cursor> {
     tag.strip_prefix('"')?.strip_suffix('"')?.parse().ok()
 }
 
+/// A request target: `path`, its existing `query`, and `params` appended, as
+/// the clients send it. Cursors, `earliest` and numbers need no escaping:
+/// their alphabets are URL-safe.
+///
+/// ```
+/// use push_core::wire::path_with_params;
+///
+/// assert_eq!(path_with_params("/poll/a", Some("token=t"), &[("since", "1.2")]), "/poll/a?token=t&since=1.2");
+/// assert_eq!(path_with_params("/poll/a", None, &[]), "/poll/a");
+/// ```
+pub fn path_with_params(path: &str, query: Option<&str>, params: &[(&str, &str)]) -> String {
+    let mut target = path.to_owned();
+    let mut separator = '?';
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        target.push('?');
+        target.push_str(query);
+        separator = '&';
+    }
+    for (name, value) in params {
+        target.push(separator);
+        target.push_str(name);
+        target.push('=');
+        target.push_str(value);
+        separator = '&';
+    }
+    target
+}
+
 /// `true` when `tag` is exactly `text` in double quotes: the cheap test of
 /// an `If-None-Match` against the cursor a client polled from.
 pub fn is_quoted(tag: &[u8], text: &str) -> bool {
