@@ -189,6 +189,65 @@ pub async fn get(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)
     send(addr, request.body(Empty::new()).unwrap()).await
 }
 
+/// What every transport's client yields.
+pub type ClientItem = Result<push_core::Item, push_core::ClientError>;
+
+/// A client driven in a task of its own, as an application would drive it
+/// (a client only works while it is polled): its items, as a stream.
+pub struct Driven(tokio::sync::mpsc::UnboundedReceiver<ClientItem>);
+
+impl futures_util::Stream for Driven {
+    type Item = ClientItem;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ClientItem>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+pub fn drive<C>(mut client: C) -> Driven
+where
+    C: futures_util::Stream<Item = ClientItem> + Unpin + Send + 'static,
+{
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(item) = futures_util::StreamExt::next(&mut client).await {
+            if sender.send(item).is_err() {
+                return;
+            }
+        }
+    });
+    Driven(receiver)
+}
+
+/// The next item of a client's stream, past passing errors; a fatal error or
+/// the end of the stream fails the test.
+pub async fn next_item<C>(client: &mut C) -> push_core::Item
+where
+    C: futures_util::Stream<Item = ClientItem> + Unpin,
+{
+    loop {
+        match within("an item", futures_util::StreamExt::next(client)).await {
+            Some(Ok(item)) => return item,
+            Some(Err(e)) if !e.is_fatal() => continue,
+            other => panic!("expected an item, got {other:?}"),
+        }
+    }
+}
+
+/// The data of the next item, which must be a message.
+pub async fn next_data<C>(client: &mut C) -> String
+where
+    C: futures_util::Stream<Item = ClientItem> + Unpin,
+{
+    match next_item(client).await {
+        push_core::Item::Message(m) => String::from_utf8(m.data().to_vec()).unwrap(),
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
 /// What a [`Recording`] service saw: the status of each answer, in order.
 #[derive(Clone, Default)]
 pub struct Log {

@@ -12,8 +12,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use push_core::{Hub, Item, MemoryHub, Publication, Signal, Start};
 use push_longpoll::{LongPollConfig, LongPollHandler, LongPoller, LongPollerConfig};
-use support::{Recording, Server, until, within};
-use tokio::sync::mpsc;
+use support::{Recording, Server, drive, next_data, next_item, until, within};
 
 fn handler(hub: &MemoryHub) -> LongPollHandler<MemoryHub> {
     LongPollHandler::new(hub.clone(), LongPollConfig::default())
@@ -23,40 +22,6 @@ async fn publish(hub: &MemoryHub, data: &str) {
     hub.publish(&"c".parse().unwrap(), Publication::new(data.to_owned()))
         .await
         .unwrap();
-}
-
-/// Drives `poller` in its own task, as an application would.
-fn drive(mut poller: LongPoller) -> mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(item) = poller.next().await {
-            if sender.send(item).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
-async fn next_item(
-    items: &mut mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>>,
-) -> Item {
-    loop {
-        match within("an item", items.recv()).await {
-            Some(Ok(item)) => return item,
-            Some(Err(e)) if !e.is_fatal() => continue,
-            other => panic!("expected an item, got {other:?}"),
-        }
-    }
-}
-
-async fn next_data(
-    items: &mut mpsc::UnboundedReceiver<Result<Item, push_longpoll::Error>>,
-) -> String {
-    match next_item(items).await {
-        Item::Message(m) => String::from_utf8(m.data().to_vec()).unwrap(),
-        other => panic!("expected a message, got {other:?}"),
-    }
 }
 
 #[tokio::test]

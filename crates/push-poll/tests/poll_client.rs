@@ -12,8 +12,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use push_core::{Hub, Item, MemoryHub, Publication, Signal, Start};
 use push_poll::{PollConfig, PollHandler, Poller, PollerConfig};
-use support::{Recording, Server, within};
-use tokio::sync::mpsc;
+use support::{Recording, Server, drive, next_data, next_item, within};
 
 const FAST: Duration = Duration::from_millis(20);
 
@@ -27,29 +26,6 @@ async fn publish(hub: &MemoryHub, data: &str) {
         .unwrap();
 }
 
-/// Drives `poller` in its own task, as an application would.
-fn drive(mut poller: Poller) -> mpsc::UnboundedReceiver<Result<Item, push_poll::Error>> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(item) = poller.next().await {
-            if sender.send(item).is_err() {
-                return;
-            }
-        }
-    });
-    receiver
-}
-
-async fn next_message(poller: &mut Poller) -> String {
-    loop {
-        match within("a message", poller.next()).await {
-            Some(Ok(Item::Message(m))) => return String::from_utf8(m.data().to_vec()).unwrap(),
-            Some(Err(e)) if !e.is_fatal() => continue,
-            other => panic!("expected a message, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn delivers_in_order_and_costs_304s_when_nothing_changes() {
     let hub = MemoryHub::new();
@@ -60,12 +36,8 @@ async fn delivers_in_order_and_costs_304s_when_nothing_changes() {
     let config = PollerConfig::default().with_start(Start::Earliest);
     let poller = Poller::new(&server.url("/poll/c"), config).unwrap();
     let mut items = drive(poller);
-    let mut next_data = async || match within("a message", items.recv()).await {
-        Some(Ok(Item::Message(m))) => String::from_utf8(m.data().to_vec()).unwrap(),
-        other => panic!("expected a message, got {other:?}"),
-    };
 
-    assert_eq!(next_data().await, "before");
+    assert_eq!(next_data(&mut items).await, "before");
     let seen = log.statuses().len();
     // It keeps polling; with nothing new every answer is a 304.
     let statuses = log.wait_for(seen + 3).await;
@@ -80,7 +52,7 @@ async fn delivers_in_order_and_costs_304s_when_nothing_changes() {
         publish(&hub, &n.to_string()).await;
     }
     for n in 0..5 {
-        assert_eq!(next_data().await, n.to_string());
+        assert_eq!(next_data(&mut items).await, n.to_string());
     }
 }
 
@@ -98,7 +70,7 @@ async fn an_answer_cut_at_the_limit_is_followed_at_once() {
     let config = PollerConfig::default().with_start(Start::Earliest);
     let mut poller = Poller::new(&server.url("/poll/c"), config).unwrap();
     for n in 0..7 {
-        assert_eq!(next_message(&mut poller).await, n.to_string());
+        assert_eq!(next_data(&mut poller).await, n.to_string());
     }
 }
 
@@ -146,7 +118,7 @@ async fn backs_off_on_errors_and_recovers() {
             other => panic!("expected a 503, got {other:?}"),
         }
     }
-    assert_eq!(next_message(&mut poller).await, "after the storm");
+    assert_eq!(next_data(&mut poller).await, "after the storm");
     assert_eq!(
         log.statuses()[..4],
         [StatusCode::SERVICE_UNAVAILABLE; 3]
@@ -186,7 +158,7 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
         .with_start(Start::Earliest)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
     let mut poller = Poller::new(&server.url("/poll/c"), poller_config).unwrap();
-    assert_eq!(next_message(&mut poller).await, "one");
+    assert_eq!(next_data(&mut poller).await, "one");
 
     // The server goes away; the poller keeps trying.
     server.stop().await;
@@ -199,15 +171,12 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
     let second_hub = MemoryHub::new();
     publish(&second_hub, "two").await;
     let _server = Server::start_at(addr, handler(&second_hub, config)).await;
-    let reset = loop {
-        match within("the reset", poller.next()).await {
-            Some(Err(e)) if !e.is_fatal() => continue,
-            Some(Ok(Item::Signal(Signal::Reset(reset)))) => break reset,
-            other => panic!("expected a reset, got {other:?}"),
-        }
+    let reset = match next_item(&mut poller).await {
+        Item::Signal(Signal::Reset(reset)) => reset,
+        other => panic!("expected a reset, got {other:?}"),
     };
     assert_ne!(reset.since.epoch(), reset.resume.epoch());
-    assert_eq!(next_message(&mut poller).await, "two");
+    assert_eq!(next_data(&mut poller).await, "two");
     assert_eq!(
         poller.cursor().map(push_core::Cursor::epoch),
         Some(reset.resume.epoch())
