@@ -126,3 +126,39 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
         .cursor;
     assert_eq!(head.position().major(), 1);
 }
+
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused_not_buffered() {
+    let hub = MemoryHub::new();
+    publish(&hub, &"x".repeat(500)).await;
+    let server = Server::start(handler(&hub)).await;
+    let mut config = LongPollerConfig::default().with_start(Start::Earliest);
+    config.max_body_bytes = 200;
+    let mut poller = LongPoller::new(&server.url("/longpoll/c"), config).unwrap();
+    match within("the refusal", poller.next()).await {
+        Some(Err(push_longpoll::Error::Request(e))) => {
+            assert!(e.to_string().contains("length limit"), "{e}");
+        }
+        other => panic!("expected the body to be refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_204_without_a_cursor_is_a_protocol_error() {
+    let service =
+        hyper::service::service_fn(|_request: http::Request<hyper::body::Incoming>| async {
+            let mut response = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            Ok::<_, std::convert::Infallible>(response)
+        });
+    let server = Server::start(service).await;
+    let mut poller =
+        LongPoller::new(&server.url("/longpoll/c"), LongPollerConfig::default()).unwrap();
+    match within("the error", poller.next()).await {
+        Some(Err(e @ push_longpoll::Error::Protocol(_))) => {
+            assert!(!e.is_fatal());
+            assert!(e.to_string().contains("without a cursor"), "{e}");
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}

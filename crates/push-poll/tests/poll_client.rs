@@ -182,3 +182,21 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
         Some(reset.resume.epoch())
     );
 }
+
+#[tokio::test]
+async fn an_answer_over_the_body_limit_is_refused_not_buffered() {
+    let hub = MemoryHub::new();
+    let server = Server::start(handler(&hub, PollConfig::default())).await;
+    publish(&hub, &"x".repeat(500)).await;
+    let mut config = PollerConfig::default()
+        .with_start(Start::Earliest)
+        .with_backoff(Duration::from_millis(10), Duration::from_millis(10));
+    config.max_body_bytes = 200;
+    let mut poller = Poller::new(&server.url("/poll/c"), config).unwrap();
+    match within("the refusal", poller.next()).await {
+        Some(Err(push_poll::Error::Request(e))) => {
+            assert!(e.to_string().contains("length limit"), "{e}");
+        }
+        other => panic!("expected the body to be refused, got {other:?}"),
+    }
+}
