@@ -44,17 +44,27 @@ pub enum ClientError {
         /// The error `message` from the JSON body, when there is one.
         message: Option<String>,
     },
+    /// The server answered `200` with a body the client cannot read (an SSE
+    /// client given something other than `text/event-stream`). As the SSE
+    /// spec says, the client gives up.
+    #[error("the answer's Content-Type is {got:?}, not {expected}")]
+    WrongContentType {
+        /// The type the client reads.
+        expected: &'static str,
+        /// The type the server sent (empty when none).
+        got: String,
+    },
     /// The answer does not follow the protocol.
     #[error(transparent)]
     Protocol(#[from] crate::Error),
 }
 
 impl ClientError {
-    /// `true` when retrying cannot help: a bad URL, or a 4xx other than 408
-    /// (timeout) and 429 (too many requests).
+    /// `true` when retrying cannot help: a bad URL, a wrong content type, or
+    /// a 4xx other than 408 (timeout) and 429 (too many requests).
     pub fn is_fatal(&self) -> bool {
         match self {
-            ClientError::InvalidUrl { .. } => true,
+            ClientError::InvalidUrl { .. } | ClientError::WrongContentType { .. } => true,
             ClientError::Status { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }

@@ -72,17 +72,21 @@ pub enum WireFormat {
     /// The JSON envelope `{"channel":…,"id":…,"event":…,"data":…}` that polling,
     /// long polling and WebSockets send.
     JsonEnvelope,
-    /// One complete Server-Sent Events event, `id:` to the blank line.
+    /// One complete Server-Sent Events event, `id:` to the blank line, with
+    /// the data as published.
     SseEvent,
+    /// One complete Server-Sent Events event whose data is the JSON envelope.
+    SseEnvelope,
 }
 
 impl WireFormat {
-    const COUNT: usize = 2;
+    const COUNT: usize = 3;
 
     fn slot(self) -> usize {
         match self {
             WireFormat::JsonEnvelope => 0,
             WireFormat::SseEvent => 1,
+            WireFormat::SseEnvelope => 2,
         }
     }
 }

@@ -15,6 +15,11 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 128;
 /// The longest event name, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 128;
 
+/// Event names starting with this are the protocol's own (SSE's `push.gap` and
+/// `push.reset`): no publisher may use them, so a client can never mistake a
+/// message for a signal.
+pub const RESERVED_EVENT_PREFIX: &str = "push.";
+
 /// A channel's name: 1 to 128 bytes of `A-Z a-z 0-9 _ . : @ -`.
 ///
 /// The alphabet is safe in a URL path, a Redis key and a log line without
@@ -91,12 +96,15 @@ impl EventName {
     ///
     /// # Errors
     /// [`Error::InvalidEventName`] when it is empty, longer than
-    /// [`MAX_EVENT_NAME_LEN`] bytes, or holds a control character.
+    /// [`MAX_EVENT_NAME_LEN`] bytes, holds a control character, or starts with
+    /// the reserved [`RESERVED_EVENT_PREFIX`].
     pub fn new(name: &str) -> Result<Self, Error> {
         let reason = if name.is_empty() {
             "it is empty"
         } else if name.len() > MAX_EVENT_NAME_LEN {
             "it is longer than 128 bytes"
+        } else if name.starts_with(RESERVED_EVENT_PREFIX) {
+            "names starting with `push.` are reserved for the protocol's own events"
         } else if name.chars().any(char::is_control) {
             "control characters (CR, LF, NUL, …) are not allowed"
         } else {
@@ -193,7 +201,15 @@ mod tests {
         for ok in ["message", "price update", "ünïcode", &"e".repeat(128)] {
             assert_eq!(EventName::new(ok).unwrap().as_str(), ok);
         }
-        for bad in ["", "a\rb", "a\nb", "a\0b", "tab\there", &"e".repeat(129)] {
+        for bad in [
+            "",
+            "a\rb",
+            "a\nb",
+            "a\0b",
+            "tab\there",
+            "push.gap",
+            &"e".repeat(129),
+        ] {
             assert!(EventName::new(bad).is_err(), "{bad:?}");
         }
     }

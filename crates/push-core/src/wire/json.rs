@@ -86,13 +86,41 @@ pub fn batch(batch: &Batch) -> Bytes {
 
 /// `"gap":{…}` or `"reset":{…}`: a signal as a field of a larger object.
 pub fn put_signal_field(buf: &mut BytesMut, signal: &Signal) {
-    let (name, since, resume, missed) = match signal {
-        Signal::Gap(gap) => ("gap", gap.since, gap.resume, gap.missed),
-        Signal::Reset(reset) => ("reset", reset.since, reset.resume, None),
+    let name = match signal {
+        Signal::Gap(_) => "gap",
+        Signal::Reset(_) => "reset",
     };
     buf.put_u8(b'"');
     buf.put_slice(name.as_bytes());
-    buf.put_slice(b"\":{\"since\":");
+    buf.put_slice(b"\":");
+    put_signal_object(buf, signal);
+}
+
+/// The signal's own object, `{"since":…,"resume":…,"missed":…}` (`missed`
+/// only for a gap that knows it): what an SSE `push.gap` or `push.reset` event
+/// carries as its data.
+///
+/// ```
+/// use push_core::{Cursor, Gap, Signal, wire::json};
+///
+/// let (since, resume): (Cursor, Cursor) = ("a.3".parse()?, "a.9".parse()?);
+/// let gap = Signal::Gap(Gap::new(since, resume, Some(6)));
+/// assert_eq!(&json::signal(&gap)[..], br#"{"since":"a.3","resume":"a.9","missed":6}"#);
+/// assert_eq!(json::parse_signal("gap", &json::signal(&gap))?, gap);
+/// # Ok::<(), push_core::Error>(())
+/// ```
+pub fn signal(signal: &Signal) -> Bytes {
+    let mut buf = BytesMut::with_capacity(2 * crate::MAX_CURSOR_LEN + 48);
+    put_signal_object(&mut buf, signal);
+    buf.freeze()
+}
+
+fn put_signal_object(buf: &mut BytesMut, signal: &Signal) {
+    let (since, resume, missed) = match signal {
+        Signal::Gap(gap) => (gap.since, gap.resume, gap.missed),
+        Signal::Reset(reset) => (reset.since, reset.resume, None),
+    };
+    buf.put_slice(b"{\"since\":");
     put_cursor(buf, since);
     buf.put_slice(b",\"resume\":");
     put_cursor(buf, resume);
@@ -101,6 +129,21 @@ pub fn put_signal_field(buf: &mut BytesMut, signal: &Signal) {
         put_display(buf, missed);
     }
     buf.put_u8(b'}');
+}
+
+/// Reads a signal's object as [`signal`] writes it; `kind` is `"gap"` or
+/// `"reset"`.
+///
+/// # Errors
+/// [`Error::InvalidResponse`] for another kind, or a malformed object.
+pub fn parse_signal(kind: &str, body: &[u8]) -> Result<Signal, Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_response(format!("the {kind} is not JSON: {e}")))?;
+    match kind {
+        "gap" => parse_gap(&value).map(Signal::Gap),
+        "reset" => parse_reset(&value).map(Signal::Reset),
+        _ => Err(Error::invalid_response(format!("unknown signal {kind:?}"))),
+    }
 }
 
 /// The body of an error answer: `{"error":{"code":…,"message":…}}`.
@@ -191,6 +234,17 @@ pub fn parse_batch(body: &[u8]) -> Result<Batch, Error> {
         _ => return Err(Error::invalid_response("`messages` is not an array")),
     };
     Ok(Batch::new(signal, messages, cursor, more))
+}
+
+/// Reads one message envelope from its bytes (an SSE event's data, a
+/// WebSocket frame).
+///
+/// # Errors
+/// [`Error::InvalidResponse`] naming what is missing or malformed.
+pub fn parse_message(body: &[u8]) -> Result<Message, Error> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_response(format!("the message is not JSON: {e}")))?;
+    parse_envelope(&value)
 }
 
 /// Reads one message envelope.
