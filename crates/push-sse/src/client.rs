@@ -1,0 +1,425 @@
+//! `EventSource`: a reconnecting SSE client that yields hub items.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use push_core::wire::{self, json};
+use push_core::{Backoff, Cursor, Item, Start};
+use tokio::time::{Sleep, sleep};
+
+use crate::encode::{GAP_EVENT, RESET_EVENT};
+use crate::parse::{Event, Parser};
+use crate::server::LAST_EVENT_ID;
+
+/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// every transport's client.
+pub use push_core::ClientError as Error;
+
+/// How an [`EventSource`] connects and reconnects.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct EventSourceConfig {
+    /// Where the first connection starts (default: live, only new messages).
+    pub start: Start,
+    /// The reconnection delay until the server advises one with `retry:`
+    /// (default 3 s).
+    pub retry: Duration,
+    /// After failed attempts the delay doubles from the advised one up to this
+    /// (default 30 s), with jitter.
+    pub max_backoff: Duration,
+    /// How long to wait for the response head (default 30 s).
+    pub connect_timeout: Duration,
+    /// Reconnect when nothing at all (not even a keep-alive comment) arrives
+    /// for this long (default 45 s: three of the server's default keep-alive
+    /// intervals). `None`: wait forever.
+    pub idle_timeout: Option<Duration>,
+    /// The longest line or event accepted (default 16 MiB).
+    pub max_event_bytes: usize,
+}
+
+impl Default for EventSourceConfig {
+    fn default() -> Self {
+        EventSourceConfig {
+            start: Start::Live,
+            retry: Duration::from_secs(3),
+            max_backoff: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(45)),
+            max_event_bytes: Parser::DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl EventSourceConfig {
+    /// Sets [`start`](Self::start).
+    #[must_use]
+    pub fn with_start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets [`retry`](Self::retry) and [`max_backoff`](Self::max_backoff).
+    #[must_use]
+    pub fn with_retry(mut self, retry: Duration, max_backoff: Duration) -> Self {
+        self.retry = retry;
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// Sets [`max_event_bytes`](Self::max_event_bytes).
+    #[must_use]
+    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
+        self.max_event_bytes = max;
+        self
+    }
+}
+
+type Sender =
+    dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<Result<Response<Incoming>, Error>> + Send + Sync;
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+enum State {
+    Ready,
+    Connecting(BoxFuture<Result<Incoming, Error>>),
+    Streaming {
+        body: Incoming,
+        idle: Option<Pin<Box<Sleep>>>,
+    },
+    Waiting(Pin<Box<Sleep>>),
+    Done,
+}
+
+/// A Server-Sent Events client: a `Stream` of the hub's [`Item`]s (messages,
+/// and gap or reset signals) from a push-sse endpoint, like every other push
+/// client.
+///
+/// It asks for the `json` format (each event's data is the message's full
+/// envelope: event name, time, and binary data losslessly), parses with the
+/// spec's algorithm, and when the stream ends or breaks reconnects after the
+/// server's advised `retry:` delay (doubling with jitter while attempts fail),
+/// sending `Last-Event-ID` so that nothing is lost or repeated. As the spec
+/// says, a `204 No Content` ends it for good, and so does a `200` that is not
+/// `text/event-stream` or a 4xx; a 5xx or a network error is retried.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use push_core::Item;
+/// use push_sse::{EventSource, EventSourceConfig};
+///
+/// # async fn run() -> Result<(), push_sse::Error> {
+/// let mut events = EventSource::new("http://127.0.0.1:8080/sse/news", EventSourceConfig::default())?;
+/// while let Some(item) = events.next().await {
+///     match item {
+///         Ok(Item::Message(m)) => println!("{}", String::from_utf8_lossy(m.data())),
+///         Ok(Item::Signal(signal)) => println!("continuity broke: {signal:?}"),
+///         Err(err) => eprintln!("{err}; reconnecting"),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct EventSource {
+    url: Uri,
+    config: EventSourceConfig,
+    send: Arc<Sender>,
+    parser: Parser,
+    yielded: Option<Cursor>,
+    buffer: VecDeque<Result<Item, Error>>,
+    backoff: Backoff,
+    advised: Option<Duration>,
+    state: State,
+}
+
+impl EventSource {
+    /// An event source of `url` (for example `http://host:8080/sse/news`)
+    /// over a pooled HTTP/1.1 client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
+    pub fn new(url: &str, config: EventSourceConfig) -> Result<Self, Error> {
+        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        Self::with_client(url, config, client)
+    }
+
+    /// An event source that connects through `client` (for TLS, a proxy, or
+    /// a shared pool).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host,
+    /// or its query cannot take the `format` parameter.
+    pub fn with_client<C>(
+        url: &str,
+        config: EventSourceConfig,
+        client: Client<C, Empty<Bytes>>,
+    ) -> Result<Self, Error>
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        let invalid = |reason| Error::InvalidUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+        if parsed.scheme().is_none() || parsed.host().is_none() {
+            return Err(invalid("it needs a scheme and a host"));
+        }
+        let send: Arc<Sender> = Arc::new(move |request| {
+            let response = client.request(request);
+            Box::pin(async move { response.await.map_err(Error::request) })
+        });
+        let mut parser = Parser::with_limit(config.max_event_bytes);
+        let since = match config.start {
+            Start::After(cursor) => {
+                // The first connection resumes as every later one does.
+                parser.set_last_event_id(cursor.text().as_str());
+                None
+            }
+            Start::Earliest => Some(push_core::EARLIEST),
+            Start::Live => None,
+        };
+        let mut params = vec![("format", "json")];
+        params.extend(since.map(|since| ("since", since)));
+        let target = wire::path_with_params(parsed.path(), parsed.query(), &params);
+        let url_with_format = target
+            .parse()
+            .ok()
+            .and_then(|path_and_query| {
+                let mut parts = parsed.into_parts();
+                parts.path_and_query = Some(path_and_query);
+                Uri::from_parts(parts).ok()
+            })
+            .ok_or_else(|| invalid("its query cannot be extended"))?;
+        Ok(EventSource {
+            url: url_with_format,
+            backoff: Backoff::new(config.retry, config.max_backoff),
+            config,
+            send,
+            parser,
+            yielded: None,
+            buffer: VecDeque::new(),
+            advised: None,
+            state: State::Ready,
+        })
+    }
+
+    /// The cursor of the last item yielded: resume from here.
+    pub fn cursor(&self) -> Option<Cursor> {
+        self.yielded
+    }
+
+    fn connect(&self) -> BoxFuture<Result<Incoming, Error>> {
+        let mut request = Request::get(self.url.clone());
+        let headers = request.headers_mut();
+        if let Some(headers) = headers {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let last = self.parser.last_event_id();
+            if let Ok(value) = HeaderValue::from_str(last)
+                && !last.is_empty()
+            {
+                headers.insert(LAST_EVENT_ID, value);
+            }
+        }
+        let request = request.body(Empty::new()).map_err(Error::request);
+        let send = self.send.clone();
+        let timeout = self.config.connect_timeout;
+        Box::pin(async move {
+            let exchange = async {
+                let response = send(request?).await?;
+                let status = response.status();
+                if status == StatusCode::OK {
+                    let content_type = response
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if !is_event_stream(content_type) {
+                        return Err(Error::WrongContentType {
+                            expected: "text/event-stream",
+                            got: content_type.to_owned(),
+                        });
+                    }
+                    return Ok(Some(response.into_body()));
+                }
+                if status == StatusCode::NO_CONTENT {
+                    return Ok(None);
+                }
+                let body = Limited::new(response.into_body(), 64 << 10)
+                    .collect()
+                    .await
+                    .map(http_body_util::Collected::to_bytes)
+                    .unwrap_or_default();
+                Err(Error::status(status.as_u16(), &body))
+            };
+            match tokio::time::timeout(timeout, exchange).await {
+                Ok(Ok(Some(body))) => Ok(body),
+                Ok(Ok(None)) => Err(Error::Status {
+                    status: 204,
+                    code: None,
+                    message: None,
+                }),
+                Ok(Err(err)) => Err(err),
+                Err(_) => Err(Error::Timeout(timeout)),
+            }
+        })
+    }
+
+    /// What to do after the connection ended or failed: wait, then reconnect.
+    fn reconnect_later(&mut self) {
+        let delay = self.backoff.next_delay();
+        self.state = State::Waiting(Box::pin(sleep(delay)));
+    }
+
+    fn idle_timer(&self) -> Option<Pin<Box<Sleep>>> {
+        self.config.idle_timeout.map(|idle| Box::pin(sleep(idle)))
+    }
+
+    /// Turns the parser's dispatched events into items.
+    fn take_events(&mut self) {
+        while let Some(event) = self.parser.next_event() {
+            let item = item_of(&event);
+            self.buffer.push_back(item);
+        }
+        if let Some(advised) = self.parser.retry()
+            && self.advised != Some(advised)
+        {
+            // Only while streaming, right after a reset: no attempts to carry.
+            self.advised = Some(advised);
+            self.backoff = Backoff::new(advised, self.config.max_backoff.max(advised));
+        }
+    }
+}
+
+/// `text/event-stream`, with any parameters, in any case.
+fn is_event_stream(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}
+
+fn item_of(event: &Event) -> Result<Item, Error> {
+    let item = match event.event.as_str() {
+        GAP_EVENT => Item::Signal(json::parse_signal("gap", event.data.as_bytes())?),
+        RESET_EVENT => Item::Signal(json::parse_signal("reset", event.data.as_bytes())?),
+        "message" => Item::Message(Arc::new(json::parse_message(event.data.as_bytes())?)),
+        other => {
+            return Err(push_core::Error::invalid_response(format!(
+                "an event of unknown type {other:?}"
+            ))
+            .into());
+        }
+    };
+    Ok(item)
+}
+
+impl Stream for EventSource {
+    type Item = Result<Item, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(item) = this.buffer.pop_front() {
+                if let Ok(item) = &item {
+                    this.yielded = Some(item.cursor());
+                }
+                return Poll::Ready(Some(item));
+            }
+            match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Ready => this.state = State::Connecting(this.connect()),
+                State::Waiting(sleep) => {
+                    ready!(sleep.as_mut().poll(cx));
+                    this.state = State::Ready;
+                }
+                State::Connecting(connecting) => match ready!(connecting.as_mut().poll(cx)) {
+                    Ok(body) => {
+                        this.parser.restart();
+                        this.state = State::Streaming {
+                            body,
+                            idle: this.idle_timer(),
+                        };
+                    }
+                    Err(Error::Status { status: 204, .. }) => this.state = State::Done,
+                    Err(err) => {
+                        if err.is_fatal() {
+                            this.state = State::Done;
+                        } else {
+                            this.reconnect_later();
+                        }
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                },
+                State::Streaming { body, idle } => {
+                    match Pin::new(&mut *body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            let Ok(data) = frame.into_data() else {
+                                continue;
+                            };
+                            if let (Some(idle), Some(after)) = (idle, this.config.idle_timeout) {
+                                idle.as_mut().reset(tokio::time::Instant::now() + after);
+                            }
+                            this.backoff.reset();
+                            let fed = this.parser.feed(&data);
+                            this.take_events();
+                            if let Err(err) = fed {
+                                this.reconnect_later();
+                                return Poll::Ready(Some(Err(push_core::Error::invalid_response(
+                                    err.to_string(),
+                                )
+                                .into())));
+                            }
+                        }
+                        Poll::Ready(Some(Err(err))) => {
+                            this.reconnect_later();
+                            return Poll::Ready(Some(Err(Error::request(err))));
+                        }
+                        Poll::Ready(None) => {
+                            // The server ended the stream: come back after
+                            // the advised delay.
+                            this.reconnect_later();
+                        }
+                        Poll::Pending => {
+                            if let Some(idle) = idle {
+                                ready!(idle.as_mut().poll(cx));
+                                let after = this.config.idle_timeout.unwrap_or_default();
+                                this.reconnect_later();
+                                return Poll::Ready(Some(Err(Error::Timeout(after))));
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Debug for EventSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventSource")
+            .field("url", &self.url)
+            .field("last_event_id", &self.parser.last_event_id())
+            .field("yielded", &self.yielded)
+            .field("buffered", &self.buffer.len())
+            .finish_non_exhaustive()
+    }
+}
