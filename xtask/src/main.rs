@@ -2,7 +2,11 @@
 //!
 //! - `test`: everything CI checks: formatting, clippy (warnings are errors),
 //!   rustdoc (warnings are errors), and every test of the workspace with all
-//!   features, doc tests and property tests included.
+//!   features, doc tests and property tests included. First it installs the
+//!   third-party clients the tests run against (npm packages, pinned in
+//!   tests/third-party) into target/third-party. A program it needs and
+//!   cannot find (node, npm) is reported loudly with how to install it, and
+//!   only the tests that need it are skipped; under `CI=true` it is a failure.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -94,6 +98,20 @@ fn test() -> ExitCode {
     let root = workspace_root();
     let started = Instant::now();
     let mut results = Vec::new();
+    let mut test_env: Vec<(&str, String)> = Vec::new();
+    banner("[0] third-party clients: npm ci in target/third-party");
+    let began = Instant::now();
+    match third_party_clients(&root) {
+        Ok(Some(node_path)) => {
+            test_env.push(("PUSH_TEST_NODE_PATH", node_path));
+            results.push(("third-party", true, began.elapsed()));
+        }
+        Ok(None) => results.push(("third-party (SKIPPED)", true, began.elapsed())),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            results.push(("third-party", false, began.elapsed()));
+        }
+    }
     for (i, step) in TEST_STEPS.iter().enumerate() {
         banner(&format!(
             "[{}/{}] {}: {} {}",
@@ -104,10 +122,73 @@ fn test() -> ExitCode {
             step.args.join(" ")
         ));
         let began = Instant::now();
-        let ok = run(&root, step.program, step.args, step.env);
+        let mut env: Vec<(&str, &str)> = step.env.to_vec();
+        if step.name == "tests" {
+            env.extend(test_env.iter().map(|(k, v)| (*k, v.as_str())));
+        }
+        let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
     }
     summary(&results, started.elapsed())
+}
+
+/// `true` under CI (`CI=true`), where a missing program fails the suite.
+fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// Says loudly that `what` is missing; `Err` under CI, `Ok(None)` (skip) else.
+fn missing<T>(what: &str, install: &str) -> Result<Option<T>, String> {
+    let message = format!("{what} is not installed; install it with: {install}");
+    eprintln!("\n{}\n*** {message}", "*".repeat(72));
+    if in_ci() {
+        eprintln!(
+            "*** CI=true: this is a failure, not a skip.\n{}\n",
+            "*".repeat(72)
+        );
+        Err(message)
+    } else {
+        eprintln!(
+            "*** The tests that need it are SKIPPED on this machine.\n{}\n",
+            "*".repeat(72)
+        );
+        Ok(None)
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    env::var_os("PATH")
+        .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Installs the pinned npm packages (tests/third-party) into
+/// target/third-party unless they are there already; returns the
+/// `node_modules` path the tests get as `PUSH_TEST_NODE_PATH`.
+fn third_party_clients(root: &Path) -> Result<Option<String>, String> {
+    if !on_path("node") || !on_path("npm") {
+        return missing("Node.js (node and npm)", "apt-get install -y nodejs npm");
+    }
+    let source = root.join("tests/third-party");
+    let target = root.join("target/third-party");
+    let lock = fs::read(source.join("package-lock.json"))
+        .map_err(|e| format!("reading tests/third-party/package-lock.json: {e}"))?;
+    let installed = target.join("node_modules/.package-lock.json");
+    let up_to_date = fs::read(target.join("package-lock.json")).is_ok_and(|old| old == lock)
+        && installed.is_file();
+    if up_to_date {
+        println!("up to date");
+    } else {
+        fs::create_dir_all(&target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+        for file in ["package.json", "package-lock.json"] {
+            fs::copy(source.join(file), target.join(file))
+                .map_err(|e| format!("copying {file}: {e}"))?;
+        }
+        let args = ["ci", "--no-audit", "--no-fund", "--loglevel=error"];
+        if !run(&target, "npm", &args, &[]) {
+            return Err("`npm ci` in target/third-party failed".into());
+        }
+    }
+    Ok(Some(target.join("node_modules").display().to_string()))
 }
 
 fn bench(extra: &[String]) -> ExitCode {
