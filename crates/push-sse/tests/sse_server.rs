@@ -481,7 +481,10 @@ async fn a_reader_too_slow_gets_a_gap_and_never_holds_up_the_others() {
     }
     // The fast reader got everything, in order, while the slow one read nothing.
     let ids = within("the fast reader", reader).await.unwrap();
-    assert_eq!(ids, (0..count).map(|n| format!("{n:08}")).collect::<Vec<_>>());
+    assert_eq!(
+        ids,
+        (0..count).map(|n| format!("{n:08}")).collect::<Vec<_>>()
+    );
 
     // The slow reader: what was in flight, then a gap, then the rest, in order.
     let mut next = 0;
@@ -490,7 +493,9 @@ async fn a_reader_too_slow_gets_a_gap_and_never_holds_up_the_others() {
         let event = slow.next().await.unwrap();
         if event.event == "push.gap" {
             let gap = json::parse_signal("gap", event.data.as_bytes()).unwrap();
-            let push_core::Signal::Gap(gap) = gap else { panic!() };
+            let push_core::Signal::Gap(gap) = gap else {
+                panic!()
+            };
             next += usize::try_from(gap.missed.unwrap()).unwrap();
             gaps += 1;
             continue;
