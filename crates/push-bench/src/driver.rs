@@ -14,6 +14,7 @@ use http::StatusCode;
 use crate::load::{self, Rate, Target};
 use crate::memory::pss_tree;
 use crate::nchan::{self, Nchan};
+use crate::sse;
 
 /// What to run.
 #[derive(Debug)]
@@ -26,6 +27,20 @@ pub(crate) struct Options {
     pub(crate) rust_load: bool,
     pub(crate) workers: usize,
     pub(crate) rounds: usize,
+    /// SSE: the subscriber counts to measure.
+    pub(crate) sse_counts: Vec<usize>,
+    /// SSE: messages per second in the latency run.
+    pub(crate) sse_rate: f64,
+    /// SSE: how long the latency run publishes.
+    pub(crate) sse_seconds: f64,
+    /// SSE: latency runs per server and subscriber count.
+    pub(crate) sse_rounds: usize,
+    /// SSE: the saturation searches.
+    pub(crate) saturation: Vec<sse::Search>,
+    /// SSE: the time budget of one saturation search.
+    pub(crate) saturation_seconds: u64,
+    /// SSE: how long each saturation step publishes.
+    pub(crate) step_seconds: f64,
 }
 
 impl Default for Options {
@@ -34,13 +49,33 @@ impl Default for Options {
             seconds: 3,
             connections: 64,
             held: 10_000,
-            scenarios: vec!["poll".into(), "longpoll".into()],
+            scenarios: vec!["poll".into(), "longpoll".into(), "sse".into()],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
                 .map(String::from)
                 .to_vec(),
             rust_load: false,
             workers: 1,
             rounds: 7,
+            sse_counts: vec![1_000, 10_000],
+            sse_rate: 50.0,
+            sse_seconds: 5.0,
+            sse_rounds: 3,
+            saturation: vec![
+                sse::Search {
+                    subscribers: 10_000,
+                    p99: Duration::from_millis(100),
+                },
+                sse::Search {
+                    subscribers: 10_000,
+                    p99: Duration::from_millis(500),
+                },
+                sse::Search {
+                    subscribers: 1_000,
+                    p99: Duration::from_millis(100),
+                },
+            ],
+            saturation_seconds: 40,
+            step_seconds: 2.0,
         }
     }
 }
@@ -51,14 +86,20 @@ enum Running {
     Nchan(Nchan),
 }
 
-struct Server {
-    name: String,
-    addr: SocketAddr,
+/// A server under test, started for a scenario and stopped when dropped.
+pub(crate) struct Server {
+    pub(crate) name: String,
+    pub(crate) addr: SocketAddr,
     running: Running,
 }
 
 impl Server {
-    fn start(name: &str, nginx: Option<&PathBuf>, workers: usize) -> Result<Server, String> {
+    /// Starts server `name` (`push-bench serve NAME`, or nginx for `nchan`).
+    pub(crate) fn start(
+        name: &str,
+        nginx: Option<&PathBuf>,
+        workers: usize,
+    ) -> Result<Server, String> {
         if name == "nchan" {
             let nginx = nginx.ok_or("Nchan is not available")?;
             let nchan = Nchan::start(nginx, workers)?;
@@ -98,7 +139,8 @@ impl Server {
         })
     }
 
-    fn pid(&self) -> u32 {
+    /// The process to read memory and CPU time from (with its descendants).
+    pub(crate) fn pid(&self) -> u32 {
         match &self.running {
             Running::Ours(child) => child.id(),
             Running::Nchan(nchan) => nchan.child.id(),
@@ -163,6 +205,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
     }
     if options.scenarios.iter().any(|s| s == "longpoll") {
         let table = runtime.block_on(longpoll_scenario(options, &servers, nginx.as_ref()))?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "sse") {
+        let table = runtime.block_on(sse::scenario(options, &servers, nginx.as_ref()))?;
         println!("{table}");
         summary.push_str(&table);
     }
@@ -439,7 +486,8 @@ async fn longpoll_scenario(
     Ok(table)
 }
 
-fn human(d: Duration) -> String {
+/// A duration in the unit that suits it.
+pub(crate) fn human(d: Duration) -> String {
     let micros = d.as_secs_f64() * 1e6;
     if micros >= 1e6 {
         format!("{:.2} s", micros / 1e6)
@@ -450,7 +498,8 @@ fn human(d: Duration) -> String {
     }
 }
 
-fn load_average() -> String {
+/// The 1, 5 and 15 minute load averages.
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "unknown".into())

@@ -1,12 +1,15 @@
 //! push-bench: the load generator and peer servers behind `cargo xtask bench`.
 //!
 //! - `push-bench run [--seconds N] [--connections N] [--held N]
-//!   [--only poll|longpoll] [--servers hello,push,push-direct,axum,nchan] [--workers N]
-//!   [--rounds N] [--rust-load]` starts each server in a process of its own, loads it over
-//!   loopback, reads its memory from /proc, checks that no message went
-//!   missing, and prints a summary table per scenario.
-//! - `push-bench serve push|push-direct|hello|axum [--listen ADDR] [--workers N]` runs one
-//!   server (the first line on stdout is `listening on http://ADDR`).
+//!   [--only poll|longpoll|sse] [--servers hello,push,push-direct,axum,nchan] [--workers N]
+//!   [--rounds N] [--rust-load] [--subscribers N,N] [--rate N] [--sse-seconds N]
+//!   [--sse-rounds N] [--saturation SUBSCRIBERS:P99_MS,…|none] [--saturation-seconds N]
+//!   [--step-seconds N]` starts each server in a process of its
+//!   own, loads it over loopback, reads its memory from /proc, checks that no message
+//!   went missing, and prints a summary table per scenario.
+//! - `push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|axum
+//!   [--listen ADDR] [--workers N]` runs one server (the first line on stdout is
+//!   `listening on http://ADDR`).
 //!
 //! Client and server share the machine's cores: every server runs with the
 //! same number of workers (threads, or nginx processes; default 1, so that on
@@ -25,15 +28,20 @@ mod load;
 mod memory;
 mod nchan;
 mod servers;
+mod sse;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll]
+  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse]
                  [--servers hello,push,push-direct,axum,nchan] [--workers N] [--rounds N] [--rust-load]
-  push-bench serve push|push-direct|hello|axum [--listen ADDR] [--workers N]";
+                 [--subscribers 1000,10000] [--rate MSG_PER_S] [--sse-seconds N] [--sse-rounds N]
+                 [--saturation 10000:100,10000:500,1000:100|none] [--saturation-seconds N]
+                 [--step-seconds N]
+  push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|axum
+                 [--listen ADDR] [--workers N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,10 +76,48 @@ fn parse_run(args: &[String]) -> Result<driver::Options, String> {
             "--rust-load" => options.rust_load = true,
             "--rounds" => options.rounds = usize::try_from(number(value()?)?).unwrap_or(3).max(1),
             "--workers" => options.workers = usize::try_from(number(value()?)?).unwrap_or(1).max(1),
+            "--subscribers" => {
+                options.sse_counts = value()?
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse::<usize>()
+                            .map_err(|_| format!("{flag}: not a count: {n}"))
+                    })
+                    .filter(|n| n.as_ref().map_or(true, |n| *n > 0))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--rate" => options.sse_rate = positive(flag, value()?)?,
+            "--sse-seconds" => options.sse_seconds = positive(flag, value()?)?,
+            "--sse-rounds" => {
+                options.sse_rounds = usize::try_from(number(value()?)?).unwrap_or(3).max(1);
+            }
+            "--saturation" => {
+                let value = value()?;
+                options.saturation = if value == "none" {
+                    Vec::new()
+                } else {
+                    value
+                        .split(',')
+                        .map(sse::Search::parse)
+                        .collect::<Result<_, _>>()?
+                };
+            }
+            "--saturation-seconds" => options.saturation_seconds = number(value()?)?,
+            "--step-seconds" => options.step_seconds = positive(flag, value()?)?,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }
     Ok(options)
+}
+
+/// A positive number of (fractional) units.
+fn positive(flag: &str, value: &str) -> Result<f64, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .ok_or_else(|| format!("{flag}: not a positive number: {value}"))
 }
 
 fn serve(args: &[String]) -> Result<(), String> {

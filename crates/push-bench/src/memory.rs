@@ -1,8 +1,12 @@
 //! A server's memory, read from /proc: the proportional set size (Pss) of its
 //! process and all its descendants, so that pages shared between nginx's
-//! workers are counted once.
+//! workers are counted once. And its CPU time, the same way.
 
 use std::fs;
+use std::time::Duration;
+
+/// Linux reports CPU times in clock ticks of 1/100 s (`USER_HZ`).
+const TICKS_PER_SECOND: u64 = 100;
 
 /// Pss in bytes of `pid` and its descendants.
 pub(crate) fn pss_tree(pid: u32) -> u64 {
@@ -13,6 +17,32 @@ pub(crate) fn pss_tree(pid: u32) -> u64 {
         pending.extend(children(pid));
     }
     total
+}
+
+/// User plus system CPU time of `pid` and its descendants.
+pub(crate) fn cpu_tree(pid: u32) -> Duration {
+    let mut ticks = 0;
+    let mut pending = vec![pid];
+    while let Some(pid) = pending.pop() {
+        ticks += cpu_ticks(pid);
+        pending.extend(children(pid));
+    }
+    Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // After the command: state is field 3, utime and stime fields 14 and 15.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0;
+    };
+    rest.split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|t| t.parse::<u64>().ok())
+        .sum()
 }
 
 fn pss(pid: u32) -> u64 {
