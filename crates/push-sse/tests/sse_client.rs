@@ -243,3 +243,22 @@ async fn a_silent_server_is_given_up_after_the_idle_timeout() {
     }
     gate.wait_for(2).await;
 }
+
+#[tokio::test]
+async fn a_gap_while_away_comes_first_then_the_rest() {
+    let hub =
+        MemoryHub::with_config(push_core::MemoryHubConfig::default().with_max_messages(2)).unwrap();
+    let server = Server::start(SseHandler::new(hub.clone(), SseConfig::default())).await;
+    let seen = publish(&hub, "seen").await;
+    for n in 0..4 {
+        publish(&hub, n.to_string()).await;
+    }
+    let config = quick().with_start(Start::After(seen));
+    let mut items = drive(EventSource::new(&server.url("/sse/c"), config).unwrap());
+    let Item::Signal(Signal::Gap(gap)) = next_item(&mut items).await else {
+        panic!("expected a gap")
+    };
+    assert_eq!((gap.since, gap.missed), (seen, Some(2)));
+    assert_eq!(next_data(&mut items).await, "2");
+    assert_eq!(next_data(&mut items).await, "3");
+}
