@@ -99,7 +99,10 @@ impl Server {
                         let Ok((stream, _)) = accepted else { continue };
                         let service = service.clone();
                         connections.spawn(async move {
-                            let _ = auto::Builder::new(TokioExecutor::new())
+                            let mut builder = auto::Builder::new(TokioExecutor::new());
+                            // WebSockets over HTTP/2 (RFC 8441).
+                            builder.http2().enable_connect_protocol();
+                            let _ = builder
                                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                 .await;
                         });

@@ -1,1 +1,23 @@
-//! WebSockets on hyper and tungstenite, over any push-core hub. Arrives with the WebSocket issue; empty for now so the facade's features resolve.
+//! WebSockets on hyper and tungstenite, over any push-core [`Hub`](push_core::Hub).
+//!
+//! - [`WsHandler`] with [`WsConfig::default`]: `GET /ws/{channel}`, one
+//!   channel per socket, each message one text frame with its JSON envelope
+//!   (what a browser's `new WebSocket(url)` wants); resumes with `?since=`.
+//! - [`WsHandler`] with [`WsConfig::commands`]: `GET /ws` with the `push.v1`
+//!   subprotocol, JSON commands to subscribe, unsubscribe and publish, many
+//!   channels on one socket, each command acknowledged.
+//! - The handshake is checked in full (RFC 6455; RFC 8441 extended CONNECT
+//!   over HTTP/2), with an origin allow-list; a heartbeat closes silent peers;
+//!   a subscriber that falls behind gets the gap signal (or is closed, by
+//!   policy) and never makes the server buffer.
+//!
+//! The wire format is specified in the project's `docs/protocol.md` (§5).
+
+mod config;
+mod handshake;
+mod protocol;
+mod server;
+
+pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
+pub use crate::handshake::SUBPROTOCOL;
+pub use crate::server::WsHandler;

@@ -1,0 +1,182 @@
+//! How a [`WsHandler`](crate::WsHandler) accepts sockets and runs them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use push_core::wire::{self, ChannelLocator};
+
+/// Which of the two WebSocket endpoints a handler serves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /ws/{channel}`: one channel per socket, named where the locator
+    /// says; each message one text frame with its JSON envelope. What a
+    /// browser's `new WebSocket(url)` wants.
+    Channel(ChannelLocator),
+    /// `GET /ws` with the `push.v1` subprotocol: JSON commands (subscribe,
+    /// unsubscribe, publish) for many channels on one socket.
+    Commands,
+}
+
+/// Which `Origin`s may open a socket: the defence against cross-site
+/// WebSocket hijacking (a page on another site opening a socket with the
+/// user's cookies). Requests without an `Origin` header (not from a browser)
+/// are always allowed: only browsers send it, and only browsers need the
+/// protection.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum Origins {
+    /// The origin's host and port must be the request's own `Host` (the
+    /// default): pages served by this server may connect, others may not.
+    #[default]
+    SameHost,
+    /// Any origin.
+    Any,
+    /// Exactly these origins (`https://app.example.com`, compared without
+    /// regard to case), and the same host.
+    List(Arc<[String]>),
+}
+
+/// What happens to a subscriber that falls so far behind that the channel's
+/// history no longer holds what it has not read yet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowConsumer {
+    /// It gets the gap signal and goes on from what is retained (the default):
+    /// nothing is buffered for it, and no other subscriber waits for it.
+    #[default]
+    Signal,
+    /// It is closed with code 1013 (try again later); it reconnects and
+    /// resumes from its cursor, or learns of the gap then.
+    Close,
+}
+
+/// How a [`WsHandler`](crate::WsHandler) accepts and runs sockets.
+///
+/// ```
+/// use std::time::Duration;
+/// use push_ws::{Origins, WsConfig};
+///
+/// let config = WsConfig::commands().with_publish(true).with_origins(Origins::Any);
+/// assert_eq!(config.ping_interval, Duration::from_secs(25));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WsConfig {
+    /// The endpoint served (default: one channel per socket, named by the last
+    /// path segment).
+    pub endpoint: Endpoint,
+    /// Who may connect (default: the same host).
+    pub origins: Origins,
+    /// Whether the command endpoint accepts `publish` (default: no).
+    pub allow_publish: bool,
+    /// The largest message (and frame) a client may send (default 64 KiB);
+    /// a larger one closes the socket with 1009.
+    pub max_message_size: usize,
+    /// tungstenite's read buffer per socket (default 4 KiB; tungstenite's own
+    /// default of 128 KiB costs that much per idle socket).
+    pub read_buffer_size: usize,
+    /// The most bytes waiting to be written to one socket (default 1 MiB).
+    pub max_write_buffer_size: usize,
+    /// A ping is sent after this long (default 25 s) …
+    pub ping_interval: Duration,
+    /// … and a socket whose pong does not come within this (default 10 s)
+    /// is closed as gone.
+    pub pong_timeout: Duration,
+    /// What happens to a subscriber that falls out of the history.
+    pub slow_consumer: SlowConsumer,
+    /// The most channels one command socket may subscribe to (default 100).
+    pub max_subscriptions: usize,
+    /// The longest query string accepted (default 1 KiB).
+    pub max_query_len: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            endpoint: Endpoint::Channel(ChannelLocator::default()),
+            origins: Origins::default(),
+            allow_publish: false,
+            max_message_size: 64 << 10,
+            read_buffer_size: 4 << 10,
+            max_write_buffer_size: 1 << 20,
+            ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(10),
+            slow_consumer: SlowConsumer::default(),
+            max_subscriptions: 100,
+            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+        }
+    }
+}
+
+impl WsConfig {
+    /// The command endpoint (`GET /ws`, subprotocol `push.v1`) with the
+    /// other defaults.
+    pub fn commands() -> Self {
+        WsConfig {
+            endpoint: Endpoint::Commands,
+            ..WsConfig::default()
+        }
+    }
+
+    /// Sets [`endpoint`](Self::endpoint).
+    #[must_use]
+    pub fn with_endpoint(mut self, endpoint: Endpoint) -> Self {
+        self.endpoint = endpoint;
+        self
+    }
+
+    /// Sets [`origins`](Self::origins).
+    #[must_use]
+    pub fn with_origins(mut self, origins: Origins) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// Sets [`allow_publish`](Self::allow_publish).
+    #[must_use]
+    pub fn with_publish(mut self, allow: bool) -> Self {
+        self.allow_publish = allow;
+        self
+    }
+
+    /// Sets [`max_message_size`](Self::max_message_size) (at least 125 bytes).
+    #[must_use]
+    pub fn with_max_message_size(mut self, max: usize) -> Self {
+        self.max_message_size = max.max(125);
+        self
+    }
+
+    /// Sets the heartbeat: [`ping_interval`](Self::ping_interval) and
+    /// [`pong_timeout`](Self::pong_timeout) (each at least 1 ms).
+    #[must_use]
+    pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.ping_interval = interval.max(Duration::from_millis(1));
+        self.pong_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets [`slow_consumer`](Self::slow_consumer).
+    #[must_use]
+    pub fn with_slow_consumer(mut self, policy: SlowConsumer) -> Self {
+        self.slow_consumer = policy;
+        self
+    }
+
+    /// Sets [`max_subscriptions`](Self::max_subscriptions).
+    #[must_use]
+    pub fn with_max_subscriptions(mut self, max: usize) -> Self {
+        self.max_subscriptions = max;
+        self
+    }
+
+    /// tungstenite's configuration for a socket.
+    pub(crate) fn socket(&self) -> tungstenite::protocol::WebSocketConfig {
+        tungstenite::protocol::WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_size)
+            .write_buffer_size(16 << 10)
+            .max_write_buffer_size(self.max_write_buffer_size)
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size))
+    }
+}

@@ -1,0 +1,276 @@
+//! The opening handshake: RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use http::header::{
+    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
+    UPGRADE,
+};
+use http::request::Parts;
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use crate::config::Origins;
+
+/// The subprotocol of the command endpoint.
+pub const SUBPROTOCOL: &str = "push.v1";
+
+/// Why a handshake is refused: the status and a message naming the problem.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: &'static str,
+}
+
+fn refuse(status: StatusCode, code: &'static str, message: &'static str) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message,
+    }
+}
+
+/// A valid opening handshake.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    /// `Sec-WebSocket-Accept` for HTTP/1.1; `None` over HTTP/2.
+    pub(crate) accept: Option<String>,
+    /// Whether the client offered `push.v1`.
+    pub(crate) offers_subprotocol: bool,
+}
+
+/// Checks the request as RFC 6455 §4.2.1 (or RFC 8441 §5 over HTTP/2) asks.
+pub(crate) fn check(parts: &Parts, origins: &Origins) -> Result<Accepted, Refusal> {
+    let headers = &parts.headers;
+    let accept = if parts.version == Version::HTTP_2 {
+        let protocol = parts.extensions.get::<hyper::ext::Protocol>();
+        if parts.method != Method::CONNECT || protocol.is_none_or(|p| p.as_str() != "websocket") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "not_a_websocket",
+                "over HTTP/2 a WebSocket opens with CONNECT and :protocol websocket (RFC 8441)",
+            ));
+        }
+        None
+    } else {
+        if parts.method != Method::GET {
+            return Err(refuse(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "a WebSocket opens with GET",
+            ));
+        }
+        if !has_token(headers, &UPGRADE, "websocket") {
+            return Err(refuse(
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+                "this is a WebSocket endpoint: send Upgrade: websocket",
+            ));
+        }
+        if !has_token(headers, &CONNECTION, "upgrade") {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+                "the Connection header must contain upgrade",
+            ));
+        }
+        if parts.version < Version::HTTP_11 {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+                "a WebSocket needs HTTP/1.1",
+            ));
+        }
+        Some(accept_key(headers)?)
+    };
+    let mut versions = headers.get_all(SEC_WEBSOCKET_VERSION).iter();
+    if versions.next().is_none_or(|v| v.as_bytes() != b"13") || versions.next().is_some() {
+        return Err(refuse(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported_version",
+            "only WebSocket version 13 is spoken: send Sec-WebSocket-Version: 13",
+        ));
+    }
+    check_origin(headers, origins)?;
+    let offers_subprotocol = headers
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == SUBPROTOCOL);
+    Ok(Accepted {
+        accept,
+        offers_subprotocol,
+    })
+}
+
+/// `Sec-WebSocket-Accept` for a well-formed `Sec-WebSocket-Key` (base64 of
+/// exactly 16 bytes, given once).
+fn accept_key(headers: &HeaderMap) -> Result<String, Refusal> {
+    let invalid = || {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_handshake",
+            "Sec-WebSocket-Key must be the base64 of 16 bytes, given once",
+        )
+    };
+    let mut keys = headers.get_all(SEC_WEBSOCKET_KEY).iter();
+    let key = keys.next().ok_or_else(invalid)?;
+    if keys.next().is_some() {
+        return Err(invalid());
+    }
+    let decoded = BASE64.decode(key.as_bytes()).map_err(|_| invalid())?;
+    if decoded.len() != 16 {
+        return Err(invalid());
+    }
+    Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+fn check_origin(headers: &HeaderMap, origins: &Origins) -> Result<(), Refusal> {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let forbidden = || {
+        refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden_origin",
+            "this origin may not open a WebSocket here",
+        )
+    };
+    let origin = origin.to_str().map_err(|_| forbidden())?.trim();
+    let same_host = || {
+        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+        matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+    };
+    let allowed = match origins {
+        Origins::Any => true,
+        Origins::SameHost => same_host(),
+        Origins::List(list) => same_host() || list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+    };
+    if allowed { Ok(()) } else { Err(forbidden()) }
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn has_token(headers: &HeaderMap, name: &http::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut request = http::Request::get("/ws/c");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    const GOOD: [(&str, &str); 5] = [
+        ("host", "example.com"),
+        ("upgrade", "websocket"),
+        ("connection", "keep-alive, Upgrade"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn the_rfcs_example_key() {
+        let accepted = check(&parts(&GOOD), &Origins::SameHost).unwrap();
+        // RFC 6455 §1.3.
+        assert_eq!(
+            accepted.accept.as_deref(),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+        assert!(!accepted.offers_subprotocol);
+    }
+
+    #[test]
+    fn each_missing_or_wrong_part_is_named() {
+        let without = |name: &str| -> Vec<(&str, &str)> {
+            GOOD.iter().copied().filter(|(n, _)| *n != name).collect()
+        };
+        let with = |name: &'static str, value: &'static str| -> Vec<(&'static str, &'static str)> {
+            let mut headers: Vec<_> = GOOD.iter().copied().filter(|(n, _)| *n != name).collect();
+            headers.push((name, value));
+            headers
+        };
+        let cases = [
+            (
+                without("upgrade"),
+                StatusCode::UPGRADE_REQUIRED,
+                "upgrade_required",
+            ),
+            (
+                without("connection"),
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+            ),
+            (
+                without("sec-websocket-key"),
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+            ),
+            (
+                with("sec-websocket-key", "c2hvcnQ="),
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+            ),
+            (
+                with("sec-websocket-key", "not base64!!"),
+                StatusCode::BAD_REQUEST,
+                "invalid_handshake",
+            ),
+            (
+                without("sec-websocket-version"),
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported_version",
+            ),
+            (
+                with("sec-websocket-version", "8"),
+                StatusCode::UPGRADE_REQUIRED,
+                "unsupported_version",
+            ),
+            (
+                with("origin", "https://evil.example"),
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+            ),
+        ];
+        for (headers, status, code) in cases {
+            let refusal = check(&parts(&headers), &Origins::SameHost).unwrap_err();
+            assert_eq!(
+                (refusal.status, refusal.code),
+                (status, code),
+                "{headers:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn origins() {
+        let mut headers = GOOD.to_vec();
+        headers.push(("origin", "http://EXAMPLE.com"));
+        assert!(check(&parts(&headers), &Origins::SameHost).is_ok());
+        let mut other = GOOD.to_vec();
+        other.push(("origin", "https://app.example.org"));
+        assert!(check(&parts(&other), &Origins::SameHost).is_err());
+        assert!(check(&parts(&other), &Origins::Any).is_ok());
+        let list = Origins::List(vec!["https://app.example.org".to_owned()].into());
+        assert!(check(&parts(&other), &list).is_ok());
+        let mut subprotocols = GOOD.to_vec();
+        subprotocols.push(("sec-websocket-protocol", "chat, push.v1"));
+        assert!(
+            check(&parts(&subprotocols), &Origins::SameHost)
+                .unwrap()
+                .offers_subprotocol
+        );
+    }
+}

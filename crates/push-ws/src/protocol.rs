@@ -1,0 +1,272 @@
+//! The `push.v1` JSON protocol: commands read from clients, control frames
+//! written to them. Messages themselves travel as their shared JSON envelope.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::{BufMut, Bytes, BytesMut};
+use push_core::wire::json;
+use push_core::{ChannelName, Cursor, EventName, Publication, Signal, Start};
+use serde_json::{Map, Value};
+
+/// The longest `ref` a client may attach: a string of up to 64 bytes or a
+/// number.
+const MAX_REF_LEN: usize = 64;
+
+/// A client's command.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Subscribe {
+        channel: ChannelName,
+        start: Start,
+    },
+    Unsubscribe {
+        channel: ChannelName,
+    },
+    Publish {
+        channel: ChannelName,
+        publication: Publication,
+    },
+}
+
+/// A command that cannot be carried out: its error code and message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
+impl Refused {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Refused {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<push_core::Error> for Refused {
+    fn from(err: push_core::Error) -> Self {
+        Refused::new(err.code(), err.to_string())
+    }
+}
+
+/// Reads one command; the `ref` comes back even when the rest is refused, so
+/// that the error can name it.
+pub(crate) fn parse(text: &str) -> (Option<Value>, Result<Command, Refused>) {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(value) => value,
+        Err(e) => {
+            return (
+                None,
+                Err(Refused::new("invalid_command", format!("not JSON: {e}"))),
+            );
+        }
+    };
+    let Value::Object(object) = value else {
+        return (
+            None,
+            Err(Refused::new(
+                "invalid_command",
+                "a command is a JSON object",
+            )),
+        );
+    };
+    let reference = match object.get("ref") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= MAX_REF_LEN => Some(Value::String(s.clone())),
+        Some(Value::Number(n)) => Some(Value::Number(n.clone())),
+        Some(_) => {
+            return (
+                None,
+                Err(Refused::new(
+                    "invalid_command",
+                    "`ref` must be a number or a string of at most 64 bytes",
+                )),
+            );
+        }
+    };
+    (reference, command(&object))
+}
+
+fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
+    let op =
+        string(object, "op")?.ok_or_else(|| Refused::new("invalid_command", "`op` is missing"))?;
+    let channel = || -> Result<ChannelName, Refused> {
+        let name = string(object, "channel")?
+            .ok_or_else(|| Refused::new("invalid_channel", "`channel` is missing"))?;
+        Ok(name.parse::<ChannelName>()?)
+    };
+    match op {
+        "subscribe" => Ok(Command::Subscribe {
+            channel: channel()?,
+            start: Start::from_since(string(object, "since")?)?,
+        }),
+        "unsubscribe" => Ok(Command::Unsubscribe {
+            channel: channel()?,
+        }),
+        "publish" => {
+            let channel = channel()?;
+            let data = string(object, "data")?
+                .ok_or_else(|| Refused::new("invalid_command", "`data` is missing"))?;
+            let data = match string(object, "encoding")? {
+                None => Bytes::copy_from_slice(data.as_bytes()),
+                Some("base64") => BASE64.decode(data).map(Bytes::from).map_err(|e| {
+                    Refused::new("invalid_command", format!("`data` is not base64: {e}"))
+                })?,
+                Some(_) => {
+                    return Err(Refused::new("invalid_command", "`encoding` must be base64"));
+                }
+            };
+            let mut publication = Publication::new(data);
+            if let Some(event) = string(object, "event")? {
+                publication = publication.with_event(event.parse::<EventName>()?);
+            }
+            Ok(Command::Publish {
+                channel,
+                publication,
+            })
+        }
+        _ => Err(Refused::new("unknown_op", format!("unknown op {op:?}"))),
+    }
+}
+
+fn string<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Refused> {
+    match object.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Refused::new(
+            "invalid_command",
+            format!("`{name}` must be a string"),
+        )),
+    }
+}
+
+/// `{"op":"ack","ref":R}`, with the message's `id` after a publish.
+pub(crate) fn ack(reference: Option<&Value>, id: Option<Cursor>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(96);
+    buf.put_slice(b"{\"op\":\"ack\"");
+    put_ref(&mut buf, reference);
+    if let Some(id) = id {
+        buf.put_slice(b",\"id\":\"");
+        buf.put_slice(id.text().as_str().as_bytes());
+        buf.put_u8(b'"');
+    }
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// `{"op":"error","ref":R,"code":C,"message":M}`.
+pub(crate) fn error(reference: Option<&Value>, refused: &Refused) -> Bytes {
+    let mut buf = BytesMut::with_capacity(96 + refused.message.len());
+    buf.put_slice(b"{\"op\":\"error\"");
+    put_ref(&mut buf, reference);
+    buf.put_slice(b",\"code\":");
+    json::put_string(&mut buf, refused.code);
+    buf.put_slice(b",\"message\":");
+    json::put_string(&mut buf, &refused.message);
+    buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// `{"op":"gap","channel":C,"since":…,"resume":…,"missed":…}` (or `reset`).
+pub(crate) fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
+    let object = json::signal(signal);
+    let op: &[u8] = match signal {
+        Signal::Gap(_) => b"gap",
+        Signal::Reset(_) => b"reset",
+    };
+    let mut buf = BytesMut::with_capacity(object.len() + 48 + channel.as_str().len());
+    buf.put_slice(b"{\"op\":\"");
+    buf.put_slice(op);
+    buf.put_slice(b"\",\"channel\":");
+    json::put_string(&mut buf, channel.as_str());
+    buf.put_u8(b',');
+    // The signal's own object without its opening brace.
+    buf.put_slice(&object[1..]);
+    buf.freeze()
+}
+
+fn put_ref(buf: &mut BytesMut, reference: Option<&Value>) {
+    if let Some(reference) = reference {
+        buf.put_slice(b",\"ref\":");
+        match reference {
+            Value::String(s) => json::put_string(buf, s),
+            other => buf.put_slice(other.to_string().as_bytes()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_their_refusals() {
+        let (r, command) =
+            parse(r#"{"op":"subscribe","channel":"news","since":"earliest","ref":7}"#);
+        assert_eq!(r, Some(Value::from(7)));
+        assert!(matches!(
+            command,
+            Ok(Command::Subscribe {
+                start: Start::Earliest,
+                ..
+            })
+        ));
+        let (_, command) = parse(
+            r#"{"op":"publish","channel":"c","data":"AP8=","encoding":"base64","event":"e"}"#,
+        );
+        let Ok(Command::Publish { publication, .. }) = command else {
+            panic!()
+        };
+        assert_eq!(&publication.data()[..], b"\x00\xff");
+        for (text, code) in [
+            ("nope", "invalid_command"),
+            ("[1]", "invalid_command"),
+            (r#"{"channel":"c"}"#, "invalid_command"),
+            (r#"{"op":"dance"}"#, "unknown_op"),
+            (r#"{"op":"subscribe"}"#, "invalid_channel"),
+            (r#"{"op":"subscribe","channel":"a b"}"#, "invalid_channel"),
+            (
+                r#"{"op":"subscribe","channel":"c","since":"x"}"#,
+                "invalid_cursor",
+            ),
+            (r#"{"op":"subscribe","channel":7}"#, "invalid_command"),
+            (r#"{"op":"publish","channel":"c"}"#, "invalid_command"),
+            (
+                r#"{"op":"publish","channel":"c","data":"x","event":"push.gap"}"#,
+                "invalid_event",
+            ),
+            (
+                r#"{"op":"publish","channel":"c","data":"!","encoding":"base64"}"#,
+                "invalid_command",
+            ),
+            (
+                r#"{"op":"unsubscribe","channel":"c","ref":{"a":1}}"#,
+                "invalid_command",
+            ),
+        ] {
+            let (_, command) = parse(text);
+            assert_eq!(command.unwrap_err().code, code, "{text}");
+        }
+    }
+
+    #[test]
+    fn control_frames_are_json() {
+        let reference = Value::from("a\"b");
+        let ack: Value = serde_json::from_slice(&ack(Some(&reference), None)).unwrap();
+        assert_eq!(ack, serde_json::json!({"op":"ack","ref":"a\"b"}));
+        let refused = Refused::new("forbidden", "no \"publish\" here");
+        let error: Value = serde_json::from_slice(&error(Some(&Value::from(3)), &refused)).unwrap();
+        assert_eq!(
+            error,
+            serde_json::json!({"op":"error","ref":3,"code":"forbidden","message":"no \"publish\" here"})
+        );
+        let cursor = |s: &str| s.parse::<Cursor>().unwrap();
+        let gap = Signal::Gap(push_core::Gap::new(cursor("a.1"), cursor("a.5"), Some(4)));
+        let frame: Value = serde_json::from_slice(&signal(&"c".parse().unwrap(), &gap)).unwrap();
+        assert_eq!(
+            frame,
+            serde_json::json!({"op":"gap","channel":"c","since":"a.1","resume":"a.5","missed":4})
+        );
+    }
+}

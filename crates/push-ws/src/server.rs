@@ -1,0 +1,482 @@
+//! The WebSocket handler: the handshake on hyper, then one task per socket
+//! that reads commands, writes what the hub delivers, and keeps a heartbeat.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
+use http::header::{
+    ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use push_core::wire::{self, Query, json};
+use push_core::{ChannelName, Hub, Item, Signal};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, sleep};
+use tokio_stream::StreamMap;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::Message;
+use tungstenite::protocol::Role;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, Frame};
+
+use crate::config::{Endpoint, SlowConsumer, WsConfig};
+use crate::handshake::{self, Refusal, SUBPROTOCOL};
+use crate::protocol::{self, Command, Refused};
+
+/// How long a closing socket waits for the peer's close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// The most ready messages written before one flush.
+const BATCH: usize = 64;
+
+#[derive(Debug)]
+struct Shared {
+    config: WsConfig,
+    open: AtomicUsize,
+}
+
+/// WebSockets over any [`Hub`]: a hyper `Service`, or call
+/// [`handle`](Self::handle) from your own.
+///
+/// It checks the opening handshake (RFC 6455 over HTTP/1.1, RFC 8441's
+/// extended CONNECT over HTTP/2; origin allow-list), answers it, and runs the
+/// socket in a task of its own: on the channel endpoint each message is one
+/// text frame with its JSON envelope; on the command endpoint (`push.v1`) the
+/// client subscribes, unsubscribes and publishes with JSON commands. A
+/// heartbeat closes sockets whose peer stopped answering; a subscriber that
+/// falls behind never makes the server buffer: it gets the gap signal (or is
+/// closed, by policy).
+///
+/// Serve it with upgrades enabled (`serve_connection_with_upgrades`, and
+/// `http2().enable_connect_protocol()` for HTTP/2).
+///
+/// ```
+/// use push_core::MemoryHub;
+/// use push_ws::{WsConfig, WsHandler};
+///
+/// let ws = WsHandler::new(MemoryHub::new(), WsConfig::default());
+/// assert_eq!(ws.open_sockets(), 0);
+/// ```
+#[derive(Debug)]
+pub struct WsHandler<H> {
+    hub: Arc<H>,
+    shared: Arc<Shared>,
+}
+
+impl<H> Clone for WsHandler<H> {
+    fn clone(&self) -> Self {
+        WsHandler {
+            hub: self.hub.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<H: Hub> WsHandler<H> {
+    /// A handler over `hub`.
+    pub fn new(hub: H, config: WsConfig) -> Self {
+        Self::from_shared(Arc::new(hub), config)
+    }
+
+    /// A handler over a hub shared with other handlers.
+    pub fn from_shared(hub: Arc<H>, config: WsConfig) -> Self {
+        WsHandler {
+            hub,
+            shared: Arc::new(Shared {
+                config,
+                open: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &WsConfig {
+        &self.shared.config
+    }
+
+    /// How many sockets are open right now.
+    pub fn open_sockets(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Answers one handshake: `101` (or `200` over HTTP/2) and the socket's
+    /// task, or a `4xx` naming what is wrong.
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
+        let config = &self.shared.config;
+        let upgrade = hyper::upgrade::on(&mut request);
+        let (parts, _body) = request.into_parts();
+        let accepted = match handshake::check(&parts, &config.origins) {
+            Ok(accepted) => accepted,
+            Err(refusal) => return refusal_response(&refusal),
+        };
+        let mode = match &config.endpoint {
+            Endpoint::Commands => {
+                if !accepted.offers_subprotocol {
+                    return refusal_response(&Refusal {
+                        status: StatusCode::BAD_REQUEST,
+                        code: "subprotocol_required",
+                        message: "the command endpoint speaks push.v1: offer it in Sec-WebSocket-Protocol",
+                    });
+                }
+                Mode::Commands
+            }
+            Endpoint::Channel(locator) => {
+                let found =
+                    Query::parse(parts.uri.query(), config.max_query_len).and_then(|query| {
+                        Ok((locator.locate(parts.uri.path(), &query)?, query.start()?))
+                    });
+                let (channel, start) = match found {
+                    Ok(found) => found,
+                    Err(err) => return error_response(&err),
+                };
+                match self.hub.subscribe(&channel, start).await {
+                    Ok(subscription) => Mode::Channel(channel, subscription),
+                    Err(err) => return error_response(&err),
+                }
+            }
+        };
+        // Over HTTP/2 a plain 200 accepts (RFC 8441); over HTTP/1.1, a 101.
+        let mut response = Response::new(Full::new(Bytes::new()));
+        if let Some(accept) = accepted.accept {
+            *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let headers = response.headers_mut();
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+            if let Ok(accept) = HeaderValue::from_str(&accept) {
+                headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+            }
+        }
+        if matches!(mode, Mode::Commands) {
+            response.headers_mut().insert(
+                SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_static(SUBPROTOCOL),
+            );
+        }
+        let hub = self.hub.clone();
+        let open = Open::new(&self.shared);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let socket_config = open.0.config.socket();
+            let ws = WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                Some(socket_config),
+            )
+            .await;
+            Socket::new(ws, hub, open, mode).run().await;
+        });
+        response
+    }
+}
+
+impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for WsHandler<H> {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let handler = self.clone();
+        Box::pin(async move { Ok(handler.handle(request).await) })
+    }
+}
+
+/// Counts an open socket for as long as its task lives.
+#[derive(Debug)]
+struct Open(Arc<Shared>);
+
+impl Open {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        Open(shared.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+enum Mode<S> {
+    Channel(ChannelName, S),
+    Commands,
+}
+
+/// A subscription that knows whether it has delivered anything yet: a gap
+/// on a subscription already under way means its reader fell behind.
+struct Tracked<S> {
+    inner: S,
+    started: bool,
+}
+
+impl<S: Stream<Item = Item> + Unpin> Stream for Tracked<S> {
+    type Item = (Item, bool);
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(Item, bool)>> {
+        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
+        let started = std::mem::replace(&mut self.started, true);
+        Poll::Ready(item.map(|item| (item, started)))
+    }
+}
+
+/// Why a socket ends.
+enum End {
+    /// The peer went away, or its close handshake is done.
+    Gone,
+    /// We close it with this code and reason.
+    Close(CloseCode, &'static str),
+}
+
+struct Socket<H: Hub, S> {
+    ws: WebSocketStream<S>,
+    hub: Arc<H>,
+    open: Open,
+    commands: bool,
+    subscriptions: StreamMap<ChannelName, Tracked<H::Subscription>>,
+}
+
+impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
+    fn new(ws: WebSocketStream<S>, hub: Arc<H>, open: Open, mode: Mode<H::Subscription>) -> Self {
+        let mut subscriptions = StreamMap::new();
+        let commands = match mode {
+            Mode::Channel(channel, subscription) => {
+                subscriptions.insert(
+                    channel,
+                    Tracked {
+                        inner: subscription,
+                        started: false,
+                    },
+                );
+                false
+            }
+            Mode::Commands => true,
+        };
+        Socket {
+            ws,
+            hub,
+            open,
+            commands,
+            subscriptions,
+        }
+    }
+
+    fn config(&self) -> &WsConfig {
+        &self.open.0.config
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        if let End::Close(code, reason) = end {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            // A peer gone silent will not answer: say goodbye, do not wait.
+            let wait = code != CloseCode::Away;
+            let closing = async {
+                if self.ws.close(Some(frame)).await.is_ok() && wait {
+                    // The close handshake: the peer's close frame ends the stream.
+                    while let Some(Ok(_)) = self.ws.next().await {}
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
+        }
+    }
+
+    async fn serve(&mut self) -> End {
+        let (interval, timeout) = (self.config().ping_interval, self.config().pong_timeout);
+        let heartbeat = sleep(interval);
+        tokio::pin!(heartbeat);
+        let mut awaiting_pong = false;
+        loop {
+            tokio::select! {
+                biased;
+                incoming = self.ws.next() => {
+                    let message = match incoming {
+                        None => return End::Gone,
+                        Some(Ok(message)) => message,
+                        Some(Err(err)) => return read_error(&err),
+                    };
+                    match message {
+                        Message::Text(text) if self.commands => self.command(text.as_str()).await,
+                        Message::Binary(_) if self.commands => {
+                            return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
+                        }
+                        Message::Pong(_) => {
+                            awaiting_pong = false;
+                            heartbeat.as_mut().reset(Instant::now() + interval);
+                        }
+                        // tungstenite answers the close; the stream then ends.
+                        // Pings are answered by tungstenite on the next flush.
+                        // On the channel endpoint the client has nothing to say.
+                        _ => {}
+                    }
+                    if self.ws.flush().await.is_err() {
+                        return End::Gone;
+                    }
+                }
+                Some((channel, (item, started))) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    if let Some(end) = self.deliver(&channel, item, started).await {
+                        return end;
+                    }
+                }
+                () = &mut heartbeat => {
+                    if awaiting_pong {
+                        return End::Close(CloseCode::Away, "no pong: the peer is gone");
+                    }
+                    awaiting_pong = true;
+                    heartbeat.as_mut().reset(Instant::now() + timeout);
+                    if self.ws.send(Message::Ping(Bytes::new())).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `item` and whatever else is ready now, then flushes once.
+    async fn deliver(&mut self, channel: &ChannelName, item: Item, started: bool) -> Option<End> {
+        let mut next = Some((channel.clone(), (item, started)));
+        let mut written = 0;
+        while let Some((channel, (item, started))) = next.take() {
+            let frame = match &item {
+                Item::Message(message) => json::envelope(message),
+                Item::Signal(signal) => {
+                    if started
+                        && matches!(signal, Signal::Gap(_))
+                        && self.config().slow_consumer == SlowConsumer::Close
+                    {
+                        return Some(End::Close(
+                            CloseCode::Again,
+                            "too slow: the history moved on",
+                        ));
+                    }
+                    protocol::signal(&channel, signal)
+                }
+            };
+            if self.ws.feed(text(frame)).await.is_err() {
+                return Some(End::Gone);
+            }
+            written += 1;
+            if written < BATCH {
+                next = self.subscriptions.next().now_or_never().flatten();
+            }
+        }
+        if self.ws.flush().await.is_err() {
+            return Some(End::Gone);
+        }
+        None
+    }
+
+    async fn command(&mut self, command_text: &str) {
+        let (reference, command) = protocol::parse(command_text);
+        let reply = match command {
+            Ok(command) => match self.carry_out(command).await {
+                Ok(id) => protocol::ack(reference.as_ref(), id),
+                Err(refused) => protocol::error(reference.as_ref(), &refused),
+            },
+            Err(refused) => protocol::error(reference.as_ref(), &refused),
+        };
+        // A failed write ends the socket at the next read or flush.
+        let _ = self.ws.feed(text(reply)).await;
+    }
+
+    async fn carry_out(&mut self, command: Command) -> Result<Option<push_core::Cursor>, Refused> {
+        match command {
+            Command::Subscribe { channel, start } => {
+                let max = self.config().max_subscriptions;
+                if !self.subscriptions.contains_key(&channel) && self.subscriptions.len() >= max {
+                    return Err(Refused::new(
+                        "too_many_subscriptions",
+                        format!("a socket may subscribe to at most {max} channels"),
+                    ));
+                }
+                let subscription = self.hub.subscribe(&channel, start).await?;
+                self.subscriptions.insert(
+                    channel,
+                    Tracked {
+                        inner: subscription,
+                        started: false,
+                    },
+                );
+                Ok(None)
+            }
+            Command::Unsubscribe { channel } => match self.subscriptions.remove(&channel) {
+                Some(_) => Ok(None),
+                None => Err(Refused::new(
+                    "not_subscribed",
+                    format!("not subscribed to {channel}"),
+                )),
+            },
+            Command::Publish {
+                channel,
+                publication,
+            } => {
+                if !self.config().allow_publish {
+                    return Err(Refused::new(
+                        "forbidden",
+                        "publishing is not allowed on this socket",
+                    ));
+                }
+                Ok(Some(self.hub.publish(&channel, publication).await?))
+            }
+        }
+    }
+}
+
+/// A text frame from bytes known to be UTF-8 (our own JSON), without checking
+/// them again for every socket.
+fn text(bytes: Bytes) -> Message {
+    Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
+}
+
+/// The close code for a read error, or `Gone` when there is no one to tell.
+fn read_error(err: &tungstenite::Error) -> End {
+    use tungstenite::Error as E;
+    match err {
+        E::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
+        E::Utf8(_) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
+        E::Protocol(_) => End::Close(CloseCode::Protocol, "protocol violation"),
+        _ => End::Gone,
+    }
+}
+
+fn refusal_response(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let mut response = json_response(refusal.status, json::error(refusal.code, refusal.message));
+    let headers = response.headers_mut();
+    match refusal.status {
+        StatusCode::UPGRADE_REQUIRED => {
+            headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            headers.insert(ALLOW, HeaderValue::from_static("GET"));
+        }
+        _ => {}
+    }
+    response
+}
+
+fn error_response(err: &push_core::Error) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, json::error_for(err))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
+    response
+}
