@@ -335,3 +335,26 @@ where
         })
     }
 }
+
+/// Where the third-party npm packages are (`PUSH_TEST_NODE_PATH`, set by
+/// `cargo xtask test`), or `None` after saying loudly that `what` is
+/// skipped; under `CI=true` a missing package fails instead.
+pub fn node_path(what: &str) -> Option<String> {
+    match std::env::var("PUSH_TEST_NODE_PATH") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
+            panic!("PUSH_TEST_NODE_PATH is not set under CI=true: run `cargo xtask test`")
+        }
+        _ => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "\n*** SKIPPED: {what} is not installed.\n\
+                     *** `cargo xtask test` installs it (it needs node and npm: \
+                     `apt-get install -y nodejs npm`).\n"
+                );
+            }
+            None
+        }
+    }
+}

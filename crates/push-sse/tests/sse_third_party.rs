@@ -5,12 +5,7 @@
 //! `cargo xtask test` installs the package and points `PUSH_TEST_NODE_PATH` at
 //! it. Without it the test says so loudly and passes, except under `CI=true`,
 //! where a missing third-party client is a failure.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -27,24 +22,6 @@ use serde_json::Value;
 use support::{Server, until, within};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{ChildStdout, Command};
-
-/// Where the npm packages are, or `None` (after saying so) to skip.
-fn node_path() -> Option<String> {
-    match std::env::var("PUSH_TEST_NODE_PATH") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("PUSH_TEST_NODE_PATH is not set under CI=true: run `cargo xtask test`")
-        }
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: Node's `eventsource` client is not installed.\n\
-                 *** `cargo xtask test` installs it (it needs node and npm: \
-                 `apt-get install -y nodejs npm`).\n"
-            );
-            None
-        }
-    }
-}
 
 async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
     let line = within("a line from node", lines.next_line())
@@ -66,7 +43,9 @@ async fn next_event(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_eventsource_reads_and_resumes_with_last_event_id() {
-    let Some(node_path) = node_path() else { return };
+    let Some(node_path) = support::node_path("Node's `eventsource` client") else {
+        return;
+    };
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/js/eventsource-client.cjs"

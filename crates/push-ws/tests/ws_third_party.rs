@@ -4,12 +4,7 @@
 //! `cargo xtask test` installs the package and points `PUSH_TEST_NODE_PATH` at
 //! it. Without it the test says so loudly and passes, except under `CI=true`,
 //! where a missing third-party client is a failure.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::print_stderr
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -22,23 +17,6 @@ use serde_json::{Value, json};
 use support::{Server, until, within};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-
-fn node_path() -> Option<String> {
-    match std::env::var("PUSH_TEST_NODE_PATH") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ if std::env::var("CI").is_ok_and(|ci| ci == "true") => {
-            panic!("PUSH_TEST_NODE_PATH is not set under CI=true: run `cargo xtask test`")
-        }
-        _ => {
-            eprintln!(
-                "\n*** SKIPPED: Node's `ws` client is not installed.\n\
-                 *** `cargo xtask test` installs it (it needs node and npm: \
-                 `apt-get install -y nodejs npm`).\n"
-            );
-            None
-        }
-    }
-}
 
 fn node(node_path: &str, args: &[&str]) -> (Child, Lines<BufReader<ChildStdout>>) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/ws-client.cjs");
@@ -73,7 +51,9 @@ async fn next_message(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_ws_reads_both_endpoints() {
-    let Some(node_path) = node_path() else { return };
+    let Some(node_path) = support::node_path("Node's `ws` client") else {
+        return;
+    };
     let hub = MemoryHub::new();
     let channel = "c".parse().unwrap();
 
