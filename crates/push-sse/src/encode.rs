@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, Bytes, BytesMut};
 use push_core::wire::json;
-use push_core::{Message, Signal, WireFormat};
+use push_core::{Cursor, Message, Signal, WireFormat};
 
 /// The event type of the gap signal (`Signal::Gap`); its data is the JSON
 /// object `{"since":…,"resume":…,"missed":…}`.
@@ -183,6 +183,17 @@ fn put_retry(buf: &mut BytesMut, delay: Duration) {
 pub fn retry_block(delay: Duration) -> Bytes {
     let mut buf = BytesMut::with_capacity(24);
     put_retry(&mut buf, delay);
+    buf.put_u8(b'\n');
+    buf.freeze()
+}
+
+/// A live stream's opening block: `id:` the channel's head and the `retry:`
+/// advice, no data (so no event is dispatched, but the client's last event ID
+/// is set: a reconnect before the first message resumes from the head).
+pub fn opening_block(head: Cursor, retry: Duration) -> Bytes {
+    let mut buf = BytesMut::with_capacity(96);
+    put_field(&mut buf, "id", head.text().as_str());
+    put_retry(&mut buf, retry);
     buf.put_u8(b'\n');
     buf.freeze()
 }

@@ -206,8 +206,8 @@ impl<H: Hub> SseHandler<H> {
                 Err(err) => return error_for(&err),
             }
         };
-        let subscription = match self.hub.subscribe(&asked.channel, asked.start).await {
-            Ok(subscription) => subscription,
+        let (subscription, head) = match live_start(&*self.hub, &asked.channel, asked.start).await {
+            Ok(started) => started,
             Err(err) => return error_for(&err),
         };
         let config = &self.shared.config;
@@ -228,7 +228,12 @@ impl<H: Hub> SseHandler<H> {
             open: Open::new(&self.shared),
         };
         let body = SseBody {
-            pending: Some(self.shared.retry_block.clone()),
+            pending: Some(match head {
+                // The client's last event ID starts at the head, so that a
+                // reconnect before any message still resumes exactly.
+                Some(head) => encode::opening_block(head, config.retry),
+                None => self.shared.retry_block.clone(),
+            }),
             live: Some(live),
             timer: Some(sleep_until(next_tick(now, config.keep_alive, end))),
         };
@@ -268,6 +273,24 @@ impl<H: Hub> SseHandler<H> {
             format,
         })
     }
+}
+
+/// Subscribes from `start`; a live start is pinned to the channel's head
+/// (read, then subscribe after it: nothing published in between is missed),
+/// which is returned so that the client can resume from it.
+pub(crate) async fn live_start<H: Hub>(
+    hub: &H,
+    channel: &push_core::ChannelName,
+    start: Start,
+) -> Result<(H::Subscription, Option<Cursor>), Error> {
+    let head = match start {
+        Start::Live => Some(hub.read(channel, Start::Live, 0).await?.cursor),
+        Start::Earliest | Start::After(_) => None,
+    };
+    let subscription = hub
+        .subscribe(channel, head.map_or(start, Start::After))
+        .await?;
+    Ok((subscription, head))
 }
 
 /// The `Last-Event-ID` header's cursor: none when absent or empty (a client

@@ -92,6 +92,24 @@ async fn without_since_only_new_messages_come() {
 }
 
 #[tokio::test]
+async fn a_live_stream_starts_its_client_at_the_head() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, SseConfig::default()).await;
+    let before = publish(&hub, "before").await;
+    let mut events = Events::new(open(server.addr, "/sse/c", &[]).await);
+    assert!(events.read_frame().await);
+    // No event, but the last event ID is the head: a reconnect resumes there.
+    assert_eq!(events.parser.last_event_id(), before.to_string());
+    assert!(events.parser.next_event().is_none());
+    drop(events);
+    until("the stream released", || handler.open_streams() == 0).await;
+    publish(&hub, "while away").await;
+    let id = before.to_string();
+    let mut events = Events::new(open(server.addr, "/sse/c", &[("last-event-id", &id)]).await);
+    assert_eq!(events.message().await.2, "while away");
+}
+
+#[tokio::test]
 async fn last_event_id_resumes_and_wins_over_since() {
     let hub = MemoryHub::new();
     let (server, _handler) = start(&hub, SseConfig::default()).await;
@@ -228,8 +246,10 @@ async fn keep_alive_comments_and_the_lifetime_end() {
         "{comments} keep-alives in {raw:?}"
     );
     // It ends with the retry hint, so clients come back at once and resume.
+    let head = hub.channel_stats(&channel()).unwrap().cursor;
+    let opening = format!("id: {head}\nretry: 3000\n\n");
     assert!(
-        raw.starts_with("retry: 3000\n\n") && raw.ends_with(":\n\nretry: 3000\n\n"),
+        raw.starts_with(&opening) && raw.ends_with(":\n\nretry: 3000\n\n"),
         "{raw:?}"
     );
     assert!(events.parser.next_event().is_none());
@@ -260,7 +280,8 @@ async fn a_deadline_ends_the_stream_with_a_retry_hint() {
     let request = Request::get("/sse/c").body(()).unwrap();
     let response = handler.handle_until(request, Some(deadline)).await;
     let body = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(&body[..], b"retry: 3000\n\nretry: 3000\n\n");
+    let head = hub.channel_stats(&channel()).unwrap().cursor;
+    assert_eq!(body, format!("id: {head}\nretry: 3000\n\nretry: 3000\n\n"));
     assert!(tokio::time::Instant::now() >= deadline);
     assert_eq!(handler.open_streams(), 0);
 }
