@@ -132,3 +132,44 @@ impl<H: Hub> Hub for Arc<H> {
         (**self).subscribe(channel, start)
     }
 }
+
+/// Subscribes from `start`, with a live start pinned to the channel's head:
+/// reads the head, then subscribes after it (nothing published in between is
+/// missed), and returns the head so that the client can be told where it
+/// stands. A client that reconnects before its first message then resumes
+/// from the head instead of starting live again and missing what came in
+/// between. For `Earliest` and `After` starts the cursor is `None`.
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use push_core::{Hub, Item, MemoryHub, Publication, Start, subscribe_pinned};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), push_core::Error> {
+/// let hub = MemoryHub::new();
+/// let news = "news".parse()?;
+/// let (mut live, head) = subscribe_pinned(&hub, &news, Start::Live).await?;
+/// let id = hub.publish(&news, Publication::new("first")).await?;
+/// let Some(Item::Message(m)) = live.next().await else { panic!() };
+/// assert_eq!(m.cursor(), id);
+/// assert!(head.is_some_and(|head| head < id));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// Whatever [`Hub::read`] or [`Hub::subscribe`] returns.
+pub async fn subscribe_pinned<H: Hub>(
+    hub: &H,
+    channel: &ChannelName,
+    start: Start,
+) -> Result<(H::Subscription, Option<Cursor>), Error> {
+    let head = match start {
+        Start::Live => Some(hub.read(channel, Start::Live, 0).await?.cursor),
+        Start::Earliest | Start::After(_) => None,
+    };
+    let subscription = hub
+        .subscribe(channel, head.map_or(start, Start::After))
+        .await?;
+    Ok((subscription, head))
+}

@@ -59,7 +59,7 @@ pub use crate::backoff::Backoff;
 pub use crate::client_error::ClientError;
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::error::{BoxError, Error};
-pub use crate::hub::{Hub, Subscription};
+pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};
 pub use crate::memory::{ChannelStats, MemoryHub, MemoryHubConfig, MemorySubscription};
 pub use crate::message::{Message, Publication, WireFormat};

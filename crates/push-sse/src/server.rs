@@ -206,10 +206,11 @@ impl<H: Hub> SseHandler<H> {
                 Err(err) => return error_for(&err),
             }
         };
-        let (subscription, head) = match live_start(&*self.hub, &asked.channel, asked.start).await {
-            Ok(started) => started,
-            Err(err) => return error_for(&err),
-        };
+        let (subscription, head) =
+            match push_core::subscribe_pinned(&*self.hub, &asked.channel, asked.start).await {
+                Ok(started) => started,
+                Err(err) => return error_for(&err),
+            };
         let config = &self.shared.config;
         let now = Instant::now();
         let lifetime = config
@@ -273,24 +274,6 @@ impl<H: Hub> SseHandler<H> {
             format,
         })
     }
-}
-
-/// Subscribes from `start`; a live start is pinned to the channel's head
-/// (read, then subscribe after it: nothing published in between is missed),
-/// which is returned so that the client can resume from it.
-pub(crate) async fn live_start<H: Hub>(
-    hub: &H,
-    channel: &push_core::ChannelName,
-    start: Start,
-) -> Result<(H::Subscription, Option<Cursor>), Error> {
-    let head = match start {
-        Start::Live => Some(hub.read(channel, Start::Live, 0).await?.cursor),
-        Start::Earliest | Start::After(_) => None,
-    };
-    let subscription = hub
-        .subscribe(channel, head.map_or(start, Start::After))
-        .await?;
-    Ok((subscription, head))
 }
 
 /// The `Last-Event-ID` header's cursor: none when absent or empty (a client
