@@ -10,9 +10,14 @@
 //!   over HTTP/2), with an origin allow-list; a heartbeat closes silent peers;
 //!   a subscriber that falls behind gets the gap signal (or is closed, by
 //!   policy) and never makes the server buffer.
+//! - `WsSubscriber` and `WsSession` (feature `client`): Rust clients for the
+//!   two endpoints that reconnect with backoff and resume every channel from
+//!   its last cursor; `WsControl::publish` waits for the server's ack.
 //!
 //! The wire format is specified in the project's `docs/protocol.md` (§5).
 
+#[cfg(feature = "client")]
+mod client;
 mod config;
 mod handshake;
 mod protocol;
@@ -21,3 +26,6 @@ mod server;
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;
 pub use crate::server::WsHandler;
+
+#[cfg(feature = "client")]
+pub use crate::client::{Error, WsClientConfig, WsControl, WsSession, WsSubscriber};

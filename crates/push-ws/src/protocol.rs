@@ -141,17 +141,46 @@ fn string<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a s
     }
 }
 
-/// `{"op":"ack","ref":R}`, with the message's `id` after a publish.
-pub(crate) fn ack(reference: Option<&Value>, id: Option<Cursor>) -> Bytes {
+/// What an ack carries besides its `ref`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Acked {
+    /// Nothing more (unsubscribe; subscribe from a cursor or the earliest).
+    Done,
+    /// A live subscribe: the channel's head, where the subscription starts.
+    Cursor(Cursor),
+    /// A publish: the message's id.
+    Id(Cursor),
+}
+
+/// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
+/// or the published message's `id`.
+pub(crate) fn ack(reference: Option<&Value>, acked: Acked) -> Bytes {
     let mut buf = BytesMut::with_capacity(96);
     buf.put_slice(b"{\"op\":\"ack\"");
     put_ref(&mut buf, reference);
-    if let Some(id) = id {
-        buf.put_slice(b",\"id\":\"");
-        buf.put_slice(id.text().as_str().as_bytes());
+    let (name, cursor): (&[u8], _) = match acked {
+        Acked::Done => (b"", None),
+        Acked::Cursor(cursor) => (b",\"cursor\":\"", Some(cursor)),
+        Acked::Id(id) => (b",\"id\":\"", Some(id)),
+    };
+    if let Some(cursor) = cursor {
+        buf.put_slice(name);
+        buf.put_slice(cursor.text().as_str().as_bytes());
         buf.put_u8(b'"');
     }
     buf.put_u8(b'}');
+    buf.freeze()
+}
+
+/// `{"op":"subscribed","channel":C,"cursor":HEAD}`: the first frame of a live
+/// socket on the channel endpoint, saying where it starts.
+pub(crate) fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
+    let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
+    buf.put_slice(b"{\"op\":\"subscribed\",\"channel\":");
+    json::put_string(&mut buf, channel.as_str());
+    buf.put_slice(b",\"cursor\":\"");
+    buf.put_slice(head.text().as_str().as_bytes());
+    buf.put_slice(b"\"}");
     buf.freeze()
 }
 
@@ -253,7 +282,7 @@ mod tests {
     #[test]
     fn control_frames_are_json() {
         let reference = Value::from("a\"b");
-        let ack: Value = serde_json::from_slice(&ack(Some(&reference), None)).unwrap();
+        let ack: Value = serde_json::from_slice(&ack(Some(&reference), Acked::Done)).unwrap();
         assert_eq!(ack, serde_json::json!({"op":"ack","ref":"a\"b"}));
         let refused = Refused::new("forbidden", "no \"publish\" here");
         let error: Value = serde_json::from_slice(&error(Some(&Value::from(3)), &refused)).unwrap();

@@ -20,7 +20,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use push_core::wire::{self, Query, json};
-use push_core::{ChannelName, Hub, Item, Signal};
+use push_core::{ChannelName, Cursor, Hub, Item, Signal};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, sleep};
 use tokio_stream::StreamMap;
@@ -32,7 +32,7 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 
 use crate::config::{Endpoint, SlowConsumer, WsConfig};
 use crate::handshake::{self, Refusal, SUBPROTOCOL};
-use crate::protocol::{self, Command, Refused};
+use crate::protocol::{self, Acked, Command, Refused};
 
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -139,8 +139,8 @@ impl<H: Hub> WsHandler<H> {
                     Ok(found) => found,
                     Err(err) => return error_response(&err),
                 };
-                match self.hub.subscribe(&channel, start).await {
-                    Ok(subscription) => Mode::Channel(channel, subscription),
+                match push_core::subscribe_pinned(&*self.hub, &channel, start).await {
+                    Ok((subscription, head)) => Mode::Channel(channel, subscription, head),
                     Err(err) => return error_response(&err),
                 }
             }
@@ -208,7 +208,8 @@ impl Drop for Open {
 }
 
 enum Mode<S> {
-    Channel(ChannelName, S),
+    /// The channel, its subscription, and the head a live start is pinned to.
+    Channel(ChannelName, S, Option<Cursor>),
     Commands,
 }
 
@@ -239,6 +240,8 @@ enum End {
 
 struct Socket<H: Hub, S> {
     ws: WebSocketStream<S>,
+    /// A frame to send first (where a live channel socket starts).
+    greeting: Option<Bytes>,
     hub: Arc<H>,
     open: Open,
     commands: bool,
@@ -248,8 +251,10 @@ struct Socket<H: Hub, S> {
 impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     fn new(ws: WebSocketStream<S>, hub: Arc<H>, open: Open, mode: Mode<H::Subscription>) -> Self {
         let mut subscriptions = StreamMap::new();
+        let mut greeting = None;
         let commands = match mode {
-            Mode::Channel(channel, subscription) => {
+            Mode::Channel(channel, subscription, head) => {
+                greeting = head.map(|head| protocol::subscribed(&channel, head));
                 subscriptions.insert(
                     channel,
                     Tracked {
@@ -263,6 +268,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         };
         Socket {
             ws,
+            greeting,
             hub,
             open,
             commands,
@@ -297,6 +303,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let (interval, timeout) = (self.config().ping_interval, self.config().pong_timeout);
         let heartbeat = sleep(interval);
         tokio::pin!(heartbeat);
+        if let Some(greeting) = self.greeting.take()
+            && self.ws.send(text(greeting)).await.is_err()
+        {
+            return End::Gone;
+        }
         let mut awaiting_pong = false;
         loop {
             tokio::select! {
@@ -382,7 +393,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let (reference, command) = protocol::parse(command_text);
         let reply = match command {
             Ok(command) => match self.carry_out(command).await {
-                Ok(id) => protocol::ack(reference.as_ref(), id),
+                Ok(acked) => protocol::ack(reference.as_ref(), acked),
                 Err(refused) => protocol::error(reference.as_ref(), &refused),
             },
             Err(refused) => protocol::error(reference.as_ref(), &refused),
@@ -391,7 +402,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let _ = self.ws.feed(text(reply)).await;
     }
 
-    async fn carry_out(&mut self, command: Command) -> Result<Option<push_core::Cursor>, Refused> {
+    async fn carry_out(&mut self, command: Command) -> Result<Acked, Refused> {
         match command {
             Command::Subscribe { channel, start } => {
                 let max = self.config().max_subscriptions;
@@ -401,7 +412,8 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         format!("a socket may subscribe to at most {max} channels"),
                     ));
                 }
-                let subscription = self.hub.subscribe(&channel, start).await?;
+                let (subscription, head) =
+                    push_core::subscribe_pinned(&*self.hub, &channel, start).await?;
                 self.subscriptions.insert(
                     channel,
                     Tracked {
@@ -409,10 +421,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         started: false,
                     },
                 );
-                Ok(None)
+                Ok(head.map_or(Acked::Done, Acked::Cursor))
             }
             Command::Unsubscribe { channel } => match self.subscriptions.remove(&channel) {
-                Some(_) => Ok(None),
+                Some(_) => Ok(Acked::Done),
                 None => Err(Refused::new(
                     "not_subscribed",
                     format!("not subscribed to {channel}"),
@@ -428,7 +440,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         "publishing is not allowed on this socket",
                     ));
                 }
-                Ok(Some(self.hub.publish(&channel, publication).await?))
+                Ok(Acked::Id(self.hub.publish(&channel, publication).await?))
             }
         }
     }

@@ -117,6 +117,25 @@ async fn one_channel_per_socket_with_envelopes_and_resume() {
 }
 
 #[tokio::test]
+async fn a_live_socket_is_told_where_it_starts() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, WsConfig::default()).await;
+    let head = publish(&hub, "c", "before").await;
+    let mut ws = connect(server.addr, "/ws/c", &[]).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"subscribed","channel":"c","cursor":head.to_string()})
+    );
+    drop(ws);
+    until("the socket to close", || handler.open_sockets() == 0).await;
+    // Dropped before any message: resuming from the greeting's cursor
+    // misses nothing published in between.
+    publish(&hub, "c", "while away").await;
+    let mut ws = connect(server.addr, &format!("/ws/c?since={head}"), &[]).await;
+    assert_eq!(next_json(&mut ws).await["data"], "while away");
+}
+
+#[tokio::test]
 async fn a_gap_arrives_as_its_own_op() {
     let hub = MemoryHub::with_config(MemoryHubConfig::default().with_max_messages(2)).unwrap();
     let (server, _handler) = start(&hub, WsConfig::default()).await;
@@ -138,9 +157,18 @@ async fn many_channels_on_one_socket_with_acks() {
     let hub = MemoryHub::new();
     let (server, _handler) = start(&hub, WsConfig::commands().with_publish(true)).await;
     let mut ws = commands(server.addr).await;
+    let head = publish(&hub, "a", "before").await;
     send(&mut ws, json!({"op":"subscribe","channel":"a","ref":1})).await;
-    assert_eq!(next_json(&mut ws).await, json!({"op":"ack","ref":1}));
-    send(&mut ws, json!({"op":"subscribe","channel":"b","ref":"two"})).await;
+    // A live subscription's ack says where it starts: resume from there.
+    assert_eq!(
+        next_json(&mut ws).await,
+        json!({"op":"ack","ref":1,"cursor":head.to_string()})
+    );
+    send(
+        &mut ws,
+        json!({"op":"subscribe","channel":"b","ref":"two","since":"earliest"}),
+    )
+    .await;
     assert_eq!(next_json(&mut ws).await, json!({"op":"ack","ref":"two"}));
     publish(&hub, "a", "for a").await;
     let message = next_json(&mut ws).await;
@@ -253,6 +281,9 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     while pings < 5 {
         match within("a ping", live.next()).await {
             Some(Ok(Message::Ping(_))) => pings += 1,
+            Some(Ok(Message::Text(greeting))) => {
+                assert!(greeting.contains("\"op\":\"subscribed\""));
+            }
             other => panic!("expected pings, got {other:?}"),
         }
     }
@@ -272,6 +303,7 @@ async fn a_slow_reader_gets_a_gap_or_is_closed_by_policy() {
         .unwrap();
         let (server, _handler) = start(&hub, WsConfig::default().with_slow_consumer(policy)).await;
         let mut slow = connect(server.addr, "/ws/c", &[]).await;
+        assert_eq!(next_json(&mut slow).await["op"], "subscribed");
         // Under way: what follows is lag, not a resume from an old cursor.
         publish(&hub, "c", "warm").await;
         assert_eq!(next_json(&mut slow).await["data"], "warm");
@@ -335,6 +367,10 @@ async fn websockets_over_http2_extended_connect() {
     )
     .await;
     until("the socket", || handler.open_sockets() == 1).await;
+    match within("the greeting", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
+        other => panic!("expected the greeting, got {other:?}"),
+    }
     publish(&hub, "c", "over h2").await;
     match within("a frame", ws.next()).await {
         Some(Ok(Message::Text(text))) => {

@@ -94,9 +94,14 @@ async fn nodes_ws_reads_both_endpoints() {
     let mut stdin = child.stdin.take().unwrap();
     let subscribe = json!({"op":"subscribe","channel":"c","ref":"s"}).to_string() + "\n";
     stdin.write_all(subscribe.as_bytes()).await.unwrap();
+    let head = hub
+        .read(&channel, push_core::Start::Live, 0)
+        .await
+        .unwrap()
+        .cursor;
     assert_eq!(
         next_message(&mut lines).await,
-        json!({"op":"ack","ref":"s"})
+        json!({"op":"ack","ref":"s","cursor":head.to_string()})
     );
     let publish =
         json!({"op":"publish","channel":"c","data":"from node","ref":"p"}).to_string() + "\n";

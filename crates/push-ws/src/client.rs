@@ -1,0 +1,699 @@
+//! The Rust clients: [`WsSubscriber`] (one channel per socket) and
+//! [`WsSession`] (`push.v1`: many channels, publish with ack). Both keep a
+//! cursor per channel, reconnect with backoff and resume from it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_core::Stream;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::Uri;
+use push_core::wire::{self, json};
+use push_core::{Backoff, ChannelName, Cursor, Item, Publication, Start};
+use serde_json::{Value, json as to_json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::sleep;
+use tokio_tungstenite::tungstenite;
+use tungstenite::Message;
+use tungstenite::client::IntoClientRequest;
+
+use crate::handshake::SUBPROTOCOL;
+
+/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// every transport's client.
+pub use push_core::ClientError as Error;
+
+/// How a [`WsSubscriber`] or [`WsSession`] connects and reconnects.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct WsClientConfig {
+    /// Where a [`WsSubscriber`] starts (default: live).
+    pub start: Start,
+    /// The first retry delay after a failure (default 250 ms); it doubles, with
+    /// jitter, up to `max_backoff` (default 30 s).
+    pub initial_backoff: Duration,
+    /// The longest retry delay.
+    pub max_backoff: Duration,
+    /// How long the handshake may take (default 30 s).
+    pub connect_timeout: Duration,
+    /// Reconnect when no frame at all (pings included) arrives for this long
+    /// (default 60 s: more than twice the server's ping interval).
+    pub idle_timeout: Option<Duration>,
+    /// The largest message accepted from the server (default 16 MiB).
+    pub max_message_size: usize,
+    /// Items received but not yet taken (default 256). When the application
+    /// lags, the client stops reading and the server's history takes over:
+    /// a gap, never unbounded memory.
+    pub buffer: usize,
+}
+
+impl Default for WsClientConfig {
+    fn default() -> Self {
+        WsClientConfig {
+            start: Start::Live,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(60)),
+            max_message_size: 16 << 20,
+            buffer: 256,
+        }
+    }
+}
+
+impl WsClientConfig {
+    /// Sets [`start`](Self::start).
+    #[must_use]
+    pub fn with_start(mut self, start: Start) -> Self {
+        self.start = start;
+        self
+    }
+
+    /// Sets the retry delays: from `initial`, doubling up to `max`.
+    #[must_use]
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+}
+
+/// One channel over one socket (`GET /ws/{channel}`): a `Stream` of the
+/// hub's [`Item`]s like every other push client. After a drop it reconnects
+/// with backoff and `since` set to the last item's cursor: nothing lost,
+/// nothing twice.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use push_core::Item;
+/// use push_ws::{WsClientConfig, WsSubscriber};
+///
+/// # async fn run() -> Result<(), push_ws::Error> {
+/// let mut news = WsSubscriber::new("ws://127.0.0.1:8080/ws/news", WsClientConfig::default())?;
+/// while let Some(item) = news.next().await {
+///     if let Ok(Item::Message(m)) = item {
+///         println!("{}", String::from_utf8_lossy(m.data()));
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct WsSubscriber {
+    items: Received,
+    task: JoinHandle<()>,
+}
+
+impl WsSubscriber {
+    /// A subscriber of `url` (`ws://host:port/ws/{channel}`); the channel is
+    /// the URL's last path segment.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host and a
+    /// channel, or when called outside a tokio runtime.
+    pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        let uri = check_url(url)?;
+        let segment = uri.path().rsplit('/').next().unwrap_or("");
+        let channel = percent_decode(segment)
+            .parse::<ChannelName>()
+            .map_err(|_| invalid(url, "its last path segment is not a channel name"))?;
+        let mut subscriptions = HashMap::new();
+        subscriptions.insert(channel, config.start);
+        let (items, task) = spawn(Target::Channel(uri), config, subscriptions, None, url)?;
+        Ok(WsSubscriber { items, task })
+    }
+}
+
+impl Stream for WsSubscriber {
+    type Item = Result<Item, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.items
+            .poll_recv(cx)
+            .map(|item| item.map(|item| item.map(|(_, item)| item)))
+    }
+}
+
+impl Drop for WsSubscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for WsSubscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsSubscriber").finish_non_exhaustive()
+    }
+}
+
+/// Many channels over one socket (`GET /ws`, `push.v1`): a `Stream` of
+/// `(channel, item)`, and a [`WsControl`] to subscribe, unsubscribe and
+/// publish. After a drop it reconnects with backoff and subscribes every
+/// channel again from its last cursor.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use push_core::{Publication, Start};
+/// use push_ws::{WsClientConfig, WsSession};
+///
+/// # async fn run() -> Result<(), push_ws::Error> {
+/// let mut session = WsSession::connect("ws://127.0.0.1:8080/ws", WsClientConfig::default())?;
+/// let control = session.control();
+/// let room = "room:1".parse()?;
+/// control.subscribe(&room, Start::Live).await?;
+/// let id = control.publish(&room, Publication::new("hello")).await?;
+/// while let Some(Ok((channel, item))) = session.next().await {
+///     println!("{channel}: {item:?}");
+/// }
+/// # let _ = id; Ok(()) }
+/// ```
+pub struct WsSession {
+    items: Received,
+    control: WsControl,
+    task: JoinHandle<()>,
+}
+
+impl WsSession {
+    /// A session with the command endpoint at `url` (`ws://host:port/ws`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host, or
+    /// when called outside a tokio runtime.
+    pub fn connect(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        let uri = check_url(url)?;
+        let (ops, receiver) = mpsc::unbounded_channel();
+        let (items, task) = spawn(
+            Target::Commands(uri),
+            config,
+            HashMap::new(),
+            Some(receiver),
+            url,
+        )?;
+        Ok(WsSession {
+            items,
+            control: WsControl { ops },
+            task,
+        })
+    }
+
+    /// A handle to subscribe, unsubscribe and publish; clone it freely.
+    pub fn control(&self) -> WsControl {
+        self.control.clone()
+    }
+}
+
+impl Stream for WsSession {
+    type Item = Result<(ChannelName, Item), Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.items.poll_recv(cx)
+    }
+}
+
+impl Drop for WsSession {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl fmt::Debug for WsSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsSession").finish_non_exhaustive()
+    }
+}
+
+/// Commands for a [`WsSession`]. Each waits for the server's answer.
+#[derive(Clone, Debug)]
+pub struct WsControl {
+    ops: mpsc::UnboundedSender<Op>,
+}
+
+impl WsControl {
+    /// Subscribes to `channel` from `start` (again, from the new start, if
+    /// already subscribed); the session keeps it across reconnects.
+    ///
+    /// # Errors
+    /// The server's refusal ([`Error::Status`] with its code, status 400), or
+    /// [`Error::Request`] when the session is gone.
+    pub async fn subscribe(&self, channel: &ChannelName, start: Start) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Subscribe(channel.clone(), start, reply))?;
+        wait(answer).await.map(drop)
+    }
+
+    /// Unsubscribes from `channel`.
+    ///
+    /// # Errors
+    /// As [`subscribe`](Self::subscribe).
+    pub async fn unsubscribe(&self, channel: &ChannelName) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Unsubscribe(channel.clone(), reply))?;
+        wait(answer).await.map(drop)
+    }
+
+    /// Publishes to `channel`; returns the message's id once the server has
+    /// it. A publish in flight when the connection drops fails with
+    /// [`Error::Request`]: it may or may not have been published.
+    ///
+    /// # Errors
+    /// The server's refusal (`forbidden` where publishing is not allowed,
+    /// …), or [`Error::Request`].
+    pub async fn publish(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> Result<Cursor, Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Op::Publish(channel.clone(), publication, reply))?;
+        wait(answer)
+            .await?
+            .ok_or_else(|| push_core::Error::invalid_response("a publish ack without an id").into())
+    }
+
+    fn send(&self, op: Op) -> Result<(), Error> {
+        self.ops.send(op).map_err(|_| gone())
+    }
+}
+
+type Reply = oneshot::Sender<Result<Option<Cursor>, Error>>;
+
+#[derive(Debug)]
+enum Op {
+    Subscribe(ChannelName, Start, Reply),
+    Unsubscribe(ChannelName, Reply),
+    Publish(ChannelName, Publication, Reply),
+}
+
+async fn wait(
+    answer: oneshot::Receiver<Result<Option<Cursor>, Error>>,
+) -> Result<Option<Cursor>, Error> {
+    answer.await.map_err(|_| gone())?
+}
+
+fn gone() -> Error {
+    Error::request("the WebSocket session has ended")
+}
+
+enum Target {
+    Channel(Uri),
+    Commands(Uri),
+}
+
+type Items = mpsc::Sender<Result<(ChannelName, Item), Error>>;
+type Received = mpsc::Receiver<Result<(ChannelName, Item), Error>>;
+
+fn spawn(
+    target: Target,
+    config: WsClientConfig,
+    subscriptions: HashMap<ChannelName, Start>,
+    ops: Option<mpsc::UnboundedReceiver<Op>>,
+    url: &str,
+) -> Result<(Received, JoinHandle<()>), Error> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| invalid(url, "the client must be made inside a tokio runtime"))?;
+    let (items, receiver) = mpsc::channel(config.buffer.max(1));
+    let worker = Worker {
+        backoff: Backoff::new(config.initial_backoff, config.max_backoff),
+        target,
+        config,
+        items,
+        ops,
+        subscriptions,
+        waiting: HashMap::new(),
+        next_ref: 0,
+    };
+    Ok((receiver, runtime.spawn(worker.run())))
+}
+
+/// What an answer with a given `ref` resolves.
+enum Waiting {
+    /// A caller's command (a subscribe names its channel).
+    Caller(Reply, Option<ChannelName>),
+    /// A subscription sent again after a reconnect.
+    Resubscribe(ChannelName),
+}
+
+struct Worker {
+    target: Target,
+    config: WsClientConfig,
+    backoff: Backoff,
+    items: Items,
+    ops: Option<mpsc::UnboundedReceiver<Op>>,
+    /// Every subscribed channel and where it resumes.
+    subscriptions: HashMap<ChannelName, Start>,
+    waiting: HashMap<u64, Waiting>,
+    next_ref: u64,
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Why a connection ended.
+enum Ended {
+    /// Reconnect (after a backoff), reporting this first if any.
+    Retry(Option<Error>),
+    /// The application dropped the client: stop.
+    Stop,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            match self.connect().await {
+                Ok(socket) => match self.session(socket).await {
+                    Ended::Stop => return,
+                    Ended::Retry(err) => {
+                        if let Some(err) = err
+                            && self.items.send(Err(err)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                },
+                Err(err) => {
+                    let fatal = err.is_fatal();
+                    if self.items.send(Err(err)).await.is_err() || fatal {
+                        return;
+                    }
+                }
+            }
+            // What was in flight is lost with the connection.
+            let waiting = std::mem::take(&mut self.waiting);
+            for waiting in waiting.into_values() {
+                if let Waiting::Caller(reply, _) = waiting {
+                    let _ = reply.send(Err(Error::request(
+                        "the connection dropped before the server answered",
+                    )));
+                }
+            }
+            sleep(self.backoff.next_delay()).await;
+        }
+    }
+
+    async fn connect(&mut self) -> Result<Socket, Error> {
+        let mut request = match &self.target {
+            Target::Channel(uri) => {
+                let since = self.subscriptions.values().next().and_then(Start::to_since);
+                let params: Vec<(&str, &str)> =
+                    since.as_deref().map(|s| ("since", s)).into_iter().collect();
+                let target = wire::path_with_params(uri.path(), uri.query(), &params);
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query = target.parse().ok();
+                Uri::from_parts(parts)
+                    .map_err(Error::request)?
+                    .into_client_request()
+                    .map_err(Error::request)?
+            }
+            Target::Commands(uri) => {
+                let mut request = uri.clone().into_client_request().map_err(Error::request)?;
+                request.headers_mut().insert(
+                    http::header::SEC_WEBSOCKET_PROTOCOL,
+                    http::HeaderValue::from_static(SUBPROTOCOL),
+                );
+                request
+            }
+        };
+        request.headers_mut().remove(http::header::ORIGIN);
+        let config = tungstenite::protocol::WebSocketConfig::default()
+            .max_message_size(Some(self.config.max_message_size))
+            .max_frame_size(Some(self.config.max_message_size));
+        let timeout = self.config.connect_timeout;
+        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        match tokio::time::timeout(timeout, connecting).await {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Err(tungstenite::Error::Http(response))) => {
+                let status = response.status().as_u16();
+                let body = response.body().as_deref().unwrap_or_default();
+                Err(Error::status(status, body))
+            }
+            Ok(Err(err)) => Err(Error::request(err)),
+            Ok(Ok((socket, _response))) => Ok(socket),
+        }
+    }
+
+    async fn session(&mut self, mut socket: Socket) -> Ended {
+        if matches!(self.target, Target::Commands(_)) {
+            let channels: Vec<(ChannelName, Start)> = self
+                .subscriptions
+                .iter()
+                .map(|(c, s)| (c.clone(), *s))
+                .collect();
+            for (channel, start) in channels {
+                let reference = self.reference(Waiting::Resubscribe(channel.clone()));
+                let command = subscribe_command(&channel, start, reference);
+                if socket.send(Message::text(command)).await.is_err() {
+                    return Ended::Retry(None);
+                }
+            }
+        }
+        let idle = self.config.idle_timeout;
+        loop {
+            let next = async {
+                match idle {
+                    Some(idle) => tokio::time::timeout(idle, socket.next())
+                        .await
+                        .map_err(|_| idle),
+                    None => Ok(socket.next().await),
+                }
+            };
+            let op = async {
+                match &mut self.ops {
+                    Some(ops) => ops.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                frame = next => {
+                    let frame = match frame {
+                        Err(idle) => return Ended::Retry(Some(Error::Timeout(idle))),
+                        Ok(None) => return Ended::Retry(None),
+                        Ok(Some(Err(err))) => return Ended::Retry(Some(Error::request(err))),
+                        Ok(Some(Ok(frame))) => frame,
+                    };
+                    if let Message::Text(text) = frame {
+                        self.backoff.reset();
+                        if let Some(ended) = self.received(text.as_str()).await {
+                            return ended;
+                        }
+                    }
+                }
+                op = op => {
+                    let Some(op) = op else { return Ended::Stop };
+                    let command = self.command(op);
+                    if socket.send(Message::text(command)).await.is_err() {
+                        return Ended::Retry(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `op` on its way: its frame, with a fresh `ref`.
+    fn command(&mut self, op: Op) -> String {
+        match op {
+            Op::Subscribe(channel, start, reply) => {
+                self.subscriptions.insert(channel.clone(), start);
+                let reference = self.reference(Waiting::Caller(reply, Some(channel.clone())));
+                subscribe_command(&channel, start, reference)
+            }
+            Op::Unsubscribe(channel, reply) => {
+                self.subscriptions.remove(&channel);
+                let reference = self.reference(Waiting::Caller(reply, None));
+                to_json!({"op": "unsubscribe", "channel": channel.as_str(), "ref": reference})
+                    .to_string()
+            }
+            Op::Publish(channel, publication, reply) => {
+                let reference = self.reference(Waiting::Caller(reply, None));
+                let (event, data) = publication.into_parts();
+                let mut command =
+                    to_json!({"op": "publish", "channel": channel.as_str(), "ref": reference});
+                match std::str::from_utf8(&data) {
+                    Ok(text) => command["data"] = Value::from(text),
+                    Err(_) => {
+                        command["data"] = Value::from(BASE64.encode(&data));
+                        command["encoding"] = Value::from("base64");
+                    }
+                }
+                if let Some(event) = event {
+                    command["event"] = Value::from(event.as_str());
+                }
+                command.to_string()
+            }
+        }
+    }
+
+    fn reference(&mut self, waiting: Waiting) -> u64 {
+        self.next_ref += 1;
+        self.waiting.insert(self.next_ref, waiting);
+        self.next_ref
+    }
+
+    /// Handles one text frame; `Some` when the connection should end.
+    async fn received(&mut self, text: &str) -> Option<Ended> {
+        let delivery = match parse_frame(text) {
+            Ok(Frame::Delivery(channel, item)) => {
+                if let Some(start) = self.subscriptions.get_mut(&channel) {
+                    *start = Start::After(item.cursor());
+                } else if matches!(self.target, Target::Commands(_)) {
+                    // Unsubscribed since the server sent it.
+                    return None;
+                }
+                Ok((channel, item))
+            }
+            Ok(Frame::Subscribed(channel, head)) => {
+                self.pin(&channel, head);
+                return None;
+            }
+            Ok(Frame::Answer(reference, answer)) => {
+                match reference.and_then(|r| self.waiting.remove(&r)) {
+                    Some(Waiting::Caller(reply, subscribed)) => {
+                        if let (Some(channel), Ok(Some(head))) = (&subscribed, &answer) {
+                            self.pin(channel, *head);
+                        }
+                        let _ = reply.send(answer);
+                        return None;
+                    }
+                    Some(Waiting::Resubscribe(channel)) => match answer {
+                        Ok(head) => {
+                            if let Some(head) = head {
+                                self.pin(&channel, head);
+                            }
+                            return None;
+                        }
+                        Err(err) => {
+                            self.subscriptions.remove(&channel);
+                            Err(err)
+                        }
+                    },
+                    None => return None,
+                }
+            }
+            Err(err) => Err(err.into()),
+        };
+        if self.items.send(delivery).await.is_err() {
+            return Some(Ended::Stop);
+        }
+        None
+    }
+}
+
+impl Worker {
+    /// A live subscription learns where it starts: it resumes from there.
+    fn pin(&mut self, channel: &ChannelName, head: Cursor) {
+        if let Some(start @ Start::Live) = self.subscriptions.get_mut(channel) {
+            *start = Start::After(head);
+        }
+    }
+}
+
+fn subscribe_command(channel: &ChannelName, start: Start, reference: u64) -> String {
+    let mut command = to_json!({"op": "subscribe", "channel": channel.as_str(), "ref": reference});
+    if let Some(since) = start.to_since() {
+        command["since"] = Value::from(since);
+    }
+    command.to_string()
+}
+
+/// A frame from the server.
+enum Frame {
+    Delivery(ChannelName, Item),
+    /// Where a live channel socket starts.
+    Subscribed(ChannelName, Cursor),
+    Answer(Option<u64>, Result<Option<Cursor>, Error>),
+}
+
+fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
+    let bad = |what: &str| push_core::Error::invalid_response(format!("a frame {what}"));
+    let value: Value = serde_json::from_str(text).map_err(|_| bad("is not JSON"))?;
+    let Some(op) = value.get("op") else {
+        let message = json::parse_envelope(&value)?;
+        return Ok(Frame::Delivery(
+            message.channel().clone(),
+            Item::Message(Arc::new(message)),
+        ));
+    };
+    let reference = value.get("ref").and_then(Value::as_u64);
+    let channel = || {
+        value
+            .get("channel")
+            .and_then(Value::as_str)
+            .and_then(|c| c.parse::<ChannelName>().ok())
+            .ok_or_else(|| bad("names no channel"))
+    };
+    let cursor = |name: &str| match value.get(name).and_then(Value::as_str) {
+        Some(text) => text
+            .parse::<Cursor>()
+            .map(Some)
+            .map_err(|_| bad("holds a malformed cursor")),
+        None => Ok(None),
+    };
+    match op.as_str() {
+        Some(kind @ ("gap" | "reset")) => {
+            let signal = json::parse_signal(kind, text.as_bytes())?;
+            Ok(Frame::Delivery(channel()?, Item::Signal(signal)))
+        }
+        Some("subscribed") => {
+            let head = cursor("cursor")?.ok_or_else(|| bad("says subscribed without a cursor"))?;
+            Ok(Frame::Subscribed(channel()?, head))
+        }
+        Some("ack") => {
+            let acked = match cursor("id")? {
+                Some(id) => Some(id),
+                None => cursor("cursor")?,
+            };
+            Ok(Frame::Answer(reference, Ok(acked)))
+        }
+        Some("error") => {
+            let text_of = |name| value.get(name).and_then(Value::as_str).map(str::to_owned);
+            Ok(Frame::Answer(
+                reference,
+                Err(Error::Status {
+                    status: 400,
+                    code: text_of("code"),
+                    message: text_of("message"),
+                }),
+            ))
+        }
+        _ => Err(bad("has an unknown op")),
+    }
+}
+
+fn check_url(url: &str) -> Result<Uri, Error> {
+    let uri: Uri = url.parse().map_err(|_| invalid(url, "not a URL"))?;
+    if uri.host().is_none() {
+        return Err(invalid(url, "it needs a host"));
+    }
+    match uri.scheme_str() {
+        Some("ws") => Ok(uri),
+        Some("wss") => Err(invalid(
+            url,
+            "wss:// needs TLS, which this build does not include",
+        )),
+        _ => Err(invalid(url, "it needs the ws:// scheme")),
+    }
+}
+
+fn invalid(url: &str, reason: &'static str) -> Error {
+    Error::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    }
+}
+
+fn percent_decode(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8_lossy()
+        .into_owned()
+}
