@@ -59,6 +59,20 @@ struct Step {
     env: &'static [(&'static str, &'static str)],
 }
 
+/// The facade's feature sets checked on their own: each transport alone,
+/// with and without its client (a workspace build unifies features and
+/// would hide a crate that forgot one).
+const FEATURE_SETS: &[&str] = &[
+    "poll",
+    "longpoll",
+    "sse",
+    "ws",
+    "poll,client",
+    "longpoll,client",
+    "sse,client",
+    "ws,client",
+];
+
 const TEST_STEPS: &[Step] = &[
     Step {
         name: "format",
@@ -112,6 +126,24 @@ fn test() -> ExitCode {
             results.push(("third-party", false, began.elapsed()));
         }
     }
+    banner("[0] features: each transport alone builds (cargo check --no-default-features)");
+    let began = Instant::now();
+    let features_ok = FEATURE_SETS.iter().all(|features| {
+        println!("--features {features}");
+        run(
+            &root,
+            "cargo",
+            &[
+                "check",
+                "--quiet",
+                "--no-default-features",
+                "--features",
+                features,
+            ],
+            &[],
+        )
+    });
+    results.push(("features", features_ok, began.elapsed()));
     for (i, step) in TEST_STEPS.iter().enumerate() {
         banner(&format!(
             "[{}/{}] {}: {} {}",
