@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
+use crate::fanout::{self, Search};
 use crate::load::{self, Rate, Target};
 use crate::memory::pss_tree;
 use crate::nchan::{self, Nchan};
-use crate::sse;
+use crate::sse::Sse;
+use crate::ws::{Ws, WsClient};
 
 /// What to run.
 #[derive(Debug)]
@@ -27,20 +29,22 @@ pub(crate) struct Options {
     pub(crate) rust_load: bool,
     pub(crate) workers: usize,
     pub(crate) rounds: usize,
-    /// SSE: the subscriber counts to measure.
+    /// Fan-out (SSE and WebSocket): the subscriber counts to measure.
     pub(crate) sse_counts: Vec<usize>,
-    /// SSE: messages per second in the latency run.
+    /// Fan-out: messages per second in the latency run.
     pub(crate) sse_rate: f64,
-    /// SSE: how long the latency run publishes.
+    /// Fan-out: how long the latency run publishes.
     pub(crate) sse_seconds: f64,
-    /// SSE: latency runs per server and subscriber count.
+    /// Fan-out: latency runs per server and subscriber count.
     pub(crate) sse_rounds: usize,
-    /// SSE: the saturation searches.
-    pub(crate) saturation: Vec<sse::Search>,
-    /// SSE: the time budget of one saturation search.
+    /// Fan-out: the saturation searches.
+    pub(crate) saturation: Vec<Search>,
+    /// Fan-out: the time budget of one saturation search.
     pub(crate) saturation_seconds: u64,
-    /// SSE: how long each saturation step publishes.
+    /// Fan-out: how long each saturation step publishes.
     pub(crate) step_seconds: f64,
+    /// WebSocket: the subscribers' client.
+    pub(crate) ws_client: WsClient,
 }
 
 impl Default for Options {
@@ -49,7 +53,7 @@ impl Default for Options {
             seconds: 3,
             connections: 64,
             held: 10_000,
-            scenarios: vec!["poll".into(), "longpoll".into(), "sse".into()],
+            scenarios: vec!["poll".into(), "longpoll".into(), "sse".into(), "ws".into()],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
                 .map(String::from)
                 .to_vec(),
@@ -61,21 +65,22 @@ impl Default for Options {
             sse_seconds: 5.0,
             sse_rounds: 3,
             saturation: vec![
-                sse::Search {
+                Search {
                     subscribers: 10_000,
                     p99: Duration::from_millis(100),
                 },
-                sse::Search {
+                Search {
                     subscribers: 10_000,
                     p99: Duration::from_millis(500),
                 },
-                sse::Search {
+                Search {
                     subscribers: 1_000,
                     p99: Duration::from_millis(100),
                 },
             ],
             saturation_seconds: 40,
             step_seconds: 2.0,
+            ws_client: WsClient::Tungstenite,
         }
     }
 }
@@ -209,7 +214,15 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
         summary.push_str(&table);
     }
     if options.scenarios.iter().any(|s| s == "sse") {
-        let table = runtime.block_on(sse::scenario(options, &servers, nginx.as_ref()))?;
+        let table = runtime.block_on(fanout::scenario(Sse, options, &servers, nginx.as_ref()))?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "ws") {
+        let ws = Ws {
+            client: options.ws_client,
+        };
+        let table = runtime.block_on(fanout::scenario(ws, options, &servers, nginx.as_ref()))?;
         println!("{table}");
         summary.push_str(&table);
     }

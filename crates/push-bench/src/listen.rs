@@ -1,6 +1,6 @@
 //! Listening the same way for every Rust server in the bench: a large accept
-//! backlog (tokio's default drops connections in bursts of thousands), and
-//! TCP_NODELAY on each connection.
+//! backlog (tokio's default drops connections in bursts of thousands),
+//! TCP_NODELAY on each connection, and upgrades (WebSockets) enabled.
 
 use std::convert::Infallible;
 use std::io;
@@ -89,7 +89,7 @@ where
                 // Too few bytes yet to tell: let the auto builder read on.
             }
             let _ = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }

@@ -1,15 +1,16 @@
 //! push-bench: the load generator and peer servers behind `cargo xtask bench`.
 //!
 //! - `push-bench run [--seconds N] [--connections N] [--held N]
-//!   [--only poll|longpoll|sse] [--servers hello,push,push-direct,axum,nchan] [--workers N]
+//!   [--only poll|longpoll|sse|ws] [--servers hello,push,push-direct,axum,nchan] [--workers N]
 //!   [--rounds N] [--rust-load] [--subscribers N,N] [--rate N] [--sse-seconds N]
 //!   [--sse-rounds N] [--saturation SUBSCRIBERS:P99_MS,…|none] [--saturation-seconds N]
-//!   [--step-seconds N]` starts each server in a process of its
+//!   [--step-seconds N] [--ws-client tungstenite|lean]` starts each server in a process of its
 //!   own, loads it over loopback, reads its memory from /proc, checks that no message
-//!   went missing, and prints a summary table per scenario.
-//! - `push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|axum
-//!   [--listen ADDR] [--workers N]` runs one server (the first line on stdout is
-//!   `listening on http://ADDR`).
+//!   went missing, and prints a summary table per scenario. The fan-out flags
+//!   (`--subscribers` to `--step-seconds`) apply to both SSE and WebSockets.
+//! - `push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|hello-ws|
+//!   hello-ws-direct|axum|axum-4k [--listen ADDR] [--workers N]` runs one server (the
+//!   first line on stdout is `listening on http://ADDR`).
 //!
 //! Client and server share the machine's cores: every server runs with the
 //! same number of workers (threads, or nginx processes; default 1, so that on
@@ -23,25 +24,27 @@
 )] // statistics
 
 mod driver;
+mod fanout;
 mod listen;
 mod load;
 mod memory;
 mod nchan;
 mod servers;
 mod sse;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse]
+  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse|ws]
                  [--servers hello,push,push-direct,axum,nchan] [--workers N] [--rounds N] [--rust-load]
                  [--subscribers 1000,10000] [--rate MSG_PER_S] [--sse-seconds N] [--sse-rounds N]
                  [--saturation 10000:100,10000:500,1000:100|none] [--saturation-seconds N]
-                 [--step-seconds N]
-  push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|axum
-                 [--listen ADDR] [--workers N]";
+                 [--step-seconds N] [--ws-client tungstenite|lean]
+  push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|hello-ws|hello-ws-direct
+                 |axum|axum-4k [--listen ADDR] [--workers N]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -99,12 +102,13 @@ fn parse_run(args: &[String]) -> Result<driver::Options, String> {
                 } else {
                     value
                         .split(',')
-                        .map(sse::Search::parse)
+                        .map(fanout::Search::parse)
                         .collect::<Result<_, _>>()?
                 };
             }
             "--saturation-seconds" => options.saturation_seconds = number(value()?)?,
             "--step-seconds" => options.step_seconds = positive(flag, value()?)?,
+            "--ws-client" => options.ws_client = ws::WsClient::parse(value()?)?,
             _ => return Err(format!("unknown flag {flag}\n{USAGE}")),
         }
     }

@@ -30,6 +30,11 @@ pub(crate) fn cpu_tree(pid: u32) -> Duration {
     Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND)
 }
 
+/// User plus system CPU time of `pid` alone (all its threads, no children).
+pub(crate) fn cpu_process(pid: u32) -> Duration {
+    Duration::from_millis(cpu_ticks(pid) * 1000 / TICKS_PER_SECOND)
+}
+
 fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;

@@ -10,10 +10,14 @@
 //! | `GET /bench/held` | how many long polls are held (a number) |
 //! | `GET /sse/{channel}` | Server-Sent Events, each message one event |
 //! | `GET /bench/sse` | how many event streams are open (a number) |
+//! | `GET /ws/{channel}` | a WebSocket, each message one text frame (its JSON envelope) |
+//! | `GET /bench/ws` | how many WebSockets are open (a number) |
 //!
 //! (the hello-world answers `Hello, World!` to everything; `hello-stream`
 //! answers every request with an endless body that never yields, the floor
-//! of a held streaming response.)
+//! of a held streaming response; `hello-ws` accepts every WebSocket
+//! handshake and holds the socket with tungstenite, sending nothing, the
+//! floor of a held WebSocket.)
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,20 +28,27 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Json};
 use axum::routing::{get, post};
 use bytes::Bytes;
+use futures_util::SinkExt as _;
+use http::HeaderValue;
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, UPGRADE};
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Frame, Incoming};
 use hyper::service::{Service, service_fn};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
 use push_core::{Hub, MemoryHub, MemorySubscription, Publication};
 use push_longpoll::{LongPollConfig, LongPollHandler};
 use push_poll::{PollConfig, PollHandler};
 use push_sse::{SseBody, SseConfig, SseHandler};
+use push_ws::{WsConfig, WsHandler};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -45,20 +56,26 @@ use tokio::sync::{Notify, broadcast};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::BroadcastStream;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::listen::{self, Dispatch};
 
 /// The servers this binary can run: push behind hyper-util's auto builder
 /// (what a hyper user writes), push behind a peek-and-dispatch to hyper's
 /// plain HTTP/1 and HTTP/2 connections, a bare hyper hello-world, the same
-/// answering with an endless body (behind either), and axum.
-pub(crate) const NAMES: [&str; 6] = [
+/// answering with an endless body or holding WebSockets (behind either),
+/// and axum (its WebSockets with their default or a 4 KiB read buffer).
+pub(crate) const NAMES: [&str; 9] = [
     "push",
     "push-direct",
     "hello",
     "hello-stream",
     "hello-stream-direct",
+    "hello-ws",
+    "hello-ws-direct",
     "axum",
+    "axum-4k",
 ];
 
 pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String> {
@@ -75,7 +92,12 @@ pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String>
         }
         "hello-stream" => listen::serve(listener, endless_service(), Dispatch::Auto).await,
         "hello-stream-direct" => listen::serve(listener, endless_service(), Dispatch::Peek).await,
-        "axum" => axum::serve(listener, axum_app())
+        "hello-ws" => listen::serve(listener, ws_floor_service(), Dispatch::Auto).await,
+        "hello-ws-direct" => listen::serve(listener, ws_floor_service(), Dispatch::Peek).await,
+        "axum" => axum::serve(listener, axum_app(None))
+            .await
+            .map_err(|e| e.to_string())?,
+        "axum-4k" => axum::serve(listener, axum_app(Some(4 << 10)))
             .await
             .map_err(|e| e.to_string())?,
         other => return Err(format!("no server named {other:?}; try one of {NAMES:?}")),
@@ -97,6 +119,51 @@ fn endless_service() -> impl Service<
         drop(request);
         std::future::ready(Ok::<_, Infallible>(Response::new(Endless)))
     })
+}
+
+/// A service accepting every WebSocket handshake (no checks beyond the key)
+/// and holding the socket with tungstenite at a 4 KiB read buffer, reading
+/// (so that pings are answered and a close is seen) and sending nothing.
+fn ws_floor_service() -> impl Service<
+    Request<Incoming>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    service_fn(|mut request: Request<Incoming>| {
+        let accept = request
+            .headers()
+            .get(SEC_WEBSOCKET_KEY)
+            .map(|key| tungstenite::handshake::derive_accept_key(key.as_bytes()))
+            .and_then(|accept| HeaderValue::from_str(&accept).ok());
+        let response = match accept {
+            Some(accept) => {
+                tokio::spawn(hold_socket(hyper::upgrade::on(&mut request)));
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+                response
+            }
+            None => status(400, "not a WebSocket handshake"),
+        };
+        drop(request);
+        std::future::ready(Ok::<_, Infallible>(response))
+    })
+}
+
+async fn hold_socket(upgrade: OnUpgrade) {
+    let Ok(upgraded) = upgrade.await else {
+        return;
+    };
+    let config = WebSocketConfig::default().read_buffer_size(4 << 10);
+    let mut ws =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    while let Some(Ok(_)) = ws.next().await {}
 }
 
 /// A response body that never yields a frame and never wakes: what a held
@@ -126,6 +193,7 @@ struct Routes {
     poll: PollHandler<MemoryHub>,
     longpoll: LongPollHandler<MemoryHub>,
     sse: SseHandler<MemoryHub>,
+    ws: WsHandler<MemoryHub>,
 }
 
 /// The body of a push answer: a whole one, or an event stream.
@@ -138,6 +206,7 @@ impl PushServer {
             poll: PollHandler::new(hub.clone(), PollConfig::default()),
             longpoll: LongPollHandler::new(hub.clone(), LongPollConfig::default()),
             sse: SseHandler::from_shared(Arc::new(hub.clone()), SseConfig::default()),
+            ws: WsHandler::from_shared(Arc::new(hub.clone()), WsConfig::default()),
             hub,
         }))
     }
@@ -181,6 +250,11 @@ impl Service<Request<Incoming>> for PushServer {
                 async move { Ok(server.0.sse.handle(request).await.map(Either::Right)) },
             );
         }
+        if request.uri().path().starts_with("/ws/") {
+            return Box::pin(
+                async move { Ok(server.0.ws.handle(request).await.map(Either::Left)) },
+            );
+        }
         Box::pin(async move {
             let path = request.uri().path();
             let response = if path.starts_with("/pub/") {
@@ -196,6 +270,10 @@ impl Service<Request<Incoming>> for PushServer {
             } else if path == "/bench/sse" {
                 Response::new(Full::new(Bytes::from(
                     server.0.sse.open_streams().to_string(),
+                )))
+            } else if path == "/bench/ws" {
+                Response::new(Full::new(Bytes::from(
+                    server.0.ws.open_sockets().to_string(),
                 )))
             } else {
                 status(404, "not found")
@@ -215,6 +293,12 @@ struct AppState {
     /// One `tokio::sync::broadcast` per channel for the event streams: each
     /// message with its id.
     events: Arc<RwLock<HashMap<String, Events>>>,
+    /// One `tokio::sync::broadcast` per channel for the WebSockets, of each
+    /// message's JSON envelope as text (as axum's chat example broadcasts
+    /// `String`s), made when the first socket subscribes.
+    sockets: Arc<RwLock<HashMap<String, broadcast::Sender<String>>>>,
+    /// The WebSockets' read buffer, when not axum's default (128 KiB).
+    ws_read_buffer: Option<usize>,
 }
 
 /// A channel's broadcast of `(id, data)`.
@@ -246,6 +330,18 @@ impl AppState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         events
+            .entry(name.to_owned())
+            .or_insert_with(|| broadcast::channel(AXUM_BROADCAST_CAPACITY).0)
+            .clone()
+    }
+
+    /// The channel's broadcast to WebSockets, made on first use.
+    fn sockets(&self, name: &str) -> broadcast::Sender<String> {
+        let mut sockets = self
+            .sockets
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sockets
             .entry(name.to_owned())
             .or_insert_with(|| broadcast::channel(AXUM_BROADCAST_CAPACITY).0)
             .clone()
@@ -291,7 +387,11 @@ struct Params {
     timeout: Option<u64>,
 }
 
-fn axum_app() -> axum::Router {
+fn axum_app(ws_read_buffer: Option<usize>) -> axum::Router {
+    let state = AppState {
+        ws_read_buffer,
+        ..AppState::default()
+    };
     axum::Router::new()
         .route("/pub/{channel}", post(axum_publish))
         .route("/poll/{channel}", get(axum_poll))
@@ -299,7 +399,9 @@ fn axum_app() -> axum::Router {
         .route("/bench/held", get(axum_held))
         .route("/sse/{channel}", get(axum_sse))
         .route("/bench/sse", get(axum_sse_open))
-        .with_state(AppState::default())
+        .route("/ws/{channel}", get(axum_ws))
+        .route("/bench/ws", get(axum_ws_open))
+        .with_state(state)
 }
 
 async fn axum_publish(
@@ -317,6 +419,17 @@ async fn axum_publish(
         messages.len()
     };
     channel.published.notify_waiters();
+    let sockets = state
+        .sockets
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&name)
+        .cloned();
+    if let Some(sockets) = sockets {
+        // Encoded once, as push encodes each message's envelope once.
+        let envelope = json!({ "channel": name, "id": id.to_string(), "data": body });
+        let _ = sockets.send(envelope.to_string());
+    }
     // No receivers is not an error here: nobody is listening yet.
     let _ = state.events(&name).send((id, body));
     Json(json!({ "id": id.to_string() }))
@@ -343,6 +456,56 @@ async fn axum_sse_open(State(state): State<AppState>) -> String {
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     events
+        .values()
+        .map(broadcast::Sender::receiver_count)
+        .sum::<usize>()
+        .to_string()
+}
+
+/// WebSockets as axum's docs show them (`WebSocketUpgrade`, its default
+/// configuration unless `ws_read_buffer` is set) and as its chat example
+/// runs one: the socket split, a task forwarding the broadcast to it (a
+/// receiver that lags ends the loop, as there), a task reading from it, and
+/// either one ending the other.
+async fn axum_ws(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+) -> impl IntoResponse {
+    let ws = match state.ws_read_buffer {
+        Some(size) => ws.read_buffer_size(size),
+        None => ws,
+    };
+    ws.on_upgrade(move |socket| axum_socket(socket, state, channel))
+}
+
+async fn axum_socket(socket: WebSocket, state: AppState, channel: String) {
+    let mut receiver_of_messages = state.sockets(&channel).subscribe();
+    let (mut sender, mut receiver) = futures_util::StreamExt::split(socket);
+    let mut send_task = tokio::spawn(async move {
+        while let Ok(message) = receiver_of_messages.recv().await {
+            if sender.send(Message::text(message)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut recv_task = tokio::spawn(async move {
+        // The client has nothing to say: reading answers its pings and sees
+        // it go.
+        while let Some(Ok(_)) = receiver.next().await {}
+    });
+    tokio::select! {
+        _ = &mut send_task => recv_task.abort(),
+        _ = &mut recv_task => send_task.abort(),
+    }
+}
+
+async fn axum_ws_open(State(state): State<AppState>) -> String {
+    let sockets = state
+        .sockets
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    sockets
         .values()
         .map(broadcast::Sender::receiver_count)
         .sum::<usize>()
