@@ -174,7 +174,9 @@ impl WsConfig {
     pub(crate) fn socket(&self) -> tungstenite::protocol::WebSocketConfig {
         tungstenite::protocol::WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_size)
-            .write_buffer_size(16 << 10)
+            // tungstenite never shrinks its write buffer: keep the batch
+            // that fills it small, or every socket keeps its largest burst.
+            .write_buffer_size(4 << 10)
             .max_write_buffer_size(self.max_write_buffer_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))

@@ -250,7 +250,8 @@ struct Socket<H: Hub, S> {
 
 impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     fn new(ws: WebSocketStream<S>, hub: Arc<H>, open: Open, mode: Mode<H::Subscription>) -> Self {
-        let mut subscriptions = StreamMap::new();
+        // Most sockets hold one channel: start the map at one slot.
+        let mut subscriptions = StreamMap::with_capacity(1);
         let mut greeting = None;
         let commands = match mode {
             Mode::Channel(channel, subscription, head) => {
@@ -280,7 +281,9 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         &self.open.0.config
     }
 
-    async fn run(mut self) {
+    /// Runs the socket to its end. Borrowing `self` (rather than moving it
+    /// into the future) keeps the task from holding the socket twice.
+    async fn run(&mut self) {
         let end = self.serve().await;
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
@@ -319,7 +322,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         Some(Err(err)) => return read_error(&err),
                     };
                     match message {
-                        Message::Text(text) if self.commands => self.command(text.as_str()).await,
+                        // Boxed: an idle channel socket need not carry the
+                        // state of a command it will never run.
+                        Message::Text(text) if self.commands => {
+                            Box::pin(self.command(text.as_str())).await;
+                        }
                         Message::Binary(_) if self.commands => {
                             return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
                         }
