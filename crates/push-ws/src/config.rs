@@ -73,8 +73,11 @@ pub struct WsConfig {
     /// The largest message (and frame) a client may send (default 64 KiB);
     /// a larger one closes the socket with 1009.
     pub max_message_size: usize,
-    /// tungstenite's read buffer per socket (default 4 KiB; tungstenite's own
-    /// default of 128 KiB costs that much per idle socket).
+    /// tungstenite's read buffer per socket (default 1 KiB; tungstenite's own
+    /// default of 128 KiB costs that much per idle socket). tungstenite zeroes
+    /// this much before every read attempt, and a socket attempts one each
+    /// time it wakes to send: small is faster too. Larger client messages
+    /// are read in several steps.
     pub read_buffer_size: usize,
     /// The most bytes waiting to be written to one socket (default 1 MiB).
     pub max_write_buffer_size: usize,
@@ -98,7 +101,7 @@ impl Default for WsConfig {
             origins: Origins::default(),
             allow_publish: false,
             max_message_size: 64 << 10,
-            read_buffer_size: 4 << 10,
+            read_buffer_size: 1 << 10,
             max_write_buffer_size: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
