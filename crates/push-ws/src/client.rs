@@ -125,9 +125,10 @@ impl WsSubscriber {
     /// channel, or when called outside a tokio runtime.
     pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
         let uri = check_url(url)?;
-        let segment = uri.path().rsplit('/').next().unwrap_or("");
-        let channel = percent_decode(segment)
-            .parse::<ChannelName>()
+        // The server's own rule for `/ws/{channel}` (percent-decoded).
+        let no_query = wire::Query::parse(None, 0).map_err(Error::Protocol)?;
+        let channel = wire::ChannelLocator::LastPathSegment
+            .locate(uri.path(), &no_query)
             .map_err(|_| invalid(url, "its last path segment is not a channel name"))?;
         let mut subscriptions = HashMap::new();
         subscriptions.insert(channel, config.start);
@@ -690,10 +691,4 @@ fn invalid(url: &str, reason: &'static str) -> Error {
         url: url.to_owned(),
         reason,
     }
-}
-
-fn percent_decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
 }
