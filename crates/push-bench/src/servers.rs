@@ -17,7 +17,11 @@
 //! answers every request with an endless body that never yields, the floor
 //! of a held streaming response; `hello-ws` accepts every WebSocket
 //! handshake and holds the socket with tungstenite, sending nothing, the
-//! floor of a held WebSocket.)
+//! floor of a held WebSocket; `write-floor` takes over each WebSocket's TCP
+//! stream after the handshake and writes every published message, one frame
+//! encoded once, to all of them from the publish handler in one loop, as
+//! nginx does: the floor of a fan-out on this machine. It reads nothing and
+//! drops a socket whose kernel buffer is full.)
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -66,7 +70,7 @@ use crate::listen::{self, Dispatch};
 /// plain HTTP/1 and HTTP/2 connections, a bare hyper hello-world, the same
 /// answering with an endless body or holding WebSockets (behind either),
 /// and axum (its WebSockets with their default or a 4 KiB read buffer).
-pub(crate) const NAMES: [&str; 9] = [
+pub(crate) const NAMES: [&str; 10] = [
     "push",
     "push-direct",
     "hello",
@@ -76,6 +80,7 @@ pub(crate) const NAMES: [&str; 9] = [
     "hello-ws-direct",
     "axum",
     "axum-4k",
+    "write-floor",
 ];
 
 pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String> {
@@ -100,6 +105,7 @@ pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String>
         "axum-4k" => axum::serve(listener, axum_app(Some(4 << 10)))
             .await
             .map_err(|e| e.to_string())?,
+        "write-floor" => listen::serve(listener, WriteFloor::default(), Dispatch::Peek).await,
         other => return Err(format!("no server named {other:?}; try one of {NAMES:?}")),
     }
     Ok(())
@@ -569,4 +575,89 @@ async fn axum_longpoll(
 
 async fn axum_held(State(state): State<AppState>) -> String {
     state.held.load(Ordering::Relaxed).to_string()
+}
+
+/// The fan-out floor: sockets taken over after the handshake, written from
+/// the publish handler (see the module's doc).
+#[derive(Clone, Default)]
+struct WriteFloor {
+    sockets: Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>,
+    published: Arc<AtomicUsize>,
+}
+
+impl Service<Request<Incoming>> for WriteFloor {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let floor = self.clone();
+        Box::pin(async move {
+            let path = request.uri().path();
+            if path.starts_with("/ws/") {
+                let accept = request
+                    .headers()
+                    .get(SEC_WEBSOCKET_KEY)
+                    .map(|key| tungstenite::handshake::derive_accept_key(key.as_bytes()))
+                    .and_then(|accept| HeaderValue::from_str(&accept).ok());
+                let Some(accept) = accept else {
+                    return Ok(status(400, "not a WebSocket handshake"));
+                };
+                let upgrade = hyper::upgrade::on(&mut request);
+                let sockets = floor.sockets.clone();
+                tokio::spawn(async move {
+                    let Ok(upgraded) = upgrade.await else {
+                        return;
+                    };
+                    if let (Ok(parts), Ok(mut sockets)) = (
+                        upgraded.downcast::<TokioIo<tokio::net::TcpStream>>(),
+                        sockets.lock(),
+                    ) {
+                        sockets.push(parts.io.into_inner());
+                    }
+                });
+                let mut response = Response::new(Full::new(Bytes::new()));
+                *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+                let headers = response.headers_mut();
+                headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+                headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
+                return Ok(response);
+            }
+            if path == "/bench/ws" {
+                let open = floor.sockets.lock().map(|s| s.len()).unwrap_or(0);
+                return Ok(Response::new(Full::new(Bytes::from(open.to_string()))));
+            }
+            if !path.starts_with("/pub/") {
+                return Ok(status(404, "not found"));
+            }
+            let Ok(body) = request.into_body().collect().await else {
+                return Ok(status(400, "unreadable body"));
+            };
+            let id = floor.published.fetch_add(1, Ordering::Relaxed);
+            let mut payload = Vec::with_capacity(64);
+            payload.extend_from_slice(format!("{{\"id\":\"{id}\",\"data\":\"").as_bytes());
+            payload.extend_from_slice(&body.to_bytes());
+            payload.extend_from_slice(b"\"}");
+            // An unmasked, final text frame (RFC 6455 §5.2).
+            let mut bytes = Vec::with_capacity(payload.len() + 10);
+            bytes.push(0x81);
+            match u16::try_from(payload.len()) {
+                Ok(short) if short < 126 => bytes.push(u8::try_from(short).unwrap_or(0)),
+                Ok(medium) => {
+                    bytes.push(126);
+                    bytes.extend_from_slice(&medium.to_be_bytes());
+                }
+                Err(_) => {
+                    bytes.push(127);
+                    bytes.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+                }
+            }
+            bytes.extend_from_slice(&payload);
+            if let Ok(mut sockets) = floor.sockets.lock() {
+                sockets.retain(|socket| socket.try_write(&bytes).is_ok_and(|n| n == bytes.len()));
+            }
+            Ok(Response::new(Full::new(Bytes::from(format!("{{\"id\":\"{id}\"}}")))))
+        })
+    }
 }

@@ -67,7 +67,11 @@ impl Protocol for Ws {
 
     fn variants(server: &str) -> Vec<String> {
         match server {
-            "hello" => vec!["hello-ws".into(), "hello-ws-direct".into()],
+            "hello" => vec![
+                "hello-ws".into(),
+                "hello-ws-direct".into(),
+                "write-floor".into(),
+            ],
             "axum" => vec!["axum".into(), "axum-4k".into()],
             other => vec![other.into()],
         }
@@ -76,7 +80,7 @@ impl Protocol for Ws {
     fn count_path(server: &str) -> Option<&'static str> {
         match server {
             "nchan" => Some("/bench/held"),
-            "push" | "push-direct" | "axum" | "axum-4k" => Some("/bench/ws"),
+            "push" | "push-direct" | "axum" | "axum-4k" | "write-floor" => Some("/bench/ws"),
             _ => None,
         }
     }
