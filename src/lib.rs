@@ -27,6 +27,15 @@
 
 pub use push_core::*;
 
+mod router;
+mod serve;
+
+pub use router::{Body, Router, RouterConfig};
+pub use serve::{ServeConfig, ServeStats, Shutdown, bind, serve};
+/// The cancellation token type of [`Shutdown::token`] and the transports'
+/// `shutdown` settings.
+pub use tokio_util::sync::CancellationToken;
+
 /// The core crate, for paths that name it.
 pub use push_core as core;
 

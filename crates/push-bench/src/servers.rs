@@ -657,7 +657,9 @@ impl Service<Request<Incoming>> for WriteFloor {
             if let Ok(mut sockets) = floor.sockets.lock() {
                 sockets.retain(|socket| socket.try_write(&bytes).is_ok_and(|n| n == bytes.len()));
             }
-            Ok(Response::new(Full::new(Bytes::from(format!("{{\"id\":\"{id}\"}}")))))
+            Ok(Response::new(Full::new(Bytes::from(format!(
+                "{{\"id\":\"{id}\"}}"
+            )))))
         })
     }
 }

@@ -15,6 +15,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use push_core::wire::{self, ChannelLocator, Query, json};
 use push_core::{Batch, Cursor, Error, Hub, Item, Start};
+use tokio_util::sync::CancellationToken;
 
 /// How a [`LongPollHandler`] reads requests and how long it holds them.
 ///
@@ -41,6 +42,11 @@ pub struct LongPollConfig {
     pub max_timeout: Duration,
     /// The longest query string accepted (default 1 KiB).
     pub max_query_len: usize,
+    /// When this token is cancelled (the server is shutting down), every held
+    /// request is answered at once (`204` with its cursor, as on a timeout),
+    /// and later requests are answered without waiting: clients poll again,
+    /// on another node or the restarted server. Default: none.
+    pub shutdown: Option<CancellationToken>,
 }
 
 impl Default for LongPollConfig {
@@ -51,6 +57,7 @@ impl Default for LongPollConfig {
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(120),
             max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            shutdown: None,
         }
     }
 }
@@ -88,6 +95,13 @@ impl LongPollConfig {
     #[must_use]
     pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
         self.max_query_len = max_query_len;
+        self
+    }
+
+    /// Sets [`shutdown`](Self::shutdown).
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
         self
     }
 }
@@ -203,7 +217,11 @@ impl<H: Hub> LongPollHandler<H> {
             timeout,
         } = asked;
         let batch = self.hub.read(&channel, start, limit).await?;
-        if !batch.is_empty() || timeout.is_zero() {
+        let shutdown = self.config.shutdown.as_ref();
+        if !batch.is_empty()
+            || timeout.is_zero()
+            || shutdown.is_some_and(CancellationToken::is_cancelled)
+        {
             return Ok(batch_response(&batch));
         }
         // Nothing yet: wait after the batch's cursor, so that whatever was
@@ -213,11 +231,16 @@ impl<H: Hub> LongPollHandler<H> {
         let _held = Held::new(&self.waiting);
         let mut subscription = self.hub.subscribe(&channel, Start::After(since)).await?;
         drop(channel);
-        let first = tokio::time::timeout(timeout, next(&mut subscription)).await;
+        let waited = tokio::time::timeout(timeout, next(&mut subscription));
+        let first = match shutdown {
+            Some(token) => token.run_until_cancelled(waited).await,
+            None => Some(waited.await),
+        };
         let batch = match first {
-            Ok(Some(first)) => collect(first, &mut subscription, since, limit),
-            // Timed out, or the hub is closing: nothing new, poll again.
-            Ok(None) | Err(_) => Batch::new(None, Vec::new(), since, false),
+            Some(Ok(Some(first))) => collect(first, &mut subscription, since, limit),
+            // Timed out, shutting down, or the hub is closing: nothing new,
+            // poll again.
+            None | Some(Ok(None) | Err(_)) => Batch::new(None, Vec::new(), since, false),
         };
         Ok(batch_response(&batch))
     }

@@ -17,6 +17,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use push_core::wire::{self, ChannelLocator, Query, json};
 use push_core::{Backoff, Cursor, Error, Hub, Item, Start};
 use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::encode::{self, Format, KEEP_ALIVE};
 
@@ -55,6 +56,11 @@ pub struct SseConfig {
     pub max_lifetime: Option<Duration>,
     /// The longest query string accepted (default 1 KiB).
     pub max_query_len: usize,
+    /// When this token is cancelled (the server is shutting down), every
+    /// stream ends at once with a `retry:` hint, and a stream opened after
+    /// that ends right after its opening: clients reconnect, to another node
+    /// or to the restarted server, and resume. Default: none.
+    pub shutdown: Option<CancellationToken>,
 }
 
 impl Default for SseConfig {
@@ -65,6 +71,7 @@ impl Default for SseConfig {
             retry: Duration::from_secs(3),
             max_lifetime: None,
             max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            shutdown: None,
         }
     }
 }
@@ -102,6 +109,13 @@ impl SseConfig {
     #[must_use]
     pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
         self.max_query_len = max_query_len;
+        self
+    }
+
+    /// Sets [`shutdown`](Self::shutdown).
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
         self
     }
 }
@@ -226,6 +240,10 @@ impl<H: Hub> SseHandler<H> {
             keep_alive: config.keep_alive,
             end,
             wrote: false,
+            shutdown: config
+                .shutdown
+                .clone()
+                .map(|token| Box::pin(token.cancelled_owned())),
             open: Open::new(&self.shared),
         };
         let body = SseBody {
@@ -342,6 +360,8 @@ struct Live<S> {
     end: Option<Instant>,
     /// Something was written since the timer last fired: no comment needed.
     wrote: bool,
+    /// Boxed: a server without a shutdown token pays one word per stream.
+    shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     open: Open,
 }
 
@@ -356,8 +376,8 @@ pin_project_lite::pin_project! {
     ///
     /// Each message is one frame holding its shared encoding; a keep-alive
     /// comment goes out when nothing was written for a whole interval; the
-    /// stream ends (with a `retry:` hint) at its lifetime or deadline, or when
-    /// the hub closes. hyper drops the body when the client goes away, which
+    /// stream ends (with a `retry:` hint) at its lifetime or deadline, on
+    /// shutdown, or when the hub closes. hyper drops the body when the client goes away, which
     /// drops the subscription.
     #[derive(Debug)]
     pub struct SseBody<S> {
@@ -393,6 +413,11 @@ impl<S: Stream<Item = Item> + Unpin> Body for SseBody<S> {
         let Some(live) = this.live.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(shutdown) = live.shutdown.as_mut()
+            && shutdown.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(end(this.live));
+        }
         match Pin::new(&mut live.subscription).poll_next(cx) {
             Poll::Ready(Some(item)) => {
                 live.wrote = true;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use push_core::wire::{self, ChannelLocator};
+use tokio_util::sync::CancellationToken;
 
 /// Which of the two WebSocket endpoints a handler serves.
 #[derive(Clone, Debug)]
@@ -92,6 +93,10 @@ pub struct WsConfig {
     pub max_subscriptions: usize,
     /// The longest query string accepted (default 1 KiB).
     pub max_query_len: usize,
+    /// When this token is cancelled (the server is shutting down), every
+    /// socket is closed with 1001 (going away) and a clean close handshake,
+    /// and later handshakes are refused with `503`. Default: none.
+    pub shutdown: Option<CancellationToken>,
 }
 
 impl Default for WsConfig {
@@ -108,6 +113,7 @@ impl Default for WsConfig {
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
             max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            shutdown: None,
         }
     }
 }
@@ -183,5 +189,12 @@ impl WsConfig {
             .max_write_buffer_size(self.max_write_buffer_size)
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size))
+    }
+
+    /// Sets [`shutdown`](Self::shutdown).
+    #[must_use]
+    pub fn with_shutdown(mut self, token: CancellationToken) -> Self {
+        self.shutdown = Some(token);
+        self
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::future::OptionFuture;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use http::header::{
     ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL,
@@ -22,9 +23,11 @@ use hyper_util::rt::TokioIo;
 use push_core::wire::{self, Query, json};
 use push_core::{ChannelName, Cursor, Hub, Item, Signal};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, sleep, sleep_until};
 use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tungstenite::Message;
 use tungstenite::protocol::Role;
 use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
@@ -43,6 +46,8 @@ const BATCH: usize = 64;
 struct Shared {
     config: WsConfig,
     open: AtomicUsize,
+    /// Every socket's task, so that a server can wait for them on shutdown.
+    tasks: TaskTracker,
 }
 
 /// WebSockets over any [`Hub`]: a hyper `Service`, or call
@@ -95,6 +100,7 @@ impl<H: Hub> WsHandler<H> {
             shared: Arc::new(Shared {
                 config,
                 open: AtomicUsize::new(0),
+                tasks: TaskTracker::new(),
             }),
         }
     }
@@ -109,9 +115,28 @@ impl<H: Hub> WsHandler<H> {
         self.shared.open.load(Ordering::Relaxed)
     }
 
+    /// The tracker of every socket's task. A server shutting down cancels
+    /// the [`shutdown`](WsConfig::shutdown) token, then `close()`s this and
+    /// awaits `wait()`: every socket has then finished its close handshake
+    /// (or given up on it).
+    pub fn socket_tasks(&self) -> TaskTracker {
+        self.shared.tasks.clone()
+    }
+
     /// Answers one handshake: `101` (or `200` over HTTP/2) and the socket's
     /// task, or a `4xx` naming what is wrong.
-    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
+        self.handle_until(request, None).await
+    }
+
+    /// Answers one handshake with a socket that is also closed at `deadline`
+    /// with 1008 (policy violation), for example when the subscriber's token
+    /// expires.
+    pub async fn handle_until<B>(
+        &self,
+        mut request: Request<B>,
+        deadline: Option<Instant>,
+    ) -> Response<Full<Bytes>> {
         let config = &self.shared.config;
         let upgrade = hyper::upgrade::on(&mut request);
         let (parts, _body) = request.into_parts();
@@ -119,6 +144,17 @@ impl<H: Hub> WsHandler<H> {
             Ok(accepted) => accepted,
             Err(refusal) => return refusal_response(&refusal),
         };
+        if config
+            .shutdown
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+        {
+            return refusal_response(&Refusal {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "shutting_down",
+                message: "the server is shutting down: connect again shortly",
+            });
+        }
         let mode = match &config.endpoint {
             Endpoint::Commands => {
                 if !accepted.offers_subprotocol {
@@ -164,7 +200,7 @@ impl<H: Hub> WsHandler<H> {
         }
         let hub = self.hub.clone();
         let open = Open::new(&self.shared);
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
             let socket_config = open.0.config.socket();
             let ws = WebSocketStream::from_raw_socket(
@@ -173,7 +209,7 @@ impl<H: Hub> WsHandler<H> {
                 Some(socket_config),
             )
             .await;
-            Socket::new(ws, hub, open, mode).run().await;
+            Socket::new(ws, hub, open, mode).run(deadline).await;
         });
         response
     }
@@ -234,8 +270,11 @@ impl<S: Stream<Item = Item> + Unpin> Stream for Tracked<S> {
 enum End {
     /// The peer went away, or its close handshake is done.
     Gone,
-    /// We close it with this code and reason.
+    /// We close it with this code and reason, and wait a little for the
+    /// peer's close frame.
     Close(CloseCode, &'static str),
+    /// We send this close frame to a peer gone silent and wait for nothing.
+    Abandon(CloseCode, &'static str),
 }
 
 struct Socket<H: Hub, S> {
@@ -283,29 +322,33 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
 
     /// Runs the socket to its end. Borrowing `self` (rather than moving it
     /// into the future) keeps the task from holding the socket twice.
-    async fn run(&mut self) {
-        let end = self.serve().await;
-        if let End::Close(code, reason) = end {
-            let frame = CloseFrame {
-                code,
-                reason: reason.into(),
-            };
-            // A peer gone silent will not answer: say goodbye, do not wait.
-            let wait = code != CloseCode::Away;
-            let closing = async {
-                if self.ws.close(Some(frame)).await.is_ok() && wait {
-                    // The close handshake: the peer's close frame ends the stream.
-                    while let Some(Ok(_)) = self.ws.next().await {}
-                }
-            };
-            let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
-        }
+    async fn run(&mut self, deadline: Option<Instant>) {
+        let (code, reason, wait) = match self.serve(deadline).await {
+            End::Gone => return,
+            End::Close(code, reason) => (code, reason, true),
+            End::Abandon(code, reason) => (code, reason, false),
+        };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let closing = async {
+            if self.ws.close(Some(frame)).await.is_ok() && wait {
+                // The close handshake: the peer's close frame ends the stream.
+                while let Some(Ok(_)) = self.ws.next().await {}
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     }
 
-    async fn serve(&mut self) -> End {
+    async fn serve(&mut self, deadline: Option<Instant>) -> End {
         let (interval, timeout) = (self.config().ping_interval, self.config().pong_timeout);
         let heartbeat = sleep(interval);
         tokio::pin!(heartbeat);
+        // Boxed: a socket without a deadline or a shutdown token pays a word.
+        let mut expiry = OptionFuture::from(deadline.map(|at| Box::pin(sleep_until(at))));
+        let shutdown = self.config().shutdown.clone();
+        let mut shutdown = OptionFuture::from(shutdown.map(|t| Box::pin(t.cancelled_owned())));
         if let Some(greeting) = self.greeting.take()
             && self.ws.send(text(greeting)).await.is_err()
         {
@@ -348,9 +391,15 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         return end;
                     }
                 }
+                Some(()) = &mut shutdown => {
+                    return End::Close(CloseCode::Away, "the server is shutting down");
+                }
+                Some(()) = &mut expiry => {
+                    return End::Close(CloseCode::Policy, "the subscriber's token expired");
+                }
                 () = &mut heartbeat => {
                     if awaiting_pong {
-                        return End::Close(CloseCode::Away, "no pong: the peer is gone");
+                        return End::Abandon(CloseCode::Away, "no pong: the peer is gone");
                     }
                     awaiting_pong = true;
                     heartbeat.as_mut().reset(Instant::now() + timeout);

@@ -1,0 +1,538 @@
+//! One service for the whole wire contract: publish, poll, long poll, SSE and
+//! both WebSocket endpoints over one hub.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use push_core::wire::{self, ChannelLocator, Query, json};
+use push_core::{Error, EventName, Hub, Publication};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::serve::Shutdown;
+
+/// What a [`Router`] serves, and how.
+///
+/// Each transport's configuration is its crate's own; the router sets their
+/// [`shutdown`](push_sse::SseConfig::shutdown) tokens to its own.
+///
+/// ```
+/// use push::RouterConfig;
+///
+/// let config = RouterConfig::default().with_publish(true);
+/// assert!(config.publish);
+/// assert_eq!(config.max_publish_bytes, 256 << 10);
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RouterConfig {
+    /// Whether `POST /pub/{channel}` publishes (default: no, so that a router
+    /// mounted in your service does not let anyone publish; put your own
+    /// check in front and turn it on, or publish from code).
+    pub publish: bool,
+    /// The largest request body `POST /pub/{channel}` accepts (default
+    /// 256 KiB, the memory hub's default message limit); larger → `413`.
+    pub max_publish_bytes: usize,
+    /// The longest query string accepted on `/pub/` (default 1 KiB).
+    pub max_query_len: usize,
+    /// `GET /poll/{channel}`.
+    #[cfg(feature = "poll")]
+    pub poll: push_poll::PollConfig,
+    /// `GET /longpoll/{channel}`.
+    #[cfg(feature = "longpoll")]
+    pub longpoll: push_longpoll::LongPollConfig,
+    /// `GET /sse/{channel}`.
+    #[cfg(feature = "sse")]
+    pub sse: push_sse::SseConfig,
+    /// `GET /ws/{channel}`.
+    #[cfg(feature = "ws")]
+    pub ws: push_ws::WsConfig,
+    /// `GET /ws` (subprotocol `push.v1`).
+    #[cfg(feature = "ws")]
+    pub ws_commands: push_ws::WsConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        RouterConfig {
+            publish: false,
+            max_publish_bytes: 256 << 10,
+            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            #[cfg(feature = "poll")]
+            poll: push_poll::PollConfig::default(),
+            #[cfg(feature = "longpoll")]
+            longpoll: push_longpoll::LongPollConfig::default(),
+            #[cfg(feature = "sse")]
+            sse: push_sse::SseConfig::default(),
+            #[cfg(feature = "ws")]
+            ws: push_ws::WsConfig::default(),
+            #[cfg(feature = "ws")]
+            ws_commands: push_ws::WsConfig::commands(),
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Sets [`publish`](Self::publish).
+    #[must_use]
+    pub fn with_publish(mut self, publish: bool) -> Self {
+        self.publish = publish;
+        self
+    }
+
+    /// Sets [`max_publish_bytes`](Self::max_publish_bytes).
+    #[must_use]
+    pub fn with_max_publish_bytes(mut self, max: usize) -> Self {
+        self.max_publish_bytes = max;
+        self
+    }
+}
+
+/// The wire contract of `docs/protocol.md` over one [`Hub`], as a hyper
+/// `Service`, or call [`handle`](Self::handle) from your own:
+///
+/// | route | served by |
+/// |---|---|
+/// | `POST /pub/{channel}[?event=NAME]` | the router (when [`RouterConfig::publish`]) |
+/// | `GET /poll/{channel}` | [`push_poll::PollHandler`] |
+/// | `GET /longpoll/{channel}` | [`push_longpoll::LongPollHandler`] |
+/// | `GET /sse/{channel}` | [`push_sse::SseHandler`] |
+/// | `GET /ws/{channel}` and `GET /ws` | [`push_ws::WsHandler`] |
+///
+/// A transport whose feature is off answers `404`, as does any other path.
+/// [`shutdown`](Self::shutdown) hands out the handle that ends every stream
+/// and socket gracefully; [`serve`](crate::serve) uses it.
+///
+/// ```
+/// use push::{MemoryHub, Router, RouterConfig};
+///
+/// let router = Router::new(MemoryHub::new(), RouterConfig::default());
+/// assert!(!router.shutdown().is_triggered());
+/// ```
+#[derive(Debug)]
+pub struct Router<H> {
+    shared: Arc<Routes<H>>,
+}
+
+impl<H> Clone for Router<H> {
+    fn clone(&self) -> Self {
+        Router {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Routes<H> {
+    hub: Arc<H>,
+    publish: bool,
+    max_publish_bytes: usize,
+    max_query_len: usize,
+    shutdown: CancellationToken,
+    #[cfg(feature = "poll")]
+    poll: push_poll::PollHandler<H>,
+    #[cfg(feature = "longpoll")]
+    longpoll: push_longpoll::LongPollHandler<H>,
+    #[cfg(feature = "sse")]
+    sse: push_sse::SseHandler<H>,
+    #[cfg(feature = "ws")]
+    ws: push_ws::WsHandler<H>,
+    #[cfg(feature = "ws")]
+    ws_commands: push_ws::WsHandler<H>,
+}
+
+impl<H: Hub> Router<H> {
+    /// A router over `hub`.
+    pub fn new(hub: H, config: RouterConfig) -> Self {
+        Self::from_shared(Arc::new(hub), config)
+    }
+
+    /// A router over a hub you also publish to from code.
+    pub fn from_shared(hub: Arc<H>, config: RouterConfig) -> Self {
+        let shutdown = CancellationToken::new();
+        Router {
+            shared: Arc::new(Routes {
+                publish: config.publish,
+                max_publish_bytes: config.max_publish_bytes,
+                max_query_len: config.max_query_len,
+                #[cfg(feature = "poll")]
+                poll: push_poll::PollHandler::from_shared(hub.clone(), config.poll),
+                #[cfg(feature = "longpoll")]
+                longpoll: push_longpoll::LongPollHandler::from_shared(
+                    hub.clone(),
+                    config.longpoll.with_shutdown(shutdown.clone()),
+                ),
+                #[cfg(feature = "sse")]
+                sse: push_sse::SseHandler::from_shared(
+                    hub.clone(),
+                    config.sse.with_shutdown(shutdown.clone()),
+                ),
+                #[cfg(feature = "ws")]
+                ws: push_ws::WsHandler::from_shared(
+                    hub.clone(),
+                    config.ws.with_shutdown(shutdown.clone()),
+                ),
+                #[cfg(feature = "ws")]
+                ws_commands: push_ws::WsHandler::from_shared(
+                    hub.clone(),
+                    config.ws_commands.with_shutdown(shutdown.clone()),
+                ),
+                shutdown,
+                hub,
+            }),
+        }
+    }
+
+    /// The hub it serves.
+    pub fn hub(&self) -> &Arc<H> {
+        &self.shared.hub
+    }
+
+    /// The handle that shuts it down: WebSockets get close 1001, event
+    /// streams end with a `retry:` hint, held long polls are answered.
+    pub fn shutdown(&self) -> Shutdown {
+        #[cfg_attr(not(feature = "ws"), expect(unused_mut))]
+        let mut shutdown = Shutdown::new(self.shared.shutdown.clone());
+        #[cfg(feature = "ws")]
+        {
+            shutdown.track(self.shared.ws.socket_tasks());
+            shutdown.track(self.shared.ws_commands.socket_tasks());
+        }
+        shutdown
+    }
+
+    /// The long-poll handler.
+    #[cfg(feature = "longpoll")]
+    pub fn longpoll(&self) -> &push_longpoll::LongPollHandler<H> {
+        &self.shared.longpoll
+    }
+
+    /// The SSE handler.
+    #[cfg(feature = "sse")]
+    pub fn sse(&self) -> &push_sse::SseHandler<H> {
+        &self.shared.sse
+    }
+
+    /// The handlers of `GET /ws/{channel}` and `GET /ws`.
+    #[cfg(feature = "ws")]
+    pub fn ws(&self) -> (&push_ws::WsHandler<H>, &push_ws::WsHandler<H>) {
+        (&self.shared.ws, &self.shared.ws_commands)
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body<H::Subscription>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.handle_until(request, None).await
+    }
+
+    /// Answers one request; an event stream or WebSocket it opens also ends
+    /// at `deadline` (SSE with a `retry:` hint, WebSocket with close 1008),
+    /// for example when the subscriber's token expires.
+    pub async fn handle_until<B>(
+        &self,
+        request: Request<B>,
+        deadline: Option<Instant>,
+    ) -> Response<Body<H::Subscription>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        #[cfg(not(any(feature = "sse", feature = "ws")))]
+        let _ = deadline;
+        match Route::of(request.uri().path()) {
+            Some(Route::Publish) => Body::full(self.publish(request).await),
+            #[cfg(feature = "poll")]
+            Some(Route::Poll) => Body::full(self.shared.poll.handle(request).await),
+            #[cfg(feature = "longpoll")]
+            Some(Route::LongPoll) => Body::full(self.shared.longpoll.handle(request).await),
+            #[cfg(feature = "sse")]
+            Some(Route::Sse) => self
+                .shared
+                .sse
+                .handle_until(request, deadline)
+                .await
+                .map(|body| Body {
+                    inner: Inner::Sse(Box::pin(body)),
+                }),
+            #[cfg(feature = "ws")]
+            Some(Route::WsChannel) => {
+                Body::full(self.shared.ws.handle_until(request, deadline).await)
+            }
+            #[cfg(feature = "ws")]
+            Some(Route::WsCommands) => Body::full(
+                self.shared
+                    .ws_commands
+                    .handle_until(request, deadline)
+                    .await,
+            ),
+            #[allow(unreachable_patterns, reason = "with some transports off")]
+            _ => Body::full(error_response(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: see docs/protocol.md",
+            )),
+        }
+    }
+
+    async fn publish<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: HttpBody + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let routes = &*self.shared;
+        if request.method() != Method::POST {
+            let mut response = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "publish with POST",
+            );
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        if !routes.publish {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "publish_disabled",
+                "this server does not publish over HTTP",
+            );
+        }
+        let (parts, body) = request.into_parts();
+        let asked = Query::parse(parts.uri.query(), routes.max_query_len).and_then(|query| {
+            let channel = ChannelLocator::LastPathSegment.locate(parts.uri.path(), &query)?;
+            let event = match query.get("event")? {
+                Some(name) => Some(name.parse::<EventName>()?),
+                None => None,
+            };
+            Ok((channel, event))
+        });
+        let (channel, event) = match asked {
+            Ok(asked) => asked,
+            Err(err) => return error_for(&err),
+        };
+        let data = match Limited::new(body, routes.max_publish_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "message_too_large",
+                    &format!(
+                        "a message may hold at most {} bytes",
+                        routes.max_publish_bytes
+                    ),
+                );
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    "the request body could not be read",
+                );
+            }
+        };
+        let mut publication = Publication::new(data);
+        if let Some(event) = event {
+            publication = publication.with_event(event);
+        }
+        match routes.hub.publish(&channel, publication).await {
+            Ok(cursor) => {
+                let mut body = Vec::with_capacity(32);
+                body.extend_from_slice(b"{\"id\":\"");
+                body.extend_from_slice(cursor.to_string().as_bytes());
+                body.extend_from_slice(b"\"}");
+                json_response(StatusCode::OK, Bytes::from(body))
+            }
+            Err(err) => error_for(&err),
+        }
+    }
+}
+
+impl<H: Hub, B> hyper::service::Service<Request<B>> for Router<H>
+where
+    B: HttpBody + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<Body<H::Subscription>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<B>) -> Self::Future {
+        let router = self.clone();
+        Box::pin(async move { Ok(router.handle(request).await) })
+    }
+}
+
+/// Which route a path names: `/{route}/{channel}` with exactly one segment
+/// after the route, or `/ws` alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Publish,
+    #[cfg(feature = "poll")]
+    Poll,
+    #[cfg(feature = "longpoll")]
+    LongPoll,
+    #[cfg(feature = "sse")]
+    Sse,
+    #[cfg(feature = "ws")]
+    WsChannel,
+    #[cfg(feature = "ws")]
+    WsCommands,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        let rest = path.strip_prefix('/')?;
+        let Some((first, channel)) = rest.split_once('/') else {
+            #[cfg(feature = "ws")]
+            if rest == "ws" {
+                return Some(Route::WsCommands);
+            }
+            return None;
+        };
+        if channel.is_empty() || channel.contains('/') {
+            return None;
+        }
+        match first {
+            "pub" => Some(Route::Publish),
+            #[cfg(feature = "poll")]
+            "poll" => Some(Route::Poll),
+            #[cfg(feature = "longpoll")]
+            "longpoll" => Some(Route::LongPoll),
+            #[cfg(feature = "sse")]
+            "sse" => Some(Route::Sse),
+            #[cfg(feature = "ws")]
+            "ws" => Some(Route::WsChannel),
+            _ => None,
+        }
+    }
+}
+
+/// The body of a [`Router`] answer: a whole one, or an event stream.
+#[derive(Debug)]
+pub struct Body<S> {
+    inner: Inner<S>,
+}
+
+#[derive(Debug)]
+enum Inner<S> {
+    Full(Full<Bytes>),
+    #[cfg(feature = "sse")]
+    Sse(Pin<Box<push_sse::SseBody<S>>>),
+    #[cfg(not(feature = "sse"))]
+    #[allow(dead_code, reason = "names S when no event stream can be served")]
+    Never(Infallible, std::marker::PhantomData<fn() -> S>),
+}
+
+impl<S> Body<S> {
+    fn full(response: Response<Full<Bytes>>) -> Response<Self> {
+        response.map(|body| Body {
+            inner: Inner::Full(body),
+        })
+    }
+
+    /// A whole body holding `bytes`, for answers of your own next to the
+    /// router's.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        Body {
+            inner: Inner::Full(Full::new(bytes.into())),
+        }
+    }
+}
+
+impl<S: futures_core::Stream<Item = push_core::Item> + Unpin> HttpBody for Body<S> {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().inner {
+            Inner::Full(full) => Pin::new(full).poll_frame(cx),
+            #[cfg(feature = "sse")]
+            Inner::Sse(sse) => sse.as_mut().poll_frame(cx),
+            #[cfg(not(feature = "sse"))]
+            Inner::Never(never, _) => match *never {},
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Inner::Full(full) => full.is_end_stream(),
+            #[cfg(feature = "sse")]
+            Inner::Sse(sse) => sse.is_end_stream(),
+            #[cfg(not(feature = "sse"))]
+            Inner::Never(never, _) => match *never {},
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Full(full) => full.size_hint(),
+            #[cfg(feature = "sse")]
+            Inner::Sse(sse) => sse.size_hint(),
+            #[cfg(not(feature = "sse"))]
+            Inner::Never(never, _) => match *never {},
+        }
+    }
+}
+
+fn error_for(err: &Error) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+    json_response(status, json::error_for(err))
+}
+
+/// A JSON error answer, as every push handler writes one.
+pub(crate) fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+) -> Response<Full<Bytes>> {
+    json_response(status, json::error(code, message))
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn routes_take_exactly_one_channel_segment() {
+        assert_eq!(Route::of("/pub/news"), Some(Route::Publish));
+        assert_eq!(Route::of("/pub/news/more"), None);
+        assert_eq!(Route::of("/pub/"), None);
+        assert_eq!(Route::of("/pub"), None);
+        assert_eq!(Route::of("/other/news"), None);
+        assert_eq!(Route::of(""), None);
+        #[cfg(feature = "ws")]
+        {
+            assert_eq!(Route::of("/ws"), Some(Route::WsCommands));
+            assert_eq!(Route::of("/ws/news"), Some(Route::WsChannel));
+        }
+        #[cfg(feature = "sse")]
+        assert_eq!(Route::of("/sse/a%2Fb"), Some(Route::Sse));
+    }
+}

@@ -1,0 +1,389 @@
+//! The facade's router and `serve` over real TCP: every route on one port,
+//! graceful shutdown of streams, sockets and held polls, deadlines, the
+//! connection limit.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use push::{MemoryHub, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use support::{get, until, within};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+struct Running {
+    addr: SocketAddr,
+    router: Router<MemoryHub>,
+    shutdown: Shutdown,
+    stats: Arc<ServeStats>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+async fn start(config: RouterConfig, serve: ServeConfig) -> Running {
+    let router = Router::new(MemoryHub::new(), config);
+    let listener = push::bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = router.shutdown();
+    let stats = Arc::new(ServeStats::default());
+    let task = tokio::spawn(push::serve(
+        listener,
+        router.clone(),
+        shutdown.clone(),
+        serve,
+        Some(stats.clone()),
+    ));
+    Running {
+        addr,
+        router,
+        shutdown,
+        stats,
+        task,
+    }
+}
+
+async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> support::Answer {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::post(format!("http://{addr}{path}"))
+        .body(Full::new(body.into()))
+        .unwrap();
+    support::read(sender.send_request(request).await.unwrap()).await
+}
+
+/// Opens an event stream by hand; returns the socket, past the head.
+async fn open_sse(addr: SocketAddr, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\r\n\r\n").await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    (stream, seen)
+}
+
+async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
+    within(&format!("{needle:?} on the stream"), async {
+        let mut buffer = [0u8; 4096];
+        while !seen.contains(needle) {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "closed before {needle:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await;
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> String {
+    let mut rest = Vec::new();
+    within("the end of the stream", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    String::from_utf8(rest).unwrap()
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn open_ws(addr: SocketAddr, path: &str, subprotocol: Option<&str>) -> Ws {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    if let Some(subprotocol) = subprotocol {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", subprotocol.parse().unwrap());
+    }
+    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+async fn next_text(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        match within("a WebSocket message", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+async fn close_code(ws: &mut Ws) -> CloseCode {
+    loop {
+        match within("a close frame", ws.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
+            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_route_is_served_on_one_port() {
+    let running = start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default(),
+    )
+    .await;
+    let addr = running.addr;
+    let published = post(addr, "/pub/news?event=greeting", "hello").await;
+    assert_eq!(published.status, StatusCode::OK);
+    let id = published.json()["id"].as_str().unwrap().to_owned();
+
+    let polled = get(addr, "/poll/news?since=earliest", &[]).await;
+    assert_eq!(polled.status, StatusCode::OK);
+    let message = &polled.json()["messages"][0];
+    assert_eq!(
+        (message["id"].as_str(), message["event"].as_str()),
+        (Some(&*id), Some("greeting"))
+    );
+    assert_eq!(message["data"], "hello");
+
+    let held = get(addr, "/longpoll/news?since=earliest", &[]).await;
+    assert_eq!(held.json()["messages"][0]["id"], *id);
+
+    let (mut sse, mut seen) = open_sse(addr, "/sse/news?since=earliest").await;
+    read_until(
+        &mut sse,
+        &mut seen,
+        &format!("id: {id}\nevent: greeting\ndata: hello\n\n"),
+    )
+    .await;
+
+    let mut ws = open_ws(addr, "/ws/news?since=earliest", None).await;
+    assert_eq!(next_text(&mut ws).await["id"], *id);
+
+    let mut commands = open_ws(addr, "/ws", Some("push.v1")).await;
+    let subscribe = r#"{"op":"subscribe","channel":"news","since":"earliest","ref":1}"#;
+    commands.send(Message::text(subscribe)).await.unwrap();
+    let ack = next_text(&mut commands).await;
+    assert_eq!(
+        (ack["op"].as_str(), ack["ref"].as_i64()),
+        (Some("ack"), Some(1))
+    );
+    assert_eq!(next_text(&mut commands).await["id"], *id);
+
+    // One more, seen live by every open subscriber.
+    let second = post(addr, "/pub/news", "again").await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    read_until(
+        &mut sse,
+        &mut seen,
+        &format!("id: {second}\ndata: again\n\n"),
+    )
+    .await;
+    assert_eq!(next_text(&mut ws).await["data"], "again");
+    assert_eq!(next_text(&mut commands).await["data"], "again");
+    assert!(running.stats.accepted() >= 7);
+    assert!(running.stats.bytes_out() > 0 && running.stats.bytes_in() > 0);
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_answers() {
+    let running = start(
+        RouterConfig::default()
+            .with_publish(true)
+            .with_max_publish_bytes(16),
+        ServeConfig::default(),
+    )
+    .await;
+    let addr = running.addr;
+    let cases: [(&str, &str, StatusCode, &str); 7] = [
+        ("GET", "/nowhere/news", StatusCode::NOT_FOUND, "not_found"),
+        ("GET", "/sse/a/b", StatusCode::NOT_FOUND, "not_found"),
+        (
+            "GET",
+            "/pub/news",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/pub/bad%20name",
+            StatusCode::BAD_REQUEST,
+            "invalid_channel",
+        ),
+        (
+            "POST",
+            "/pub/news?event=push.gap",
+            StatusCode::BAD_REQUEST,
+            "invalid_event",
+        ),
+        (
+            "POST",
+            "/pub/news?event=a&event=b",
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+        ),
+        (
+            "POST",
+            "/pub/news?big",
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "message_too_large",
+        ),
+    ];
+    for (method, path, status, code) in cases {
+        let answer = if method == "GET" {
+            get(addr, path, &[]).await
+        } else {
+            let body = if path.ends_with("?big") {
+                "x".repeat(17)
+            } else {
+                "x".into()
+            };
+            post(addr, path, body).await
+        };
+        assert_eq!(answer.status, status, "{method} {path}");
+        assert_eq!(answer.json()["error"]["code"], code, "{method} {path}");
+    }
+    // Nothing of it reached the channel.
+    let polled = get(addr, "/poll/news?since=earliest", &[]).await;
+    assert_eq!(polled.json()["messages"].as_array().unwrap().len(), 0);
+    // Sixteen bytes are fine.
+    assert_eq!(
+        post(addr, "/pub/news", "x".repeat(16)).await.status,
+        StatusCode::OK
+    );
+
+    let closed = start(RouterConfig::default(), ServeConfig::default()).await;
+    let answer = post(closed.addr, "/pub/news", "x").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert_eq!(answer.json()["error"]["code"], "publish_disabled");
+}
+
+#[tokio::test]
+async fn shutdown_ends_streams_sockets_and_held_polls() {
+    let running = start(RouterConfig::default(), ServeConfig::default()).await;
+    let addr = running.addr;
+    let (mut sse, _) = open_sse(addr, "/sse/news").await;
+    let mut ws = open_ws(addr, "/ws/news", None).await;
+    let mut commands = open_ws(addr, "/ws", Some("push.v1")).await;
+    let held = tokio::spawn(async move { get(addr, "/longpoll/news?timeout=60", &[]).await });
+    let router = running.router.clone();
+    until("every subscriber to be in place", || {
+        let (channel, command) = router.ws();
+        router.sse().open_streams() == 1
+            && channel.open_sockets() == 1
+            && command.open_sockets() == 1
+            && router.longpoll().waiting() == 1
+    })
+    .await;
+
+    running.shutdown.trigger();
+    // The stream's last chunk is the retry hint; then the connection closes.
+    let rest = read_to_end(&mut sse).await;
+    assert!(rest.ends_with("retry: 3000\n\n\r\n0\r\n\r\n"), "{rest:?}");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Away);
+    assert_eq!(close_code(&mut commands).await, CloseCode::Away);
+    let answer = within("the held long poll", held).await.unwrap();
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert!(answer.header("etag").is_some());
+    // The close handshakes finish (tungstenite answers the close), and
+    // `serve` returns long before its grace period is over.
+    for ws in [&mut ws, &mut commands] {
+        while let Some(Ok(_)) = within("the socket's end", ws.next()).await {}
+    }
+    within("serve to return", running.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    assert_eq!(running.stats.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn a_deadline_ends_event_streams_and_sockets() {
+    let router = Router::new(MemoryHub::new(), RouterConfig::default());
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    let service = {
+        let router = router.clone();
+        service_fn(move |request: Request<Incoming>| {
+            let router = router.clone();
+            async move { Ok::<_, Infallible>(router.handle_until(request, Some(deadline)).await) }
+        })
+    };
+    let listener = push::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = router.shutdown();
+    tokio::spawn(push::serve(
+        listener,
+        service,
+        shutdown,
+        ServeConfig::default(),
+        None,
+    ));
+
+    let (mut sse, _) = open_sse(addr, "/sse/news").await;
+    let mut ws = open_ws(addr, "/ws/news", None).await;
+    // The stream ends (its last chunk the retry hint); the connection stays.
+    let mut rest = String::new();
+    read_until(&mut sse, &mut rest, "\r\n0\r\n\r\n").await;
+    assert!(rest.ends_with("retry: 3000\n\n\r\n0\r\n\r\n"), "{rest:?}");
+    assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
+    assert!(tokio::time::Instant::now() >= deadline);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_their_turn() {
+    let running = start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default().with_max_connections(1),
+    )
+    .await;
+    let addr = running.addr;
+    let (mut first, mut seen) = open_sse(addr, "/sse/news").await;
+    // The second connects (the kernel's backlog) and asks, but is not served.
+    let second = tokio::spawn(async move { get(addr, "/poll/news?since=earliest", &[]).await });
+    // The server still runs: a publish from code reaches the first.
+    let news = "news".parse().unwrap();
+    push::Hub::publish(
+        &**running.router.hub(),
+        &news,
+        push::Publication::new("one"),
+    )
+    .await
+    .unwrap();
+    read_until(&mut first, &mut seen, "data: one\n\n").await;
+    assert_eq!(running.stats.accepted(), 1);
+    assert!(!second.is_finished());
+    drop(first);
+    let answer = within("the second connection's turn", second)
+        .await
+        .unwrap();
+    assert_eq!(answer.json()["messages"][0]["data"], "one");
+    assert_eq!(running.stats.accepted(), 2);
+}
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_too() {
+    let running = start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default(),
+    )
+    .await;
+    post(running.addr, "/pub/news", "h2").await;
+    let request = Request::get(format!("http://{}/poll/news?since=earliest", running.addr))
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let answer = support::send_h2(running.addr, request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.json()["messages"][0]["data"], "h2");
+}
