@@ -287,6 +287,22 @@ impl<H: Hub> Router<H> {
         }
     }
 
+    /// Answers a WebSocket handshake (`GET /ws/{channel}` or `GET /ws`)
+    /// with a socket limited by `access` (see [`push_ws::Access`]); any
+    /// other request gets `404`. For servers with their own authorisation.
+    #[cfg(feature = "ws")]
+    pub async fn handle_ws_with<B>(
+        &self,
+        request: Request<B>,
+        access: push_ws::Access,
+    ) -> Response<Body<H::Subscription>> {
+        Body::full(match Route::of(request.uri().path()) {
+            Some(Route::WsChannel) => self.shared.ws.handle_with(request, access).await,
+            Some(Route::WsCommands) => self.shared.ws_commands.handle_with(request, access).await,
+            _ => error_response(StatusCode::NOT_FOUND, "not_found", "not a WebSocket route"),
+        })
+    }
+
     async fn publish<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
     where
         B: HttpBody + Send + 'static,

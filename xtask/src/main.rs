@@ -59,19 +59,29 @@ struct Step {
     env: &'static [(&'static str, &'static str)],
 }
 
-/// The facade's feature sets checked on their own: each transport alone,
-/// with and without its client (a workspace build unifies features and
-/// would hide a crate that forgot one).
-const FEATURE_SETS: &[&str] = &[
-    "poll",
-    "longpoll",
-    "sse",
-    "ws",
-    "poll,client",
-    "longpoll,client",
-    "sse,client",
-    "ws,client",
-];
+/// The facade's transport features. The feature check builds every subset,
+/// and each alone with its client (a workspace build unifies features and
+/// would hide a crate that forgot one), then runs the routes test with each
+/// alone: `--features sse` really serves SSE, and only SSE.
+const TRANSPORTS: [&str; 4] = ["poll", "longpoll", "sse", "ws"];
+
+/// Each transport's feature alone, for the client check and the routes test.
+const SINGLE_WITH_CLIENT: [&str; 4] = ["poll,client", "longpoll,client", "sse,client", "ws,client"];
+
+/// Every subset of [`TRANSPORTS`], as `--features` values ("" for none).
+fn transport_powerset() -> Vec<String> {
+    (0..1u32 << TRANSPORTS.len())
+        .map(|mask| {
+            TRANSPORTS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, name)| *name)
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect()
+}
 
 const TEST_STEPS: &[Step] = &[
     Step {
@@ -126,10 +136,14 @@ fn test() -> ExitCode {
             results.push(("third-party", false, began.elapsed()));
         }
     }
-    banner("[0] features: each transport alone builds (cargo check --no-default-features)");
+    banner("[0] features: every subset of the transports builds, each alone serves");
     let began = Instant::now();
-    let features_ok = FEATURE_SETS.iter().all(|features| {
-        println!("--features {features}");
+    let sets: Vec<String> = transport_powerset()
+        .into_iter()
+        .chain(SINGLE_WITH_CLIENT.iter().map(|s| (*s).to_owned()))
+        .collect();
+    let checked = sets.iter().all(|features| {
+        println!("check --no-default-features --features {features:?}");
         run(
             &root,
             "cargo",
@@ -143,6 +157,26 @@ fn test() -> ExitCode {
             &[],
         )
     });
+    // Each transport alone really serves (and only it): the routes test.
+    let served = checked
+        && TRANSPORTS.iter().all(|feature| {
+            println!("test --no-default-features --features {feature} --test routes_by_feature");
+            run(
+                &root,
+                "cargo",
+                &[
+                    "test",
+                    "--quiet",
+                    "--no-default-features",
+                    "--features",
+                    feature,
+                    "--test",
+                    "routes_by_feature",
+                ],
+                &[],
+            )
+        });
+    let features_ok = checked && served;
     results.push(("features", features_ok, began.elapsed()));
     for (i, step) in TEST_STEPS.iter().enumerate() {
         banner(&format!(

@@ -25,7 +25,7 @@ mod server;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;
-pub use crate::server::WsHandler;
+pub use crate::server::{Access, ChannelRule, WsHandler};
 
 #[cfg(feature = "client")]
 pub use crate::client::{Error, WsClientConfig, WsControl, WsSession, WsSubscriber};

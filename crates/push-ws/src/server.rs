@@ -134,8 +134,22 @@ impl<H: Hub> WsHandler<H> {
     /// expires.
     pub async fn handle_until<B>(
         &self,
-        mut request: Request<B>,
+        request: Request<B>,
         deadline: Option<Instant>,
+    ) -> Response<Full<Bytes>> {
+        self.handle_with(request, Access::default().until(deadline))
+            .await
+    }
+
+    /// Answers one handshake with a socket limited by `access`: closed at its
+    /// deadline with 1008, and, on the command endpoint, subscribing and
+    /// publishing only where it allows (else an error reply, code
+    /// `forbidden`). Check the channel of `GET /ws/{channel}` yourself before
+    /// calling this.
+    pub async fn handle_with<B>(
+        &self,
+        mut request: Request<B>,
+        access: Access,
     ) -> Response<Full<Bytes>> {
         let config = &self.shared.config;
         let upgrade = hyper::upgrade::on(&mut request);
@@ -209,7 +223,7 @@ impl<H: Hub> WsHandler<H> {
                 Some(socket_config),
             )
             .await;
-            Socket::new(ws, hub, open, mode).run(deadline).await;
+            Socket::new(ws, hub, open, mode, access).run().await;
         });
         response
     }
@@ -277,8 +291,73 @@ enum End {
     Abandon(CloseCode, &'static str),
 }
 
+/// A rule on channels: may this socket subscribe (or publish) to it?
+pub type ChannelRule = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
+
+/// What one socket may do, for a server with its own authorisation (see
+/// [`WsHandler::handle_with`]). The default allows everything the
+/// configuration allows, for as long as the socket lives.
+///
+/// ```
+/// use std::sync::Arc;
+/// use push_ws::Access;
+///
+/// let access = Access::default().subscribing(Arc::new(|channel| channel.as_str().starts_with("public.")));
+/// assert!(access.deadline.is_none());
+/// ```
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct Access {
+    /// The socket is closed with 1008 at this instant.
+    pub deadline: Option<Instant>,
+    /// Channels the command endpoint may subscribe to (default: any).
+    pub subscribe: Option<ChannelRule>,
+    /// Channels the command endpoint may publish to, when the configuration
+    /// allows publishing at all (default: any).
+    pub publish: Option<ChannelRule>,
+}
+
+impl Access {
+    /// Sets [`deadline`](Self::deadline).
+    #[must_use]
+    pub fn until(mut self, deadline: Option<Instant>) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// Sets [`subscribe`](Self::subscribe).
+    #[must_use]
+    pub fn subscribing(mut self, rule: ChannelRule) -> Self {
+        self.subscribe = Some(rule);
+        self
+    }
+
+    /// Sets [`publish`](Self::publish).
+    #[must_use]
+    pub fn publishing(mut self, rule: ChannelRule) -> Self {
+        self.publish = Some(rule);
+        self
+    }
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("deadline", &self.deadline)
+            .field("subscribe", &self.subscribe.as_ref().map(|_| "rule"))
+            .field("publish", &self.publish.as_ref().map(|_| "rule"))
+            .finish()
+    }
+}
+
+fn allows(rule: Option<&ChannelRule>, channel: &ChannelName) -> bool {
+    rule.is_none_or(|rule| rule(channel))
+}
+
 struct Socket<H: Hub, S> {
     ws: WebSocketStream<S>,
+    /// Rules and deadline; boxed, as most sockets have none.
+    access: Option<Box<Access>>,
     /// A frame to send first (where a live channel socket starts).
     greeting: Option<Bytes>,
     hub: Arc<H>,
@@ -288,7 +367,13 @@ struct Socket<H: Hub, S> {
 }
 
 impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
-    fn new(ws: WebSocketStream<S>, hub: Arc<H>, open: Open, mode: Mode<H::Subscription>) -> Self {
+    fn new(
+        ws: WebSocketStream<S>,
+        hub: Arc<H>,
+        open: Open,
+        mode: Mode<H::Subscription>,
+        access: Access,
+    ) -> Self {
         // Most sockets hold one channel: start the map at one slot.
         let mut subscriptions = StreamMap::with_capacity(1);
         let mut greeting = None;
@@ -306,8 +391,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             }
             Mode::Commands => true,
         };
+        let limited =
+            access.deadline.is_some() || access.subscribe.is_some() || access.publish.is_some();
         Socket {
             ws,
+            access: limited.then(|| Box::new(access)),
             greeting,
             hub,
             open,
@@ -322,7 +410,8 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
 
     /// Runs the socket to its end. Borrowing `self` (rather than moving it
     /// into the future) keeps the task from holding the socket twice.
-    async fn run(&mut self, deadline: Option<Instant>) {
+    async fn run(&mut self) {
+        let deadline = self.access.as_ref().and_then(|access| access.deadline);
         let (code, reason, wait) = match self.serve(deadline).await {
             End::Gone => return,
             End::Close(code, reason) => (code, reason, true),
@@ -461,6 +550,13 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     async fn carry_out(&mut self, command: Command) -> Result<Acked, Refused> {
         match command {
             Command::Subscribe { channel, start } => {
+                let rule = self.access.as_ref().and_then(|a| a.subscribe.as_ref());
+                if !allows(rule, &channel) {
+                    return Err(Refused::new(
+                        "forbidden",
+                        format!("not allowed to subscribe to {channel}"),
+                    ));
+                }
                 let max = self.config().max_subscriptions;
                 if !self.subscriptions.contains_key(&channel) && self.subscriptions.len() >= max {
                     return Err(Refused::new(
@@ -490,10 +586,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                 channel,
                 publication,
             } => {
-                if !self.config().allow_publish {
+                let rule = self.access.as_ref().and_then(|a| a.publish.as_ref());
+                if !self.config().allow_publish || !allows(rule, &channel) {
                     return Err(Refused::new(
                         "forbidden",
-                        "publishing is not allowed on this socket",
+                        format!("not allowed to publish to {channel}"),
                     ));
                 }
                 Ok(Acked::Id(self.hub.publish(&channel, publication).await?))
