@@ -7,6 +7,9 @@
 //!   tests/third-party) into target/third-party. A program it needs and
 //!   cannot find (node, npm) is reported loudly with how to install it, and
 //!   only the tests that need it are skipped; under `CI=true` it is a failure.
+//! - `e2e` (also the last part of `test`): push-server's demo page and
+//!   push.js in headless Chromium, driven by playwright-core from Node
+//!   (tests/e2e/demo.mjs); Chromium missing is handled like node.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -24,7 +27,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test     formatting, clippy, rustdoc and every test (what CI runs)
+  test     formatting, clippy, rustdoc and every test (what CI runs),
+           the browser tests included
+  e2e      the browser tests alone: push-server's demo page and push.js in
+           headless Chromium (tests/e2e/demo.mjs); refreshes docs/demo.png
   bench    the benchmarks, then a summary of each comparison:
            push-core's hub against tokio::sync::broadcast (criterion), then
            the servers under load (push-bench: push, hyper, axum, Nchan)
@@ -35,6 +41,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("e2e") => e2e(),
         Some("bench") => bench(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -195,7 +202,103 @@ fn test() -> ExitCode {
         let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
     }
+    banner("[e2e] the demo page and push.js in headless Chromium");
+    let began = Instant::now();
+    let node_path = test_env
+        .iter()
+        .find(|(k, _)| *k == "PUSH_TEST_NODE_PATH")
+        .map(|(_, v)| v.clone());
+    // The suite's screenshot goes under target/; `cargo xtask e2e` refreshes
+    // docs/demo.png.
+    results.push(
+        match browser_tests(&root, node_path, "target/e2e/demo.png") {
+            Ok(true) => ("e2e", true, began.elapsed()),
+            Ok(false) => ("e2e (SKIPPED)", true, began.elapsed()),
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                ("e2e", false, began.elapsed())
+            }
+        },
+    );
     summary(&results, started.elapsed())
+}
+
+/// `cargo xtask e2e`: the browser tests alone.
+fn e2e() -> ExitCode {
+    let root = workspace_root();
+    let started = Instant::now();
+    let node_path = match third_party_clients(&root) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            return summary(&[("e2e", false, started.elapsed())], started.elapsed());
+        }
+    };
+    let result = match browser_tests(&root, node_path, "docs/demo.png") {
+        Ok(true) => ("e2e", true),
+        Ok(false) => ("e2e (SKIPPED)", true),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ("e2e", false)
+        }
+    };
+    summary(
+        &[(result.0, result.1, started.elapsed())],
+        started.elapsed(),
+    )
+}
+
+/// The browsers this looks for, in order (or `PUSH_CHROMIUM`).
+const CHROMIUMS: [&str; 4] = ["chromium", "chromium-browser", "google-chrome", "chrome"];
+
+/// Builds push-server, then runs tests/e2e/demo.mjs: Chromium (headless,
+/// driven by playwright-core) against the real server, with the demo page's
+/// screenshot written to `screenshot`. `Ok(false)` when Chromium or Node is
+/// missing outside CI (said loudly).
+fn browser_tests(root: &Path, node_path: Option<String>, screenshot: &str) -> Result<bool, String> {
+    let Some(node_path) = node_path else {
+        return missing::<()>("Node.js (node and npm)", "apt-get install -y nodejs npm")
+            .map(|_| false);
+    };
+    let chromium = env::var("PUSH_CHROMIUM").ok().or_else(|| {
+        CHROMIUMS
+            .iter()
+            .find_map(|name| find_on_path(name))
+            .map(|path| path.display().to_string())
+    });
+    let Some(chromium) = chromium else {
+        return missing::<()>("Chromium", "apt-get install -y chromium").map(|_| false);
+    };
+    if !run(
+        root,
+        "cargo",
+        &["build", "--quiet", "-p", "push-server"],
+        &[],
+    ) {
+        return Err("building push-server failed".into());
+    }
+    let target = env::var("CARGO_TARGET_DIR").map_or_else(|_| root.join("target"), PathBuf::from);
+    let server = target.join("debug/push-server");
+    let server = server.display().to_string();
+    let ok = run(
+        root,
+        "node",
+        &[
+            "tests/e2e/demo.mjs",
+            "--server",
+            &server,
+            "--chromium",
+            &chromium,
+            "--screenshot",
+            screenshot,
+        ],
+        &[("NODE_PATH", &node_path)],
+    );
+    if ok {
+        Ok(true)
+    } else {
+        Err("the browser tests failed".into())
+    }
 }
 
 /// `true` under CI (`CI=true`), where a missing program fails the suite.
@@ -223,8 +326,15 @@ fn missing<T>(what: &str, install: &str) -> Result<Option<T>, String> {
 }
 
 fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    find_on_path(program).is_some()
+}
+
+/// Where `program` is on the `PATH`.
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = env::var_os("PATH")?;
+    env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Installs the pinned npm packages (tests/third-party) into

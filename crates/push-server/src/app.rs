@@ -1,0 +1,623 @@
+//! The server's service: the facade's router behind authorisation and CORS,
+//! plus the publish API's token check, the demo page, the browser client,
+//! channel info, metrics and health.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, ORIGIN,
+    VARY, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use push::wire::{ChannelLocator, Query, json};
+use push::ws::Access;
+use push::{Body, ChannelName, Hub, Router, ServeStats, Shutdown, Start};
+use tokio::time::Instant;
+
+use crate::auth::{AuthError, Claims, JwtVerifier, PublishToken, bearer};
+use crate::metrics::{self, Metered, MeteredSubscription, Metrics, Transport, family};
+
+/// The demo page, served at `/`.
+pub const INDEX_HTML: &str = include_str!("../assets/index.html");
+/// The browser client, served at `/push.js`.
+pub const PUSH_JS: &str = include_str!("../assets/push.js");
+
+/// Which browsers' pages may call this server.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Cors {
+    /// Only pages served by this server (no CORS headers).
+    #[default]
+    SameOrigin,
+    /// Any page.
+    Any,
+    /// Pages from these origins.
+    List(Arc<[String]>),
+}
+
+impl Cors {
+    /// From `--allowed-origins`.
+    pub fn from_origins(origins: &[String]) -> Cors {
+        let origins: Vec<String> = origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if origins.iter().any(|o| o == "*") {
+            Cors::Any
+        } else if origins.is_empty() {
+            Cors::SameOrigin
+        } else {
+            Cors::List(origins.into())
+        }
+    }
+
+    /// The WebSocket handshake's origin rule to match.
+    pub fn ws_origins(&self) -> push::ws::Origins {
+        match self {
+            Cors::SameOrigin => push::ws::Origins::SameHost,
+            Cors::Any => push::ws::Origins::Any,
+            Cors::List(list) => push::ws::Origins::List(list.clone()),
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` for a request from `origin`.
+    fn allow(&self, origin: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match self {
+            Cors::SameOrigin => None,
+            Cors::Any => Some(HeaderValue::from_static("*")),
+            Cors::List(list) => {
+                let origin = origin?;
+                let text = origin.to_str().ok()?;
+                list.iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(text))
+                    .then(|| origin.clone())
+            }
+        }
+    }
+}
+
+/// Who may do what, and what is served.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Publishers must present this secret.
+    pub publish_token: Option<PublishToken>,
+    /// Subscribers must present a token signed with this secret.
+    pub jwt: Option<JwtVerifier>,
+    /// WebSocket clients may publish on `GET /ws`.
+    pub ws_publish: bool,
+    /// Cross-origin browsers allowed.
+    pub cors: Cors,
+    /// The techniques served, in [`Transport::ALL`] order.
+    pub transports: [bool; 4],
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            publish_token: None,
+            jwt: None,
+            ws_publish: false,
+            cors: Cors::default(),
+            transports: [true; 4],
+        }
+    }
+}
+
+impl Policy {
+    fn serves(&self, transport: Transport) -> bool {
+        self.transports[transport as usize]
+    }
+}
+
+/// The whole server as a hyper service.
+pub struct App<H: Hub> {
+    shared: Arc<Shared<H>>,
+}
+
+impl<H: Hub> std::fmt::Debug for App<H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("policy", &self.shared.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<H: Hub> Clone for App<H> {
+    fn clone(&self) -> Self {
+        App {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<H: Hub> {
+    router: Router<Metered<H>>,
+    metrics: Arc<Metrics>,
+    stats: Arc<ServeStats>,
+    policy: Policy,
+    max_query_len: usize,
+}
+
+/// What a request is, for the app.
+enum Kind {
+    Page,
+    Script,
+    Health,
+    Metrics,
+    ChannelInfo,
+    Publish,
+    Subscribe(Transport),
+    Commands,
+    Other,
+}
+
+impl Kind {
+    fn of(path: &str) -> Kind {
+        let Some(rest) = path.strip_prefix('/') else {
+            return Kind::Other;
+        };
+        match rest.split_once('/') {
+            None => match rest {
+                "" | "index.html" => Kind::Page,
+                "push.js" => Kind::Script,
+                "healthz" => Kind::Health,
+                "metrics" => Kind::Metrics,
+                "ws" => Kind::Commands,
+                _ => Kind::Other,
+            },
+            Some((first, _)) => match first {
+                "pub" => Kind::Publish,
+                "channels" => Kind::ChannelInfo,
+                "poll" => Kind::Subscribe(Transport::Poll),
+                "longpoll" => Kind::Subscribe(Transport::LongPoll),
+                "sse" => Kind::Subscribe(Transport::Sse),
+                "ws" => Kind::Subscribe(Transport::Ws),
+                _ => Kind::Other,
+            },
+        }
+    }
+}
+
+type AppResponse<H> = Response<Body<MeteredSubscription<<H as Hub>::Subscription>>>;
+
+impl<H: Hub> App<H> {
+    /// The app over `router` (whose hub is metered into `metrics`).
+    pub fn new(
+        router: Router<Metered<H>>,
+        metrics: Arc<Metrics>,
+        stats: Arc<ServeStats>,
+        policy: Policy,
+    ) -> Self {
+        App {
+            shared: Arc::new(Shared {
+                router,
+                metrics,
+                stats,
+                policy,
+                max_query_len: push::wire::DEFAULT_MAX_QUERY_LEN,
+            }),
+        }
+    }
+
+    /// The shutdown handle of the router inside.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shared.router.shutdown()
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> AppResponse<H> {
+        let origin = request.headers().get(ORIGIN).cloned();
+        let mut response = if request.method() == Method::OPTIONS {
+            preflight()
+        } else {
+            self.route(request).await
+        };
+        if let Some(allow) = self.shared.policy.cors.allow(origin.as_ref()) {
+            let headers = response.headers_mut();
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+            headers.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("ETag, Push-Poll-Interval"),
+            );
+            if matches!(self.shared.policy.cors, Cors::List(_)) {
+                headers.append(VARY, HeaderValue::from_static("Origin"));
+            }
+        }
+        response
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> AppResponse<H> {
+        let shared = &*self.shared;
+        let kind = Kind::of(request.uri().path());
+        match kind {
+            Kind::Page => fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML),
+            Kind::Script => fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS),
+            Kind::Health => {
+                if shared.router.shutdown().is_triggered() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+                } else {
+                    text(StatusCode::OK, "ok\n")
+                }
+            }
+            Kind::Metrics => self.metrics_text(),
+            Kind::ChannelInfo => match self.check_publisher(request.headers()) {
+                Ok(()) => self.channel_info(&request).await,
+                Err(err) => refusal(&err),
+            },
+            Kind::Publish => match self.check_publisher(request.headers()) {
+                Ok(()) => {
+                    let response = shared.router.handle(request).await;
+                    if response.status().is_server_error() {
+                        tracing::warn!(status = %response.status(), "publish failed");
+                    }
+                    response
+                }
+                Err(err) => refusal(&err),
+            },
+            Kind::Subscribe(_) | Kind::Commands if !shared.policy.serves(transport_of(&kind)) => {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "transport_disabled",
+                    "this server does not serve this technique",
+                )
+            }
+            Kind::Subscribe(transport) => {
+                let claims = match self.check_subscriber(&request) {
+                    Ok(claims) => claims,
+                    Err(err) => return refusal(&err),
+                };
+                let deadline = claims.as_ref().map(|claims| deadline(claims.expires));
+                tracing::debug!(
+                    transport = transport.label(),
+                    path = request.uri().path(),
+                    "subscribe"
+                );
+                if transport == Transport::Ws {
+                    let access = Access::default().until(deadline);
+                    return metrics::serving(
+                        transport,
+                        shared.router.handle_ws_with(request, access),
+                    )
+                    .await;
+                }
+                metrics::serving(transport, shared.router.handle_until(request, deadline)).await
+            }
+            Kind::Commands => {
+                let access = match self.command_access(&request) {
+                    Ok(access) => access,
+                    Err(err) => return refusal(&err),
+                };
+                tracing::debug!("command socket");
+                shared.router.handle_ws_with(request, access).await
+            }
+            Kind::Other => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+        }
+    }
+
+    fn check_publisher(&self, headers: &HeaderMap) -> Result<(), AuthError> {
+        match &self.shared.policy.publish_token {
+            Some(token) => token.check(headers),
+            None => Ok(()),
+        }
+    }
+
+    /// The token of a request: `Authorization: Bearer`, else `?token=`.
+    fn token<'r>(
+        &self,
+        request: &'r Request<Incoming>,
+    ) -> Result<Option<std::borrow::Cow<'r, str>>, AuthError> {
+        if let Some(token) = bearer(request.headers())? {
+            return Ok(Some(token.into()));
+        }
+        let query = Query::parse(request.uri().query(), self.shared.max_query_len)
+            .map_err(|_| AuthError::Malformed("the query string is not readable"))?;
+        query
+            .get("token")
+            .map_err(|_| AuthError::Malformed("`token` is given more than once"))
+    }
+
+    /// With subscriber tokens on: the token's claims, checked against the
+    /// request's channel.
+    fn check_subscriber(&self, request: &Request<Incoming>) -> Result<Option<Claims>, AuthError> {
+        let Some(jwt) = &self.shared.policy.jwt else {
+            return Ok(None);
+        };
+        let token = self.token(request)?.ok_or(AuthError::Missing)?;
+        let claims = jwt.verify(&token, unix_now())?;
+        // An unreadable channel is the router's to answer (400).
+        if let Some(channel) = self.channel_of(request)
+            && !claims.subscribe.allows(&channel)
+        {
+            return Err(AuthError::Forbidden(channel.to_string()));
+        }
+        Ok(Some(claims))
+    }
+
+    fn channel_of(&self, request: &Request<Incoming>) -> Option<ChannelName> {
+        let query = Query::parse(request.uri().query(), self.shared.max_query_len).ok()?;
+        ChannelLocator::LastPathSegment
+            .locate(request.uri().path(), &query)
+            .ok()
+    }
+
+    /// What a command socket may do. A socket that shows the publisher
+    /// secret may do anything; with subscriber tokens on, others need one,
+    /// and get its channels (to read, and to publish to) and its expiry;
+    /// without them, anyone may subscribe, and publish unless a publisher
+    /// secret is set. (Publishing at all also needs `--ws-publish`.)
+    fn command_access(&self, request: &Request<Incoming>) -> Result<Access, AuthError> {
+        let policy = &self.shared.policy;
+        let token = self.token(request)?;
+        if let (Some(secret), Some(token)) = (&policy.publish_token, token.as_deref())
+            && secret.matches(token)
+        {
+            return Ok(Access::default());
+        }
+        match &policy.jwt {
+            Some(jwt) => {
+                let token = token.ok_or(AuthError::Missing)?;
+                let Claims {
+                    expires,
+                    subscribe,
+                    publish,
+                } = jwt.verify(&token, unix_now())?;
+                Ok(Access::default()
+                    .until(Some(deadline(expires)))
+                    .subscribing(Arc::new(move |channel| subscribe.allows(channel)))
+                    .publishing(Arc::new(move |channel| publish.allows(channel))))
+            }
+            None if policy.publish_token.is_some() => {
+                Ok(Access::default().publishing(Arc::new(|_| false)))
+            }
+            None => Ok(Access::default()),
+        }
+    }
+
+    async fn channel_info(&self, request: &Request<Incoming>) -> AppResponse<H> {
+        if request.method() != Method::GET {
+            return error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "GET only",
+            );
+        }
+        let Some(channel) = self.channel_of(request) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_channel",
+                "bad channel name",
+            );
+        };
+        let hub = self.shared.router.hub();
+        let batch = match hub
+            .inner()
+            .read(&channel, Start::Earliest, usize::MAX)
+            .await
+        {
+            Ok(batch) => batch,
+            Err(err) => {
+                let status =
+                    StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
+                return Body::respond(status, "application/json", json::error_for(&err));
+            }
+        };
+        let counts = self.shared.metrics.subscribers(&channel);
+        let mut body = String::with_capacity(192);
+        let _ = write!(
+            body,
+            r#"{{"channel":"{}","subscribers":{{"poll":{},"longpoll":{},"sse":{},"ws":{}}},"cursor":"{}","retained":{}}}"#,
+            channel,
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[3],
+            batch.cursor,
+            batch.messages.len()
+        );
+        Body::respond(StatusCode::OK, "application/json", Bytes::from(body))
+    }
+
+    fn metrics_text(&self) -> AppResponse<H> {
+        let shared = &*self.shared;
+        let router = &shared.router;
+        let (ws_channel, ws_commands) = router.ws();
+        let metrics = &shared.metrics;
+        let stats = &shared.stats;
+        let mut out = String::with_capacity(2048);
+        let open = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        family(
+            &mut out,
+            "push_connections",
+            "gauge",
+            "Subscribers connected now, by transport (held long polls, event streams, WebSockets).",
+            &[
+                ("transport=\"longpoll\"", open(router.longpoll().waiting())),
+                ("transport=\"sse\"", open(router.sse().open_streams())),
+                (
+                    "transport=\"ws\"",
+                    open(ws_channel.open_sockets() + ws_commands.open_sockets()),
+                ),
+            ],
+        );
+        family(
+            &mut out,
+            "push_http_connections",
+            "gauge",
+            "TCP connections open now.",
+            &[("", open(stats.open_connections()))],
+        );
+        family(
+            &mut out,
+            "push_http_connections_accepted_total",
+            "counter",
+            "TCP connections accepted.",
+            &[("", stats.accepted())],
+        );
+        family(
+            &mut out,
+            "push_messages_published_total",
+            "counter",
+            "Messages published.",
+            &[("", metrics.published())],
+        );
+        let delivered: Vec<(String, u64)> = Transport::ALL
+            .iter()
+            .map(|t| {
+                (
+                    format!("transport=\"{}\"", t.label()),
+                    metrics.delivered(*t),
+                )
+            })
+            .collect();
+        let delivered: Vec<(&str, u64)> = delivered.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        family(
+            &mut out,
+            "push_messages_delivered_total",
+            "counter",
+            "Messages handed to subscribers, by transport.",
+            &delivered,
+        );
+        let (gaps, resets) = metrics.signals();
+        family(
+            &mut out,
+            "push_signals_total",
+            "counter",
+            "Continuity signals sent to subscribers.",
+            &[("kind=\"gap\"", gaps), ("kind=\"reset\"", resets)],
+        );
+        family(
+            &mut out,
+            "push_bytes_out_total",
+            "counter",
+            "Bytes written to clients (heads, bodies, frames).",
+            &[("", stats.bytes_out())],
+        );
+        family(
+            &mut out,
+            "push_bytes_in_total",
+            "counter",
+            "Bytes read from clients.",
+            &[("", stats.bytes_in())],
+        );
+        Body::respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            Bytes::from(out),
+        )
+    }
+}
+
+impl<H: Hub> hyper::service::Service<Request<Incoming>> for App<H> {
+    type Response = AppResponse<H>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.handle(request).await) })
+    }
+}
+
+/// The transport a subscribing request uses.
+fn transport_of(kind: &Kind) -> Transport {
+    match kind {
+        Kind::Subscribe(transport) => *transport,
+        _ => Transport::Ws,
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The instant a token that expires at `expires` (Unix seconds) runs out.
+fn deadline(expires: u64) -> Instant {
+    Instant::now() + Duration::from_secs(expires.saturating_sub(unix_now()))
+}
+
+trait Respond: Sized {
+    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self>;
+}
+
+impl<S> Respond for Body<S> {
+    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self> {
+        let mut response = Response::new(Body::from_bytes(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+fn fixed<S>(
+    method: &Method,
+    content_type: &'static str,
+    content: &'static str,
+) -> Response<Body<S>> {
+    if method != Method::GET && method != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "GET only",
+        );
+    }
+    let mut response = Body::respond(
+        StatusCode::OK,
+        content_type,
+        Bytes::from_static(content.as_bytes()),
+    );
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
+    Body::respond(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(content.as_bytes()),
+    )
+}
+
+fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<Body<S>> {
+    Body::respond(status, "application/json", json::error(code, message))
+}
+
+fn refusal<S>(err: &AuthError) -> Response<Body<S>> {
+    let mut response = error(err.status(), err.code(), &err.to_string());
+    if err.status() == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+fn preflight<S>() -> Response<Body<S>> {
+    let mut response = Response::new(Body::from_bytes(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-None-Match, Last-Event-ID"),
+    );
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    response
+}

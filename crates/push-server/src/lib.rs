@@ -1,0 +1,175 @@
+//! The standalone push server, as a library: what `push-server` runs, for
+//! tests and for embedding it whole.
+//!
+//! ```no_run
+//! use clap::Parser as _;
+//! use push_server::{Server, cli::Args};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let args = Args::parse_from(["push-server", "--listen", "127.0.0.1:0"]);
+//! let server = Server::new(&args)?;
+//! let listener = push::bind(args.listen, args.backlog)?;
+//! server.run(listener).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use push::{MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use tokio::net::TcpListener;
+
+use crate::app::{App, Cors, Policy};
+use crate::auth::{JwtVerifier, PublishToken};
+use crate::cli::{Args, TransportArg, seconds};
+use crate::metrics::{Metered, Metrics};
+
+/// How often idle channels are swept from the memory hub.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Config(#[from] push::Error),
+    /// An auth setting is unusable.
+    #[error("invalid auth setting: {0}")]
+    Auth(#[from] auth::AuthError),
+}
+
+/// The server, built from its settings, not yet running.
+pub struct Server {
+    app: App<MemoryHub>,
+    hub: Arc<Metered<MemoryHub>>,
+    stats: Arc<ServeStats>,
+    serve: ServeConfig,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("serve", &self.serve)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Builds the hub, the router and the app from `args`.
+    ///
+    /// # Errors
+    /// A setting the hub or the auth rejects.
+    pub fn new(args: &Args) -> Result<Server, StartError> {
+        let hub = MemoryHub::with_config(
+            MemoryHubConfig::default()
+                .with_max_messages(args.history_messages)
+                .with_max_bytes(args.history_bytes)
+                .with_max_age(seconds(args.history_seconds))
+                .with_max_message_bytes(args.max_message_bytes)
+                .with_max_channels(args.max_channels),
+        )?;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Metered::new(hub, metrics.clone()));
+        let cors = Cors::from_origins(&args.allowed_origins);
+        let mut config = RouterConfig::default()
+            .with_publish(true)
+            .with_max_publish_bytes(args.max_message_bytes);
+        config.poll = config
+            .poll
+            .with_interval(seconds(args.poll_interval.max(1)));
+        config.longpoll = config
+            .longpoll
+            .with_default_timeout(seconds(args.longpoll_timeout))
+            .with_max_timeout(seconds(args.longpoll_max_timeout));
+        config.sse = config
+            .sse
+            .with_keep_alive(seconds(args.sse_keep_alive.max(1)))
+            .with_retry(seconds(args.sse_retry));
+        if args.sse_max_lifetime > 0 {
+            config.sse = config.sse.with_max_lifetime(seconds(args.sse_max_lifetime));
+        }
+        let slow = if args.ws_close_slow {
+            push::ws::SlowConsumer::Close
+        } else {
+            push::ws::SlowConsumer::Signal
+        };
+        let ws = |ws: push::ws::WsConfig| {
+            ws.with_origins(cors.ws_origins())
+                .with_heartbeat(
+                    seconds(args.ws_ping.max(1)),
+                    seconds(args.ws_pong_timeout.max(1)),
+                )
+                .with_max_message_size(args.ws_max_message_bytes)
+                .with_slow_consumer(slow)
+        };
+        config.ws = ws(config.ws);
+        config.ws_commands = ws(config.ws_commands).with_publish(args.ws_publish);
+        let router = Router::from_shared(hub.clone(), config);
+        let policy = Policy {
+            publish_token: args.publish_token.as_deref().map(PublishToken::new),
+            jwt: args
+                .jwt_secret
+                .as_deref()
+                .map(|secret| JwtVerifier::new(secret.as_bytes()))
+                .transpose()?,
+            ws_publish: args.ws_publish,
+            cors,
+            transports: [
+                TransportArg::Poll,
+                TransportArg::Longpoll,
+                TransportArg::Sse,
+                TransportArg::Ws,
+            ]
+            .map(|t| args.transports.contains(&t)),
+        };
+        let stats = Arc::new(ServeStats::default());
+        let app = App::new(router, metrics, stats.clone(), policy);
+        let mut serve = ServeConfig::default().with_grace(seconds(args.shutdown_grace));
+        if args.max_connections > 0 {
+            serve = serve.with_max_connections(args.max_connections);
+        }
+        Ok(Server {
+            app,
+            hub,
+            stats,
+            serve,
+        })
+    }
+
+    /// The handle that stops it gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.app.shutdown()
+    }
+
+    /// Serves on `listener` until the shutdown is triggered and done.
+    ///
+    /// # Errors
+    /// From [`push::serve`].
+    pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
+        let shutdown = self.shutdown();
+        let hub = self.hub.clone();
+        let sweeping = shutdown.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(SWEEP_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {
+                        let freed = hub.inner().sweep();
+                        if freed > 0 {
+                            tracing::debug!(freed, "idle channels swept");
+                        }
+                    }
+                    () = sweeping.triggered() => break,
+                }
+            }
+        });
+        push::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
+    }
+}
