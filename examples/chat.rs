@@ -20,11 +20,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use push::ws::{Origins, WsClientConfig, WsConfig, WsHandler, WsSession};
 use push::{ChannelName, Item, MemoryHub, MemoryHubConfig, Publication, Start};
-use tokio::net::TcpListener;
 
 const ROOMS: [&str; 3] = ["lobby", "rust", "random"];
 
@@ -106,41 +103,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = WsConfig::commands()
         .with_publish(true)
         .with_origins(Origins::SameHost);
-    let ws = WsHandler::new(hub.clone(), config);
-    let port = std::env::var("CHAT_PORT").unwrap_or_else(|_| "8091".into());
-    let listener = TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    // Ctrl-C closes every socket with 1001, then the server.
+    let mut shutdown = push::Shutdown::new();
+    let ws = WsHandler::new(hub.clone(), config.with_shutdown(shutdown.token().clone()));
+    shutdown.track(ws.socket_tasks());
+    let port: u16 = std::env::var("CHAT_PORT").map_or(Ok(8091), |p| p.parse())?;
+    let listener = push::bind(([127, 0, 0, 1], port).into(), 1024)?;
     let addr = listener.local_addr()?;
     println!("chat on http://{addr}/");
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let ws = ws.clone();
-            let service = service_fn(move |request: Request<Incoming>| {
-                let ws = ws.clone();
-                async move {
-                    if request.uri().path() == "/" {
-                        let mut page = Response::new(Either::Right(Full::new(Bytes::from(PAGE))));
-                        page.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/html; charset=utf-8"),
-                        );
-                        return Ok::<_, Infallible>(page);
-                    }
-                    Ok(ws.handle(request).await.map(Either::Left))
-                }
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
+    let service = service_fn(move |request: Request<Incoming>| {
+        let ws = ws.clone();
+        async move {
+            if request.uri().path() == "/" {
+                let mut page = Response::new(Either::Right(Full::new(Bytes::from(PAGE))));
+                page.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                return Ok::<_, Infallible>(page);
+            }
+            Ok(ws.handle(request).await.map(Either::Left))
         }
     });
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.trigger();
+    });
+    let server = tokio::spawn(push::serve(
+        listener,
+        service,
+        shutdown.clone(),
+        push::ServeConfig::default(),
+        None,
+    ));
 
     let url = format!("ws://{addr}/ws");
     if std::env::var("CHAT_SCRIPT").is_ok() {
         return script(&url).await;
     }
-    bot(&url).await
+    tokio::select! {
+        ended = bot(&url) => ended,
+        // `serve` returns once every socket has closed (1001).
+        () = shutdown.triggered() => Ok(server.await??),
+    }
 }
 
 /// A line of chat as the page writes it.

@@ -9,7 +9,8 @@
 //! curl -N localhost:8090/sse/dashboard         # the raw stream
 //! ```
 //!
-//! Set `DASHBOARD_TICKS=N` to stop after N readings (the tests do).
+//! Set `DASHBOARD_TICKS=N` to stop after N readings, and `DASHBOARD_PORT` for
+//! another port (0: any free one). Ctrl-C ends the open streams gracefully.
 #![allow(clippy::print_stdout)]
 
 use std::convert::Infallible;
@@ -20,11 +21,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use push::sse::{SseConfig, SseHandler};
 use push::{EventName, Hub, MemoryHub, MemoryHubConfig, Publication};
-use tokio::net::TcpListener;
 
 const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
@@ -66,35 +64,40 @@ const PAGE: &str = r#"<!doctype html>
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A short history: a page that (re)connects gets the last readings first.
     let hub = MemoryHub::with_config(MemoryHubConfig::default().with_max_messages(20))?;
-    let sse = SseHandler::new(hub.clone(), SseConfig::default());
-    let port = std::env::var("DASHBOARD_PORT").unwrap_or_else(|_| "8090".into());
-    let listener = TcpListener::bind(format!("127.0.0.1:{port}")).await?;
+    // Ctrl-C ends every open stream with a `retry:` hint, then the server.
+    let shutdown = push::Shutdown::new();
+    let config = SseConfig::default().with_shutdown(shutdown.token().clone());
+    let sse = SseHandler::new(hub.clone(), config);
+    let port: u16 = std::env::var("DASHBOARD_PORT").map_or(Ok(8090), |p| p.parse())?;
+    let listener = push::bind(([127, 0, 0, 1], port).into(), 1024)?;
     println!("dashboard on http://{}/", listener.local_addr()?);
 
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let sse = sse.clone();
-            let service = service_fn(move |request: Request<Incoming>| {
-                let sse = sse.clone();
-                async move {
-                    if request.uri().path() == "/" {
-                        let mut page = Response::new(Either::Right(Full::new(Bytes::from(PAGE))));
-                        page.headers_mut().insert(
-                            http::header::CONTENT_TYPE,
-                            http::HeaderValue::from_static("text/html; charset=utf-8"),
-                        );
-                        return Ok::<_, Infallible>(page);
-                    }
-                    Ok(sse.handle(request).await.map(Either::Left))
-                }
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+    let service = service_fn(move |request: Request<Incoming>| {
+        let sse = sse.clone();
+        async move {
+            if request.uri().path() == "/" {
+                let mut page = Response::new(Either::Right(Full::new(Bytes::from(PAGE))));
+                page.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                return Ok::<_, Infallible>(page);
+            }
+            Ok(sse.handle(request).await.map(Either::Left))
         }
     });
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.trigger();
+    });
+    let server = tokio::spawn(push::serve(
+        listener,
+        service,
+        shutdown.clone(),
+        push::ServeConfig::default(),
+        None,
+    ));
 
     let channel = "dashboard".parse()?;
     let (load, memory): (EventName, EventName) = ("load".parse()?, "memory".parse()?);
@@ -117,8 +120,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         println!("published reading {tick} (id {id})");
         tick += 1;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = shutdown.triggered() => break,
+        }
     }
+    shutdown.trigger();
+    server.await??;
     Ok(())
 }
 

@@ -35,6 +35,8 @@ pub use serve::{ServeConfig, ServeStats, Shutdown, bind, serve};
 /// The cancellation token type of [`Shutdown::token`] and the transports'
 /// `shutdown` settings.
 pub use tokio_util::sync::CancellationToken;
+/// The task tracker type of [`Shutdown::track`].
+pub use tokio_util::task::TaskTracker;
 
 /// The core crate, for paths that name it.
 pub use push_core as core;

@@ -200,7 +200,7 @@ impl<H: Hub> Router<H> {
     /// streams end with a `retry:` hint, held long polls are answered.
     pub fn shutdown(&self) -> Shutdown {
         #[cfg_attr(not(feature = "ws"), expect(unused_mut))]
-        let mut shutdown = Shutdown::new(self.shared.shutdown.clone());
+        let mut shutdown = Shutdown::with_token(self.shared.shutdown.clone());
         #[cfg(feature = "ws")]
         {
             shutdown.track(self.shared.ws.socket_tasks());

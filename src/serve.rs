@@ -31,23 +31,45 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// handler, say) and [`serve`] stops accepting, ends every stream and socket
 /// gracefully, waits for them up to its grace period, and returns.
 ///
-/// Get one from [`Router::shutdown`](crate::Router::shutdown).
-#[derive(Clone, Debug)]
+/// Get one from [`Router::shutdown`](crate::Router::shutdown), or, for a
+/// service of your own, make one and hand its [`token`](Self::token) to your
+/// handlers' `with_shutdown` (and [`track`](Self::track) your WebSocket
+/// handlers' `socket_tasks()`):
+///
+/// ```
+/// use push::{MemoryHub, Shutdown};
+/// use push::sse::{SseConfig, SseHandler};
+///
+/// let shutdown = Shutdown::new();
+/// let sse = SseHandler::new(
+///     MemoryHub::new(),
+///     SseConfig::default().with_shutdown(shutdown.token().clone()),
+/// );
+/// # let _ = sse;
+/// ```
+#[derive(Clone, Debug, Default)]
 pub struct Shutdown {
     token: CancellationToken,
     tasks: Vec<TaskTracker>,
 }
 
 impl Shutdown {
-    pub(crate) fn new(token: CancellationToken) -> Self {
+    /// A handle with a token of its own.
+    pub fn new() -> Self {
+        Shutdown::default()
+    }
+
+    pub(crate) fn with_token(token: CancellationToken) -> Self {
         Shutdown {
             token,
             tasks: Vec::new(),
         }
     }
 
-    #[cfg(feature = "ws")]
-    pub(crate) fn track(&mut self, tasks: TaskTracker) {
+    /// Makes [`serve`] also wait, on shutdown, for these tasks (a
+    /// WebSocket handler's `socket_tasks()`: its sockets outlive their HTTP
+    /// connections).
+    pub fn track(&mut self, tasks: TaskTracker) {
         self.tasks.push(tasks);
     }
 

@@ -387,3 +387,38 @@ async fn http2_with_prior_knowledge_is_served_too() {
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.json()["messages"][0]["data"], "h2");
 }
+
+#[tokio::test]
+async fn a_publish_in_flight_completes_during_shutdown() {
+    let running = start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default(),
+    )
+    .await;
+    let mut stream = TcpStream::connect(running.addr).await.unwrap();
+    let head = b"POST /pub/news HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhel";
+    stream.write_all(head).await.unwrap();
+    let stats = running.stats.clone();
+    until("the server to read the request so far", || {
+        stats.bytes_in() >= head.len() as u64
+    })
+    .await;
+    running.shutdown.trigger();
+    stream.write_all(b"lo").await.unwrap();
+    let mut answer = String::new();
+    read_until(&mut stream, &mut answer, "\"}").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let batch = push::Hub::read(
+        &**running.router.hub(),
+        &"news".parse().unwrap(),
+        push::Start::Earliest,
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(&batch.messages[0].data()[..], b"hello");
+    within("serve to return", running.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
