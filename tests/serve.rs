@@ -422,3 +422,54 @@ async fn a_publish_in_flight_completes_during_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn http2_websockets_work_and_end_on_shutdown() {
+    use hyper_util::rt::TokioExecutor;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let running = start(RouterConfig::default(), ServeConfig::default()).await;
+    let stream = TcpStream::connect(running.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::connect(format!("http://{}/ws/news", running.addr))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    request
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    let greeting = match within("the greeting", ws.next()).await {
+        Some(Ok(Message::Text(text))) => text,
+        other => panic!("expected the greeting, got {other:?}"),
+    };
+    assert!(greeting.contains("\"op\":\"subscribed\""), "{greeting}");
+    // An HTTP/2 CONNECT stream would hold hyper's graceful shutdown forever;
+    // the socket's own close ends it.
+    running.shutdown.trigger();
+    let code = loop {
+        match within("a close frame", ws.next()).await {
+            Some(Ok(Message::Close(Some(frame)))) => break frame.code,
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Away);
+    while let Some(Ok(_)) = within("the socket's end", ws.next()).await {}
+    within("serve to return", running.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
