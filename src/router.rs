@@ -228,6 +228,12 @@ impl<H: Hub> Router<H> {
     }
 
     /// Answers one request.
+    ///
+    /// Its future is about 2 KiB (it can become any route's). hyper keeps
+    /// room for a connection's service future as long as the connection
+    /// lives, so when you call this from a `service_fn` of your own, box the
+    /// future (`Box::pin(async move { … })`), as `Router`'s own `Service`
+    /// does: an idle event stream then costs 1.7 KiB less.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Body<H::Subscription>>
     where
         B: HttpBody + Send + 'static,

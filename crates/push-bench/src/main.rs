@@ -8,7 +8,7 @@
 //!   own, loads it over loopback, reads its memory from /proc, checks that no message
 //!   went missing, and prints a summary table per scenario. The fan-out flags
 //!   (`--subscribers` to `--step-seconds`) apply to both SSE and WebSockets.
-//! - `push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|hello-ws|
+//! - `push-bench serve push|push-direct|push-router|hello|hello-stream|hello-stream-direct|hello-ws|
 //!   hello-ws-direct|axum|axum-4k [--listen ADDR] [--workers N]` runs one server (the
 //!   first line on stdout is `listening on http://ADDR`).
 //!
@@ -43,7 +43,7 @@ const USAGE: &str = "usage:
                  [--subscribers 1000,10000] [--rate MSG_PER_S] [--sse-seconds N] [--sse-rounds N]
                  [--saturation 10000:100,10000:500,1000:100|none] [--saturation-seconds N]
                  [--step-seconds N] [--ws-client tungstenite|lean]
-  push-bench serve push|push-direct|hello|hello-stream|hello-stream-direct|hello-ws|hello-ws-direct
+  push-bench serve push|push-direct|push-router|hello|hello-stream|hello-stream-direct|hello-ws|hello-ws-direct
                  |axum|axum-4k [--listen ADDR] [--workers N]";
 
 fn main() -> ExitCode {

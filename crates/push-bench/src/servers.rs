@@ -13,6 +13,9 @@
 //! | `GET /ws/{channel}` | a WebSocket, each message one text frame (its JSON envelope) |
 //! | `GET /bench/ws` | how many WebSockets are open (a number) |
 //!
+//! (`push-router` is the facade as its users run it: `push::Router` served by
+//! `push::serve`.)
+//!
 //! (the hello-world answers `Hello, World!` to everything; `hello-stream`
 //! answers every request with an endless body that never yields, the floor
 //! of a held streaming response; `hello-ws` accepts every WebSocket
@@ -70,9 +73,11 @@ use crate::listen::{self, Dispatch};
 /// plain HTTP/1 and HTTP/2 connections, a bare hyper hello-world, the same
 /// answering with an endless body or holding WebSockets (behind either),
 /// and axum (its WebSockets with their default or a 4 KiB read buffer).
-pub(crate) const NAMES: [&str; 10] = [
+pub(crate) const NAMES: [&str; 12] = [
+    "push-served",
     "push",
     "push-direct",
+    "push-router",
     "hello",
     "hello-stream",
     "hello-stream-direct",
@@ -87,6 +92,16 @@ pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String>
     match name {
         "push" => listen::serve(listener, PushServer::new(), Dispatch::Auto).await,
         "push-direct" => listen::serve(listener, PushServer::new(), Dispatch::Peek).await,
+        "push-router" => serve_router(listener).await?,
+        "push-served" => push::serve(
+            listener,
+            PushServer::new(),
+            push::Shutdown::new(),
+            push::ServeConfig::default(),
+            None,
+        )
+        .await
+        .map_err(|e| e.to_string())?,
         "hello" => {
             let hello = service_fn(|_request: Request<Incoming>| async {
                 Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
@@ -662,4 +677,42 @@ impl Service<Request<Incoming>> for WriteFloor {
             )))))
         })
     }
+}
+
+/// The facade as a user runs it: `push::Router` (publishing on) served by
+/// `push::serve`, plus the three counts the benchmark reads.
+async fn serve_router(listener: TcpListener) -> Result<(), String> {
+    let router = push::Router::new(
+        MemoryHub::new(),
+        push::RouterConfig::default().with_publish(true),
+    );
+    let shutdown = router.shutdown();
+    // Boxed, as Router::handle's docs advise: hyper keeps room for a
+    // connection's service future for as long as the connection lives.
+    let service = service_fn(move |request: Request<Incoming>| {
+        let router = router.clone();
+        Box::pin(async move {
+            let count = match request.uri().path() {
+                "/bench/held" => Some(router.longpoll().waiting()),
+                "/bench/sse" => Some(router.sse().open_streams()),
+                "/bench/ws" => Some(router.ws().0.open_sockets()),
+                _ => None,
+            };
+            if let Some(count) = count {
+                return Ok::<_, Infallible>(Response::new(push::Body::from_bytes(
+                    count.to_string(),
+                )));
+            }
+            Ok(router.handle(request).await)
+        }) as Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>>
+    });
+    push::serve(
+        listener,
+        service,
+        shutdown,
+        push::ServeConfig::default(),
+        None,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

@@ -30,7 +30,7 @@ impl Protocol for Sse {
     fn count_path(server: &str) -> Option<&'static str> {
         match server {
             "nchan" => Some("/bench/held"),
-            "push" | "push-direct" | "axum" => Some("/bench/sse"),
+            "push" | "push-direct" | "push-router" | "push-served" | "axum" => Some("/bench/sse"),
             _ => None,
         }
     }

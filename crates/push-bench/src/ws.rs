@@ -80,7 +80,9 @@ impl Protocol for Ws {
     fn count_path(server: &str) -> Option<&'static str> {
         match server {
             "nchan" => Some("/bench/held"),
-            "push" | "push-direct" | "axum" | "axum-4k" | "write-floor" => Some("/bench/ws"),
+            "push" | "push-direct" | "push-router" | "axum" | "axum-4k" | "write-floor" => {
+                Some("/bench/ws")
+            }
             _ => None,
         }
     }
