@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{
-    Batch, ChannelName, Cursor, Epoch, Gap, Message, Position, Publication, Reset, Signal, Start,
+    Batch, ChannelName, Cursor, Epoch, Gap, Message, Position, Publication, Signal, Span, Start,
     Timestamp,
 };
 
@@ -118,38 +118,23 @@ impl ChannelLog {
         }
     }
 
-    /// Where a start points: the number of the next message to deliver, and a
-    /// reset when the cursor is not from this history. A cursor ahead of the
-    /// head cannot be one of ours either: it is reset, not trusted.
-    pub(super) fn resolve(&self, start: Start) -> (u64, Option<Signal>) {
-        match start {
-            Start::Live => (self.head + 1, None),
-            Start::Earliest => (self.first, None),
-            Start::After(since) => {
-                let position = since.position();
-                if since.epoch() == self.epoch
-                    && position.minor() == 0
-                    && position.major() <= self.head
-                {
-                    (position.major() + 1, None)
-                } else {
-                    let reset = Reset::new(since, self.cursor_at(self.first - 1));
-                    (self.first, Some(Signal::Reset(reset)))
-                }
-            }
+    /// The epoch and retained run, for the shared rules.
+    fn span(&self) -> Span {
+        Span {
+            epoch: self.epoch,
+            first: self.first,
+            head: self.head,
         }
     }
 
-    /// The gap a subscriber whose next number is `next` must be told of before
-    /// anything else, if the log has dropped that message already.
+    /// Where a start points (see [`Span::resolve`]).
+    pub(super) fn resolve(&self, start: Start) -> (u64, Option<Signal>) {
+        self.span().resolve(start)
+    }
+
+    /// The gap a subscriber at `next` must be told of first (see [`Span::gap`]).
     pub(super) fn gap(&self, next: u64) -> Option<Gap> {
-        (next < self.first).then(|| {
-            Gap::new(
-                self.cursor_at(next - 1),
-                self.cursor_at(self.first - 1),
-                Some(self.first - next),
-            )
-        })
+        self.span().gap(next)
     }
 
     /// The message numbered `number`, if retained.
@@ -194,7 +179,7 @@ impl ChannelLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Item;
+    use crate::{Item, Reset};
 
     const NOW: Timestamp = Timestamp::from_unix_millis(1_000_000);
 
