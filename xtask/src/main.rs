@@ -7,6 +7,8 @@
 //!   tests/third-party) into target/third-party. A program it needs and
 //!   cannot find (node, npm) is reported loudly with how to install it, and
 //!   only the tests that need it are skipped; under `CI=true` it is a failure.
+//!   The Redis tests start their own `redis-server` (found on the `PATH`,
+//!   passed as `PUSH_TEST_REDIS_SERVER`) on free ports, persistence off.
 //! - `e2e` (also the last part of `test`): push-server's demo page and
 //!   push.js in headless Chromium, driven by playwright-core from Node
 //!   (tests/e2e/demo.mjs); Chromium missing is handled like node.
@@ -142,6 +144,22 @@ fn test() -> ExitCode {
             eprintln!("xtask: {e}");
             results.push(("third-party", false, began.elapsed()));
         }
+    }
+    banner("[0] Redis: the tests start their own redis-server (persistence off)");
+    let began = Instant::now();
+    match find_on_path("redis-server") {
+        Some(path) => {
+            println!("{}", path.display());
+            test_env.push(("PUSH_TEST_REDIS_SERVER", path.display().to_string()));
+            results.push(("redis", true, began.elapsed()));
+        }
+        None => match missing::<()>("Redis (redis-server)", "apt-get install -y redis-server") {
+            Ok(_) => results.push(("redis (SKIPPED)", true, began.elapsed())),
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                results.push(("redis", false, began.elapsed()));
+            }
+        },
     }
     banner("[0] features: every subset of the transports builds, each alone serves");
     let began = Instant::now();

@@ -64,8 +64,8 @@ pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};
 pub use crate::memory::{ChannelStats, MemoryHub, MemoryHubConfig, MemorySubscription};
 pub use crate::message::{Message, Publication, WireFormat};
-pub use crate::span::Span;
 pub use crate::names::{
     ChannelName, EventName, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN, RESERVED_EVENT_PREFIX,
 };
+pub use crate::span::Span;
 pub use crate::time::{Clock, ManualClock, SystemClock, Timestamp};

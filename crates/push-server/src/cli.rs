@@ -48,6 +48,18 @@ pub struct Args {
     #[arg(long, env = "PUSH_MAX_MESSAGE_BYTES", default_value_t = 256 << 10)]
     pub max_message_bytes: usize,
 
+    /// Run on the Redis at this URL (`redis://[:password@]host:port/db`)
+    /// instead of the in-memory hub: several push-server nodes on the same
+    /// Redis share channels, history and cursors. History is then kept by
+    /// count (`--history-messages`, approximately) and a channel expires
+    /// after `--history-seconds` without activity.
+    #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// The prefix of every Redis key and Pub/Sub channel.
+    #[arg(long, env = "PUSH_REDIS_PREFIX", default_value = "push")]
+    pub redis_prefix: String,
+
     /// The most channels held at once.
     #[arg(long, env = "PUSH_MAX_CHANNELS", default_value_t = 100_000)]
     pub max_channels: usize,

@@ -8,7 +8,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let args = Args::parse_from(["push-server", "--listen", "127.0.0.1:0"]);
-//! let server = Server::new(&args)?;
+//! let server = Server::new(&args).await?;
 //! let listener = push::bind(args.listen, args.backlog)?;
 //! server.run(listener).await?;
 //! # Ok(())
@@ -18,17 +18,20 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod hub;
 pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use push::{MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use push_redis::{RedisHub, RedisHubConfig};
 use tokio::net::TcpListener;
 
 use crate::app::{App, Cors, Policy};
 use crate::auth::{JwtVerifier, PublishToken};
 use crate::cli::{Args, TransportArg, seconds};
+use crate::hub::ServerHub;
 use crate::metrics::{Metered, Metrics};
 
 /// How often idle channels are swept from the memory hub.
@@ -40,6 +43,9 @@ pub enum StartError {
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(#[from] push::Error),
+    /// Redis could not be reached.
+    #[error("cannot use Redis: {0}")]
+    Redis(push::Error),
     /// An auth setting is unusable.
     #[error("invalid auth setting: {0}")]
     Auth(#[from] auth::AuthError),
@@ -47,8 +53,8 @@ pub enum StartError {
 
 /// The server, built from its settings, not yet running.
 pub struct Server {
-    app: App<MemoryHub>,
-    hub: Arc<Metered<MemoryHub>>,
+    app: App<ServerHub>,
+    hub: Arc<Metered<ServerHub>>,
     stats: Arc<ServeStats>,
     serve: ServeConfig,
 }
@@ -62,19 +68,33 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Builds the hub, the router and the app from `args`.
+    /// Builds the hub (connecting to Redis with `--redis-url`), the router
+    /// and the app from `args`.
     ///
     /// # Errors
-    /// A setting the hub or the auth rejects.
-    pub fn new(args: &Args) -> Result<Server, StartError> {
-        let hub = MemoryHub::with_config(
-            MemoryHubConfig::default()
-                .with_max_messages(args.history_messages)
-                .with_max_bytes(args.history_bytes)
-                .with_max_age(seconds(args.history_seconds))
-                .with_max_message_bytes(args.max_message_bytes)
-                .with_max_channels(args.max_channels),
-        )?;
+    /// A setting the hub or the auth rejects, or Redis unreachable.
+    pub async fn new(args: &Args) -> Result<Server, StartError> {
+        let hub = match &args.redis_url {
+            None => ServerHub::Memory(MemoryHub::with_config(
+                MemoryHubConfig::default()
+                    .with_max_messages(args.history_messages)
+                    .with_max_bytes(args.history_bytes)
+                    .with_max_age(seconds(args.history_seconds))
+                    .with_max_message_bytes(args.max_message_bytes)
+                    .with_max_channels(args.max_channels),
+            )?),
+            Some(url) => ServerHub::Redis(
+                RedisHub::connect(
+                    RedisHubConfig::new(url.clone())
+                        .with_prefix(args.redis_prefix.clone())
+                        .with_max_messages(args.history_messages)
+                        .with_max_message_bytes(args.max_message_bytes)
+                        .with_idle_ttl(seconds(args.history_seconds.max(1))),
+                )
+                .await
+                .map_err(StartError::Redis)?,
+            ),
+        };
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Metered::new(hub, metrics.clone()));
         let cors = Cors::from_origins(&args.allowed_origins);
@@ -157,11 +177,14 @@ impl Server {
         let hub = self.hub.clone();
         let sweeping = shutdown.clone();
         tokio::spawn(async move {
+            let ServerHub::Memory(memory) = hub.inner() else {
+                return; // Redis expires idle channels itself.
+            };
             let mut interval = tokio::time::interval(SWEEP_INTERVAL);
             loop {
                 tokio::select! {
                     _ = interval.tick() => {
-                        let freed = hub.inner().sweep();
+                        let freed = memory.sweep();
                         if freed > 0 {
                             tracing::debug!(freed, "idle channels swept");
                         }

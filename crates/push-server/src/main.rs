@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let server = Server::new(&args)?;
+    let server = Server::new(&args).await?;
     let listener = push::bind(args.listen, args.backlog)
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -45,6 +45,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     stdout.flush()?;
     if args.publish_token.is_none() {
         tracing::warn!("no --publish-token: anyone who can reach this server may publish");
+    }
+    match &args.redis_url {
+        Some(url) => {
+            tracing::info!(redis = %redact(url), "hub on Redis: nodes on the same Redis share channels")
+        }
+        None => tracing::info!("in-memory hub (one node; --redis-url for several)"),
     }
     if args.jwt_secret.is_some() {
         tracing::info!("subscribers need a token (--jwt-secret is set)");
@@ -80,4 +86,12 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// A Redis URL without its password, for the log.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…{}", &url[..scheme], &url[at..]),
+        _ => url.to_owned(),
+    }
 }

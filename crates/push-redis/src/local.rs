@@ -1,0 +1,125 @@
+//! What one node keeps of a channel its subscribers follow: the recent run
+//! of messages the Pub/Sub notifications brought (each decoded once, the
+//! `Arc` shared by every local subscriber), and the wakers of those waiting.
+//!
+//! The cache is only a fast path. Where it cannot answer (a subscriber
+//! behind it, an epoch it has not seen, a notification lost while the Pub/Sub
+//! connection was down), subscribers read from Redis, which is the truth.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+
+use push_core::{ChannelName, Epoch, Message};
+
+/// One channel, on this node.
+#[derive(Debug)]
+pub(crate) struct LocalChannel {
+    pub(crate) name: ChannelName,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// The epoch the cache belongs to; `None` until the node has learned it.
+    pub(crate) epoch: Option<Epoch>,
+    /// The newest number known in that epoch.
+    pub(crate) head: u64,
+    /// Messages `head + 1 - cache.len() ..= head`.
+    cache: VecDeque<Arc<Message>>,
+    /// Subscribers waiting for a number past `head` (by subscriber id).
+    waiting: HashMap<u64, Waker>,
+    /// Changes with every change of the above: a subscriber whose read from
+    /// Redis found nothing new waits for it to move before reading again.
+    pub(crate) version: u64,
+}
+
+impl State {
+    /// The oldest number in the cache (`head + 1` when it is empty).
+    pub(crate) fn first_cached(&self) -> u64 {
+        self.head + 1 - self.cache.len() as u64
+    }
+
+    /// Message `number`, if cached.
+    pub(crate) fn get(&self, number: u64) -> Option<&Arc<Message>> {
+        let index = number.checked_sub(self.first_cached())?;
+        self.cache.get(usize::try_from(index).ok()?)
+    }
+
+    /// Parks subscriber `id` until the next change.
+    pub(crate) fn wait(&mut self, id: u64, waker: &Waker) {
+        match self.waiting.get_mut(&id) {
+            Some(parked) if parked.will_wake(waker) => {}
+            Some(parked) => parked.clone_from(waker),
+            None => {
+                self.waiting.insert(id, waker.clone());
+            }
+        }
+    }
+
+    /// Forgets subscriber `id`'s waker.
+    pub(crate) fn forget(&mut self, id: u64) {
+        self.waiting.remove(&id);
+    }
+
+    /// Wakes everyone waiting (the state changed).
+    fn wake_all(&mut self) {
+        self.version += 1;
+        for (_, waker) in self.waiting.drain() {
+            waker.wake();
+        }
+    }
+
+    /// A notified message: appended when it follows the cache, else the
+    /// cache restarts at it (a new epoch, or notifications were lost:
+    /// subscribers fetch what they miss from Redis).
+    pub(crate) fn notified(&mut self, epoch: Epoch, message: Arc<Message>, capacity: usize) {
+        let number = message.cursor().position().major();
+        if self.epoch == Some(epoch) && number <= self.head {
+            return; // Already known (a fill got there first).
+        }
+        if self.epoch != Some(epoch) || number != self.head + 1 {
+            self.cache.clear();
+        }
+        self.epoch = Some(epoch);
+        self.head = number;
+        self.cache.push_back(message);
+        while self.cache.len() > capacity.max(1) {
+            self.cache.pop_front();
+        }
+        self.wake_all();
+    }
+
+    /// What Redis says after (re)subscribing: its epoch and head. Anything
+    /// newer than the cache means notifications were missed.
+    pub(crate) fn learned(&mut self, epoch: Epoch, head: u64) {
+        if self.epoch == Some(epoch) && head <= self.head {
+            return;
+        }
+        if self.epoch != Some(epoch) || head > self.head {
+            self.cache.clear();
+        }
+        self.epoch = Some(epoch);
+        self.head = head;
+        self.wake_all();
+    }
+
+    /// Wakes everyone without news: they look again (used when the node's
+    /// view may be stale, e.g. after the Pub/Sub connection came back).
+    pub(crate) fn nudge(&mut self) {
+        self.wake_all();
+    }
+}
+
+impl LocalChannel {
+    pub(crate) fn new(name: ChannelName) -> Arc<Self> {
+        Arc::new(LocalChannel {
+            name,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,191 @@
+//! The node's one Pub/Sub connection: subscribed to each channel the node
+//! follows, it feeds notifications to the local channels; after every
+//! (re)connection it asks Redis for each channel's head, so that what was
+//! published while it was down is read from the stream, not lost.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use push_core::{ChannelName, Epoch};
+use redis::Client;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::Inner;
+use crate::local::LocalChannel;
+
+/// What the hub asks of the Pub/Sub task.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// A channel got its first local subscriber.
+    Follow(Arc<LocalChannel>),
+    /// A channel lost its last local subscriber.
+    Unfollow(ChannelName),
+}
+
+const FIRST_DELAY: Duration = Duration::from_millis(50);
+/// Attempts to learn a channel's head before leaving it to later news.
+const LEARN_ATTEMPTS: u32 = 8;
+
+/// Runs until the hub is gone.
+pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: UnboundedReceiver<Control>) {
+    let mut delay = FIRST_DELAY;
+    loop {
+        let Some((connection_timeout, max_delay)) = hub.upgrade().map(|inner| {
+            (
+                inner.config.connection_timeout,
+                inner.config.max_reconnect_delay,
+            )
+        }) else {
+            return;
+        };
+        let connected = tokio::time::timeout(connection_timeout, client.get_async_pubsub()).await;
+        let pubsub = match connected {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(err)) => {
+                tracing::warn!(%err, ?delay, "Redis Pub/Sub connection failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max_delay);
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(?delay, "Redis Pub/Sub connection timed out; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(max_delay);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        // Everything followed now, then what each channel's head is.
+        let Some(inner) = hub.upgrade() else { return };
+        let followed = inner.followed();
+        let mut subscribed = true;
+        for local in &followed {
+            if sink
+                .subscribe(inner.notify_channel(&local.name))
+                .await
+                .is_err()
+            {
+                subscribed = false;
+                break;
+            }
+        }
+        if !subscribed {
+            drop(inner);
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(max_delay);
+            continue;
+        }
+        for local in &followed {
+            learn(&inner, local).await;
+        }
+        drop(inner);
+        delay = FIRST_DELAY;
+        tracing::debug!(channels = followed.len(), "Redis Pub/Sub connected");
+        loop {
+            tokio::select! {
+                command = control.recv() => {
+                    let Some(command) = command else { return };
+                    let Some(inner) = hub.upgrade() else { return };
+                    let ok = match command {
+                        Control::Follow(local) => {
+                            let ok = sink.subscribe(inner.notify_channel(&local.name)).await.is_ok();
+                            if ok {
+                                learn(&inner, &local).await;
+                            }
+                            ok
+                        }
+                        // Followed again meanwhile: stay subscribed.
+                        Control::Unfollow(name) if inner.local(&name).is_some() => true,
+                        Control::Unfollow(name) => {
+                            sink.unsubscribe(inner.notify_channel(&name)).await.is_ok()
+                        }
+                    };
+                    if !ok {
+                        break;
+                    }
+                }
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    let Some(inner) = hub.upgrade() else { return };
+                    notified(&inner, message.get_channel_name(), message.get_payload_bytes());
+                }
+            }
+        }
+        tracing::warn!("Redis Pub/Sub connection lost; reconnecting");
+    }
+}
+
+/// Asks Redis for `local`'s epoch and head (no messages): subscribers that
+/// are behind then read the rest from the stream. Right after a reconnection
+/// the command connection may still be reconnecting too: a few retries.
+async fn learn(inner: &Inner, local: &LocalChannel) {
+    let mut delay = FIRST_DELAY;
+    for attempt in 1..=LEARN_ATTEMPTS {
+        match inner.read_from(&local.name, u64::MAX, 0).await {
+            Ok((span, _)) => {
+                local.lock().learned(span.epoch, span.head);
+                return;
+            }
+            Err(err) if attempt == LEARN_ATTEMPTS => {
+                // A later notification or reconnection tells the node instead.
+                tracing::warn!(channel = %local.name, %err, "reading a channel's head failed");
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(inner.config.max_reconnect_delay);
+            }
+        }
+    }
+    local.lock().nudge();
+}
+
+/// One notification: `epoch \n number \n time \n event \n data`.
+fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
+    let Some(name) = inner.channel_of(notify_channel) else {
+        return;
+    };
+    let Some(local) = inner.local(&name) else {
+        return;
+    };
+    let mut fields = payload.splitn(5, |b| *b == b'\n');
+    let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        tracing::warn!(channel = %name, "a malformed notification; ignored");
+        local.lock().nudge();
+        return;
+    };
+    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+    let (Some(epoch), Some(number), Some(time)) =
+        (number_of(epoch), number_of(number), number_of(time))
+    else {
+        tracing::warn!(channel = %name, "a malformed notification; ignored");
+        local.lock().nudge();
+        return;
+    };
+    let epoch = Epoch::new(epoch);
+    match crate::message(
+        &name,
+        epoch,
+        number,
+        event,
+        time,
+        Bytes::copy_from_slice(data),
+    ) {
+        Ok(message) => {
+            local
+                .lock()
+                .notified(epoch, Arc::new(message), inner.config.node_cache);
+        }
+        Err(err) => {
+            tracing::warn!(channel = %name, %err, "a notification that is not a message; ignored");
+            local.lock().nudge();
+        }
+    }
+}

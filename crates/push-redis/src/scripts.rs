@@ -1,0 +1,88 @@
+//! The Lua scripts: each publish and each read is one atomic step in Redis.
+//!
+//! Per channel there are two keys, in one hash slot (`{channel}` is a hash
+//! tag, so this works on Redis Cluster too):
+//!
+//! - `PREFIX:{CHANNEL}:meta`, a hash: `epoch` (decimal u64), `head` (the
+//!   number of the last message, 0 before any), `time` (the last publish
+//!   time, ms; publish times never go backwards);
+//! - `PREFIX:{CHANNEL}:log`, a stream: message number N is entry `N-0`,
+//!   fields `e` (event name, empty for none), `t` (time, ms), `d` (data).
+//!
+//! Both expire together after the channel's idle time. Numbering messages
+//! ourselves (rather than letting Redis pick time-based ids) makes every
+//! node hand out the same cursors, and makes a gap's size exact.
+
+use redis::Script;
+
+/// Publishes one message. KEYS: meta, log. ARGV: a fresh epoch (used only
+/// if the channel has none), max retained (approximate, `MAXLEN ~`), idle
+/// TTL in ms, the time now in ms, event ('' for none), data, the Pub/Sub
+/// channel to notify. Returns `{epoch, number, time}`.
+///
+/// The notification is `epoch \n number \n time \n event \n data`: event
+/// names hold no newline, and data is raw bytes.
+pub(crate) const PUBLISH: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0)
+end
+local number = redis.call('HINCRBY', KEYS[1], 'head', 1)
+local last = tonumber(redis.call('HGET', KEYS[1], 'time')) or 0
+local time = math.max(tonumber(ARGV[4]), last)
+redis.call('HSET', KEYS[1], 'time', string.format('%d', time))
+local id = string.format('%d-0', number)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', string.format('%d', time), 'd', ARGV[6])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local note = epoch .. '\n' .. string.format('%d', number) .. '\n' .. string.format('%d', time) .. '\n' .. ARGV[5] .. '\n' .. ARGV[6]
+redis.call('PUBLISH', ARGV[7], note)
+return {epoch, number, time}
+";
+
+/// Reads a channel's state and up to COUNT messages from number FROM on.
+/// KEYS: meta, log. ARGV: a fresh epoch (used only if the channel has none:
+/// reading creates the channel's history, so that the cursor it hands out
+/// for a live start names an epoch every node agrees on), idle TTL in ms,
+/// FROM, COUNT (0: none). Returns `{epoch, head, first, entries}` where
+/// `first` is the oldest retained number (`head + 1` when none is) and
+/// `entries` what `XRANGE` gives.
+pub(crate) const READ: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local head = tonumber(redis.call('HGET', KEYS[1], 'head'))
+local first = head + 1
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #oldest > 0 then
+  first = tonumber(string.match(oldest[1][1], '^(%d+)'))
+end
+local entries = {}
+local count = tonumber(ARGV[4])
+if count > 0 then
+  entries = redis.call('XRANGE', KEYS[2], ARGV[3] .. '-0', '+', 'COUNT', count)
+end
+return {epoch, head, first, entries}
+";
+
+/// The scripts, loaded once (`EVALSHA`, falling back to `EVAL` after a
+/// Redis restart emptied its script cache: redis-rs does that).
+#[derive(Debug)]
+pub(crate) struct Scripts {
+    pub(crate) publish: Script,
+    pub(crate) read: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            publish: Script::new(PUBLISH),
+            read: Script::new(READ),
+        }
+    }
+}
