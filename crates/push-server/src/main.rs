@@ -48,7 +48,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     match &args.redis_url {
         Some(url) => {
-            tracing::info!(redis = %redact(url), "hub on Redis: nodes on the same Redis share channels")
+            tracing::info!(redis = %redact(url), "hub on Redis: nodes on the same Redis share channels");
         }
         None => tracing::info!("in-memory hub (one node; --redis-url for several)"),
     }
