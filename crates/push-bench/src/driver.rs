@@ -53,7 +53,13 @@ impl Default for Options {
             seconds: 3,
             connections: 64,
             held: 10_000,
-            scenarios: vec!["poll".into(), "longpoll".into(), "sse".into(), "ws".into()],
+            scenarios: vec![
+                "poll".into(),
+                "longpoll".into(),
+                "sse".into(),
+                "ws".into(),
+                "redis".into(),
+            ],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
                 .map(String::from)
                 .to_vec(),
@@ -223,6 +229,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
             client: options.ws_client,
         };
         let table = runtime.block_on(fanout::scenario(ws, options, &servers, nginx.as_ref()))?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "redis") {
+        let table = runtime.block_on(crate::redis::scenario())?;
         println!("{table}");
         summary.push_str(&table);
     }
