@@ -5,7 +5,7 @@
 //!
 //! This crate is a facade: it re-exports [`push_core`] (always) and each
 //! transport crate behind its feature (`poll`, `longpoll`, `sse`, `ws`; all on
-//! by default). Depend on one transport crate alone, or on `push` with
+//! by default), and the Redis hub behind `redis` (off by default). Depend on one transport crate alone, or on `push` with
 //! `default-features = false` and the features you serve.
 //!
 //! ```
@@ -57,7 +57,16 @@ pub use push_sse as sse;
 #[cfg(feature = "ws")]
 pub use push_ws as ws;
 
+/// The hub on Redis, for several nodes (feature `redis`, not on by default).
+#[cfg(feature = "redis")]
+pub use push_redis as redis;
+
 // The README's Rust snippets compile and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+// So do docs/scaling.md's.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../docs/scaling.md")]
+struct ScalingDoctests;

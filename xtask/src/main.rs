@@ -75,7 +75,13 @@ struct Step {
 const TRANSPORTS: [&str; 4] = ["poll", "longpoll", "sse", "ws"];
 
 /// Each transport's feature alone, for the client check and the routes test.
-const SINGLE_WITH_CLIENT: [&str; 4] = ["poll,client", "longpoll,client", "sse,client", "ws,client"];
+const SINGLE_WITH_CLIENT: [&str; 5] = [
+    "poll,client",
+    "longpoll,client",
+    "sse,client",
+    "ws,client",
+    "redis",
+];
 
 /// Every subset of [`TRANSPORTS`], as `--features` values ("" for none).
 fn transport_powerset() -> Vec<String> {
