@@ -14,12 +14,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Request, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use push::{MemoryHub, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
-use support::{get, until, within};
+use support::{get, read_until, until, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -58,38 +57,14 @@ async fn start(config: RouterConfig, serve: ServeConfig) -> Running {
 }
 
 async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> support::Answer {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::post(format!("http://{addr}{path}"))
-        .body(Full::new(body.into()))
-        .unwrap();
-    support::read(sender.send_request(request).await.unwrap()).await
+    support::request(addr, "POST", path, &[], body).await
 }
 
 /// Opens an event stream by hand; returns the socket, past the head.
 async fn open_sse(addr: SocketAddr, path: &str) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut seen = String::new();
-    read_until(&mut stream, &mut seen, "\r\n\r\n").await;
+    let (stream, seen) = support::open_sse(addr, path, "").await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     (stream, seen)
-}
-
-async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
-    within(&format!("{needle:?} on the stream"), async {
-        let mut buffer = [0u8; 4096];
-        while !seen.contains(needle) {
-            let read = stream.read(&mut buffer).await.unwrap();
-            assert!(read > 0, "closed before {needle:?}: {seen}");
-            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        }
-    })
-    .await;
 }
 
 async fn read_to_end(stream: &mut TcpStream) -> String {

@@ -192,6 +192,55 @@ pub async fn get(addr: SocketAddr, path_and_query: &str, headers: &[(&str, &str)
     send(addr, request.body(Empty::new()).unwrap()).await
 }
 
+/// `METHOD path` with `headers` and `body` over a fresh HTTP/1.1 connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(body.into())).unwrap();
+    read(sender.send_request(request).await.unwrap()).await
+}
+
+/// Reads from `stream` into `seen` until it holds `needle`.
+pub async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
+    use tokio::io::AsyncReadExt as _;
+    within(&format!("{needle:?} on the stream"), async {
+        let mut buffer = [0u8; 4096];
+        while !seen.contains(needle) {
+            let read = stream.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "closed before {needle:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+        }
+    })
+    .await;
+}
+
+/// Opens an event stream by hand (`headers`: extra lines, each ending in
+/// CRLF); the socket, and what came up to the end of the response head.
+pub async fn open_sse(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream, String) {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\r\n\r\n").await;
+    (stream, seen)
+}
+
 /// What every transport's client yields.
 pub type ClientItem = Result<push_core::Item, push_core::ClientError>;
 

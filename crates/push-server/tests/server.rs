@@ -9,15 +9,12 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
-use http::{Request, StatusCode};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
+use http::StatusCode;
 use push_server::auth::JwtVerifier;
 use serde_json::json;
-use support::{Answer, get, within};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use support::{Answer, get, open_sse, read_until, within};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -80,47 +77,11 @@ async fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (name, value) in headers {
-        builder = builder.header(*name, *value);
-    }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
-    support::read(sender.send_request(request).await.unwrap()).await
+    support::request(addr, method, path, headers, body.to_owned()).await
 }
 
 async fn publish(addr: SocketAddr, channel: &str, data: &str, headers: &[(&str, &str)]) -> Answer {
     request(addr, "POST", &format!("/pub/{channel}"), headers, data).await
-}
-
-/// Opens an event stream by hand; returns the socket and what came so far.
-async fn open_sse(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n");
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let mut seen = String::new();
-    read_until(&mut stream, &mut seen, "\r\n\r\n").await;
-    (stream, seen)
-}
-
-async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
-    within(&format!("{needle:?}"), async {
-        let mut buffer = [0u8; 4096];
-        while !seen.contains(needle) {
-            let read = stream.read(&mut buffer).await.unwrap();
-            assert!(read > 0, "closed before {needle:?}: {seen}");
-            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        }
-    })
-    .await;
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;

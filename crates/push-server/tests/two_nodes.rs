@@ -15,8 +15,8 @@ use std::process::Stdio;
 use futures_util::StreamExt as _;
 use http::StatusCode;
 use redis::RedisServer;
-use support::{get, within};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use support::{get, read_until, within};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -60,32 +60,14 @@ async fn node(redis: &RedisServer, prefix: &str) -> Node {
 }
 
 async fn publish(node: &Node, channel: &str, data: &str) -> String {
-    let stream = TcpStream::connect(node.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{}/pub/{channel}", node.addr))
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            data.to_owned(),
-        )))
-        .unwrap();
-    let answer = support::read(sender.send_request(request).await.unwrap()).await;
+    let answer = post(node, channel, data).await;
     assert_eq!(answer.status, StatusCode::OK);
     answer.json()["id"].as_str().unwrap().to_owned()
 }
 
-async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str) {
-    within(&format!("{needle:?}"), async {
-        let mut buffer = [0u8; 4096];
-        while !seen.contains(needle) {
-            let read = stream.read(&mut buffer).await.unwrap();
-            assert!(read > 0, "closed before {needle:?}: {seen}");
-            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
-        }
-    })
-    .await;
+async fn post(node: &Node, channel: &str, data: &str) -> support::Answer {
+    let path = format!("/pub/{channel}");
+    support::request(node.addr, "POST", &path, &[], data.to_owned()).await
 }
 
 #[tokio::test]
@@ -190,21 +172,7 @@ async fn with_redis_down_publishing_answers_503_and_subscribers_recover() {
         .unwrap();
     within("the greeting", ws.next()).await.unwrap().unwrap();
     redis.stop().await;
-    let stream = TcpStream::connect(a.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{}/pub/news", a.addr))
-        .body(http_body_util::Full::new(bytes::Bytes::from("lost")))
-        .unwrap();
-    let answer = support::read(
-        within("the publish", sender.send_request(request))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = within("the publish", post(&a, "news", "lost")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.json()["error"]["code"], "unavailable");
     redis.restart().await;
@@ -215,16 +183,7 @@ async fn with_redis_down_publishing_answers_503_and_subscribers_recover() {
         "{reset}"
     );
     let id = loop {
-        let stream = TcpStream::connect(a.addr).await.unwrap();
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .unwrap();
-        tokio::spawn(connection);
-        let request = http::Request::post(format!("http://{}/pub/news", a.addr))
-            .body(http_body_util::Full::new(bytes::Bytes::from("back")))
-            .unwrap();
-        let answer = support::read(sender.send_request(request).await.unwrap()).await;
+        let answer = post(&a, "news", "back").await;
         if answer.status == StatusCode::OK {
             break answer.json()["id"].as_str().unwrap().to_owned();
         }
