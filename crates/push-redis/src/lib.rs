@@ -66,6 +66,9 @@ use crate::pubsub::Control;
 use crate::scripts::Scripts;
 pub use crate::subscription::RedisSubscription;
 
+/// Attempts of one read whose history keeps moving under it.
+const READ_ATTEMPTS: usize = 5;
+
 /// How a [`RedisHub`] talks to Redis and keeps history.
 ///
 /// ```
@@ -349,6 +352,26 @@ impl Inner {
         start: Start,
         limit: usize,
     ) -> Result<Batch, Error> {
+        // A history that changes between the two reads of one attempt (a new
+        // epoch, a trim at the front) is read again; a few times at most.
+        for _ in 0..READ_ATTEMPTS {
+            if let Some(batch) = self.read_once(channel, start, limit).await? {
+                return Ok(batch);
+            }
+        }
+        Err(Error::unavailable(format!(
+            "the history of {channel} changed under {READ_ATTEMPTS} reads in a row"
+        )))
+    }
+
+    /// One attempt at [`read`](Self::read): `None` when the history moved
+    /// under it.
+    async fn read_once(
+        &self,
+        channel: &ChannelName,
+        start: Start,
+        limit: usize,
+    ) -> Result<Option<Batch>, Error> {
         // The first round trip learns the span and, in the common case
         // (a cursor of this epoch, still retained), already the messages.
         let guess = match start {
@@ -369,8 +392,7 @@ impl Inner {
             // log): read again from where the rules point.
             let (again, read) = self.read_from(channel, next, limit).await?;
             if again.epoch != span.epoch {
-                // The history changed in between: start over.
-                return Box::pin(self.read(channel, start, limit)).await;
+                return Ok(None);
             }
             messages = read;
         }
@@ -383,16 +405,16 @@ impl Inner {
             .enumerate()
             .all(|(i, m)| m.cursor().position().major() == next + i as u64);
         if !contiguous {
-            return Box::pin(self.read(channel, start, limit)).await;
+            return Ok(None);
         }
         let available = (span.head + 1).saturating_sub(next);
         let taken = messages.len() as u64;
-        Ok(Batch::new(
+        Ok(Some(Batch::new(
             signal,
             messages,
             span.cursor_at(next + taken - 1),
             taken < available,
-        ))
+        )))
     }
 
     /// Adds a local subscriber to `channel`: the node follows it.
