@@ -704,6 +704,17 @@ const OPEN = {
         }
         link.message(envelope);
       };
+      // A live start: the stream's first event names where it starts, so
+      // that a reconnect (which push.js makes itself, with `since`) misses
+      // nothing published in between (protocol.md §4.3).
+      source.addEventListener("push.subscribed", (event) => {
+        link.received(utf8Length(event.data));
+        try {
+          link.position(JSON.parse(event.data).cursor);
+        } catch {
+          link.position(event.lastEventId);
+        }
+      });
       for (const type of ["gap", "reset"]) {
         source.addEventListener(`push.${type}`, (event) => {
           link.received(utf8Length(event.data));
@@ -729,24 +740,7 @@ const OPEN = {
         );
       };
     };
-    if (link.pos == null) {
-      // A live start: learn the channel's position first, so that a
-      // reconnect (which push.js makes itself, with `since`) misses nothing
-      // published in between. A browser's EventSource hides the `id:` the
-      // stream opens with.
-      link
-        .get("poll", {})
-        .then(({ body }) => {
-          link.position(JSON.parse(body).cursor);
-        })
-        .catch((err) => {
-          if (err instanceof PushError && err.fatal) throw err;
-          // The polling endpoint is not served, or said something odd: start live.
-        })
-        .then(open, (err) => link.fail(err));
-    } else {
-      open();
-    }
+    open();
     return () => source?.close();
   },
 

@@ -21,7 +21,7 @@ use push_core::wire::{self, json};
 use push_core::{Backoff, Cursor, Item, Start};
 use tokio::time::{Sleep, sleep};
 
-use crate::encode::{GAP_EVENT, RESET_EVENT};
+use crate::encode::{GAP_EVENT, RESET_EVENT, SUBSCRIBED_EVENT};
 use crate::parse::{Event, Parser};
 use crate::server::LAST_EVENT_ID;
 
@@ -297,6 +297,11 @@ impl EventSource {
     /// Turns the parser's dispatched events into items.
     fn take_events(&mut self) {
         while let Some(event) = self.parser.next_event() {
+            // The live start's position: the parser keeps it as the last
+            // event ID already, and reconnects send it.
+            if event.event == SUBSCRIBED_EVENT {
+                continue;
+            }
             let item = item_of(&event);
             self.buffer.push_back(item);
         }

@@ -15,6 +15,11 @@ pub const GAP_EVENT: &str = "push.gap";
 /// The event type of the reset signal (`Signal::Reset`); its data is the JSON
 /// object `{"since":…,"resume":…}`.
 pub const RESET_EVENT: &str = "push.reset";
+/// The event type that opens a live stream in the `json` format; its data is
+/// `{"cursor":…}`, the channel's position the stream starts after (also its
+/// `id:`). A browser's `EventSource` hides the last event ID, so a client
+/// that reconnects by itself learns from this event where to resume.
+pub const SUBSCRIBED_EVENT: &str = "push.subscribed";
 /// The field push adds to an event whose data is base64 (binary data in the
 /// plain format). Conforming parsers ignore fields they do not know.
 pub const ENCODING_FIELD: &str = "encoding";
@@ -188,12 +193,36 @@ pub fn retry_block(delay: Duration) -> Bytes {
 }
 
 /// A live stream's opening block: `id:` the channel's head and the `retry:`
-/// advice, no data (so no event is dispatched, but the client's last event ID
-/// is set: a reconnect before the first message resumes from the head).
-pub fn opening_block(head: Cursor, retry: Duration) -> Bytes {
-    let mut buf = BytesMut::with_capacity(96);
-    put_field(&mut buf, "id", head.text().as_str());
+/// advice. In the plain format it has no data (so no event is dispatched, but
+/// the client's last event ID is set: a reconnect before the first message
+/// resumes from the head); in the `json` format it is a [`SUBSCRIBED_EVENT`]
+/// whose data names the head, for clients that must read it.
+///
+/// ```
+/// use std::time::Duration;
+/// use push_core::{Cursor, Epoch, Position};
+/// use push_sse::{Format, opening_block};
+///
+/// let head = Cursor::new(Epoch::new(0x5eed), Position::new(41, 0));
+/// let plain = opening_block(head, Duration::from_secs(3), Format::Plain);
+/// assert_eq!(&plain[..], b"id: 5eed.41\nretry: 3000\n\n");
+/// let json = opening_block(head, Duration::from_secs(3), Format::Json);
+/// assert_eq!(
+///     &json[..],
+///     b"id: 5eed.41\nretry: 3000\nevent: push.subscribed\ndata: {\"cursor\":\"5eed.41\"}\n\n"
+/// );
+/// ```
+pub fn opening_block(head: Cursor, retry: Duration, format: Format) -> Bytes {
+    let mut buf = BytesMut::with_capacity(128);
+    let head = head.text();
+    put_field(&mut buf, "id", head.as_str());
     put_retry(&mut buf, retry);
+    if format == Format::Json {
+        put_field(&mut buf, "event", SUBSCRIBED_EVENT);
+        buf.put_slice(b"data: {\"cursor\":\"");
+        buf.put_slice(head.as_str().as_bytes());
+        buf.put_slice(b"\"}\n");
+    }
     buf.put_u8(b'\n');
     buf.freeze()
 }

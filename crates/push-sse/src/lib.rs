@@ -44,7 +44,7 @@ mod client;
 
 pub use crate::encode::{
     ENCODING_FIELD, EventBuilder, FieldError, Format, GAP_EVENT, KEEP_ALIVE, RESET_EVENT,
-    message_event, opening_block, retry_block, signal_event,
+    SUBSCRIBED_EVENT, message_event, opening_block, retry_block, signal_event,
 };
 pub use crate::parse::{Event, ParseError, Parser};
 pub use crate::server::{LAST_EVENT_ID, SseBody, SseConfig, SseHandler, X_ACCEL_BUFFERING};

@@ -250,7 +250,7 @@ impl<H: Hub> SseHandler<H> {
             pending: Some(match head {
                 // The client's last event ID starts at the head, so that a
                 // reconnect before any message still resumes exactly.
-                Some(head) => encode::opening_block(head, config.retry),
+                Some(head) => encode::opening_block(head, config.retry, asked.format),
                 None => self.shared.retry_block.clone(),
             }),
             live: Some(live),

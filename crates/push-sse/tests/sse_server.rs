@@ -223,6 +223,37 @@ async fn named_events_reach_onmessage_in_the_json_format() {
     assert_eq!(message.channel().as_str(), "c");
 }
 
+#[tokio::test]
+async fn a_live_json_stream_names_its_start_in_an_event() {
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, SseConfig::default()).await;
+    hub.publish(&channel(), Publication::new("before"))
+        .await
+        .unwrap();
+    let mut events = Events::new(open(server.addr, "/sse/c?format=json", &[]).await);
+    let opening = events.next().await.unwrap();
+    let head = hub.channel_stats(&channel()).unwrap().cursor;
+    assert_eq!(opening.event, push_sse::SUBSCRIBED_EVENT);
+    assert_eq!(opening.id, head.to_string());
+    let data: serde_json::Value = serde_json::from_str(&opening.data).unwrap();
+    assert_eq!(data["cursor"], head.to_string());
+    let after = hub
+        .publish(&channel(), Publication::new("after"))
+        .await
+        .unwrap();
+    let event = events.next().await.unwrap();
+    assert_eq!(
+        (event.event.as_str(), event.id),
+        ("message", after.to_string())
+    );
+    // The plain format keeps its opening silent (no event dispatched).
+    let mut plain = Events::new(open(server.addr, "/sse/c", &[]).await);
+    hub.publish(&channel(), Publication::new("next"))
+        .await
+        .unwrap();
+    assert_eq!(plain.next().await.unwrap().data, "next");
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_alive_comments_and_the_lifetime_end() {
     let hub = MemoryHub::new();
