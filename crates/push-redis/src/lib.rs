@@ -66,6 +66,8 @@ use crate::pubsub::Control;
 use crate::scripts::Scripts;
 pub use crate::subscription::RedisSubscription;
 
+/// The most messages one read asks Redis for.
+const MAX_READ: usize = 1 << 20;
 /// Attempts of one read whose history keeps moving under it.
 const READ_ATTEMPTS: usize = 5;
 
@@ -322,6 +324,9 @@ impl Inner {
         from: u64,
         limit: usize,
     ) -> Result<(Span, Vec<Arc<Message>>), Error> {
+        // Redis takes a COUNT up to i64::MAX; a batch this large is more than
+        // any history holds anyway (`more` says when there is more).
+        let limit = limit.min(MAX_READ);
         let mut connection = self.commands.clone();
         let (epoch, head, first, entries): (String, u64, u64, Value) = self
             .scripts

@@ -139,6 +139,13 @@ async fn two_nodes_on_one_redis_serve_every_technique() {
     expected.extend((0..12).map(|i| format!("m{i}")));
     assert_eq!(got, expected);
 
+    // Channel info reads the shared history from either node.
+    let info = get(a.addr, "/channels/news", &[]).await.json();
+    assert_eq!(
+        (info["retained"].as_u64(), info["cursor"].as_str()),
+        (Some(13), Some(&*cursor))
+    );
+
     // The event stream moves to A with Last-Event-ID: exactly what followed.
     drop(sse);
     let last = publish(&b, "news", "while away").await;
