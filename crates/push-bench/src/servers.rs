@@ -14,7 +14,8 @@
 //! | `GET /bench/ws` | how many WebSockets are open (a number) |
 //!
 //! (`push-router` is the facade as its users run it: `push::Router` served by
-//! `push::serve`.)
+//! `push::serve`; `push-server` is the standalone server with its defaults,
+//! which reports no counts: the benchmark then trusts its own.)
 //!
 //! (the hello-world answers `Hello, World!` to everything; `hello-stream`
 //! answers every request with an endless body that never yields, the floor
@@ -73,7 +74,8 @@ use crate::listen::{self, Dispatch};
 /// plain HTTP/1 and HTTP/2 connections, a bare hyper hello-world, the same
 /// answering with an endless body or holding WebSockets (behind either),
 /// and axum (its WebSockets with their default or a 4 KiB read buffer).
-pub(crate) const NAMES: [&str; 12] = [
+pub(crate) const NAMES: [&str; 13] = [
+    "push-server",
     "push-served",
     "push",
     "push-direct",
@@ -93,6 +95,7 @@ pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String>
         "push" => listen::serve(listener, PushServer::new(), Dispatch::Auto).await,
         "push-direct" => listen::serve(listener, PushServer::new(), Dispatch::Peek).await,
         "push-router" => serve_router(listener).await?,
+        "push-server" => serve_push_server(listener).await?,
         "push-served" => push::serve(
             listener,
             PushServer::new(),
@@ -715,4 +718,19 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())
+}
+
+/// The standalone server as `cargo run -p push-server` runs it (defaults:
+/// memory hub, metered, no auth configured), on this listener.
+async fn serve_push_server(listener: TcpListener) -> Result<(), String> {
+    use clap::Parser as _;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .to_string();
+    let args = push_server::cli::Args::parse_from(["push-server", "--listen", &addr]);
+    let server = push_server::Server::new(&args)
+        .await
+        .map_err(|e| e.to_string())?;
+    server.run(listener).await.map_err(|e| e.to_string())
 }
