@@ -91,8 +91,6 @@ pub struct Policy {
     pub publish_token: Option<PublishToken>,
     /// Subscribers must present a token signed with this secret.
     pub jwt: Option<JwtVerifier>,
-    /// WebSocket clients may publish on `GET /ws`.
-    pub ws_publish: bool,
     /// Cross-origin browsers allowed.
     pub cors: Cors,
     /// The techniques served, in [`Transport::ALL`] order.
@@ -104,7 +102,6 @@ impl Default for Policy {
         Policy {
             publish_token: None,
             jwt: None,
-            ws_publish: false,
             cors: Cors::default(),
             transports: [true; 4],
         }

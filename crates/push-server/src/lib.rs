@@ -139,7 +139,6 @@ impl Server {
                 .as_deref()
                 .map(|secret| JwtVerifier::new(secret.as_bytes()))
                 .transpose()?,
-            ws_publish: args.ws_publish,
             cors,
             transports: [
                 TransportArg::Poll,
