@@ -37,7 +37,10 @@ pub(crate) struct State {
 impl State {
     /// The oldest number in the cache (`head + 1` when it is empty).
     pub(crate) fn first_cached(&self) -> u64 {
-        self.head + 1 - self.cache.len() as u64
+        // Saturating: numbers come from Redis, not from us.
+        self.head
+            .saturating_add(1)
+            .saturating_sub(self.cache.len() as u64)
     }
 
     /// Message `number`, if cached.
@@ -78,7 +81,7 @@ impl State {
         if self.epoch == Some(epoch) && number <= self.head {
             return; // Already known (a fill got there first).
         }
-        if self.epoch != Some(epoch) || number != self.head + 1 {
+        if self.epoch != Some(epoch) || self.head.checked_add(1) != Some(number) {
             self.cache.clear();
         }
         self.epoch = Some(epoch);
