@@ -33,6 +33,23 @@ impl Epoch {
     pub const fn get(self) -> u64 {
         self.0
     }
+
+    /// The `n`th epoch of a sequence drawn from `seed` (SplitMix64): with a
+    /// random seed per process, epochs differ across channels, incarnations
+    /// and processes. What every hub uses to make fresh epochs.
+    ///
+    /// ```
+    /// use push_core::Epoch;
+    ///
+    /// assert_ne!(Epoch::derived(7, 0), Epoch::derived(7, 1));
+    /// assert_eq!(Epoch::derived(7, 1), Epoch::derived(7, 1));
+    /// ```
+    pub const fn derived(seed: u64, n: u64) -> Self {
+        let mut z = seed.wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Epoch(z ^ (z >> 31))
+    }
 }
 
 impl fmt::Debug for Epoch {

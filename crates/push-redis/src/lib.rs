@@ -47,7 +47,7 @@ mod scripts;
 mod subscription;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher as _, Hasher as _};
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -204,12 +204,7 @@ impl RedisHub {
             .await
             .map_err(Error::unavailable)?;
         let (control, receiver) = mpsc::unbounded_channel();
-        let seed = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-            ^ SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| u64::from(d.subsec_nanos()) ^ d.as_secs());
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         let inner = Arc::new(Inner {
             config,
             commands,
@@ -262,16 +257,10 @@ impl Inner {
             .ok()
     }
 
-    /// A fresh epoch (SplitMix64 over a per-process random seed), offered to
-    /// Redis whenever a channel might have none yet.
+    /// A fresh epoch (see [`Epoch::derived`]), offered to Redis whenever a
+    /// channel might have none yet.
     fn fresh_epoch(&self) -> u64 {
-        let n = self.epochs.fetch_add(1, Ordering::Relaxed);
-        let mut z = self
-            .seed
-            .wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        Epoch::derived(self.seed, self.epochs.fetch_add(1, Ordering::Relaxed)).get()
     }
 
     fn ttl_millis(&self) -> u64 {

@@ -482,16 +482,12 @@ impl Inner {
         })
     }
 
-    /// A fresh epoch: a per-hub random seed run through SplitMix64, so epochs
-    /// differ across channels, incarnations and processes.
+    /// A fresh epoch, from a per-hub random seed (see [`Epoch::derived`]).
     fn next_epoch(&self) -> Epoch {
-        let n = self.epochs_made.fetch_add(1, Ordering::Relaxed);
-        let mut z = self
-            .epoch_seed
-            .wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Epoch::new(z ^ (z >> 31))
+        Epoch::derived(
+            self.epoch_seed,
+            self.epochs_made.fetch_add(1, Ordering::Relaxed),
+        )
     }
 
     /// Makes room in a full hub: evicts dormant channels, least recently active
