@@ -137,6 +137,8 @@ impl<H: Hub> Clone for App<H> {
 
 struct Shared<H: Hub> {
     router: Router<Metered<H>>,
+    /// The router's shutdown handle, made once (health checks ask it).
+    shutdown: Shutdown,
     metrics: Arc<Metrics>,
     stats: Arc<ServeStats>,
     policy: Policy,
@@ -195,6 +197,7 @@ impl<H: Hub> App<H> {
     ) -> Self {
         App {
             shared: Arc::new(Shared {
+                shutdown: router.shutdown(),
                 router,
                 metrics,
                 stats,
@@ -206,7 +209,7 @@ impl<H: Hub> App<H> {
 
     /// The shutdown handle of the router inside.
     pub fn shutdown(&self) -> Shutdown {
-        self.shared.router.shutdown()
+        self.shared.shutdown.clone()
     }
 
     /// Answers one request.
@@ -238,7 +241,7 @@ impl<H: Hub> App<H> {
             Kind::Page => fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML),
             Kind::Script => fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS),
             Kind::Health => {
-                if shared.router.shutdown().is_triggered() {
+                if shared.shutdown.is_triggered() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
                 } else {
                     text(StatusCode::OK, "ok\n")
