@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+#[path = "support/ws.rs"]
+mod ws_support;
 
 use std::convert::Infallible;
 use std::io;
@@ -23,8 +25,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use ws_support::{Ws, close_code, next_json};
 
 struct Running {
     addr: SocketAddr,
@@ -75,38 +77,13 @@ async fn read_to_end(stream: &mut TcpStream) -> String {
     String::from_utf8(rest).unwrap()
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
+/// Opens a WebSocket that must be accepted.
 async fn open_ws(addr: SocketAddr, path: &str, subprotocol: Option<&str>) -> Ws {
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    if let Some(subprotocol) = subprotocol {
-        request
-            .headers_mut()
-            .insert("sec-websocket-protocol", subprotocol.parse().unwrap());
-    }
-    let (ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
-    ws
-}
-
-async fn next_text(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        match within("a WebSocket message", ws.next()).await {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-async fn close_code(ws: &mut Ws) -> CloseCode {
-    loop {
-        match within("a close frame", ws.next()).await {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
-            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
+    let headers: Vec<(&str, &str)> = subprotocol
+        .map(|p| ("sec-websocket-protocol", p))
+        .into_iter()
+        .collect();
+    ws_support::open(addr, path, &headers).await.unwrap()
 }
 
 #[tokio::test]
@@ -142,17 +119,17 @@ async fn every_route_is_served_on_one_port() {
     .await;
 
     let mut ws = open_ws(addr, "/ws/news?since=earliest", None).await;
-    assert_eq!(next_text(&mut ws).await["id"], *id);
+    assert_eq!(next_json(&mut ws).await["id"], *id);
 
     let mut commands = open_ws(addr, "/ws", Some("push.v1")).await;
     let subscribe = r#"{"op":"subscribe","channel":"news","since":"earliest","ref":1}"#;
     commands.send(Message::text(subscribe)).await.unwrap();
-    let ack = next_text(&mut commands).await;
+    let ack = next_json(&mut commands).await;
     assert_eq!(
         (ack["op"].as_str(), ack["ref"].as_i64()),
         (Some("ack"), Some(1))
     );
-    assert_eq!(next_text(&mut commands).await["id"], *id);
+    assert_eq!(next_json(&mut commands).await["id"], *id);
 
     // One more, seen live by every open subscriber.
     let second = post(addr, "/pub/news", "again").await.json()["id"]
@@ -165,8 +142,8 @@ async fn every_route_is_served_on_one_port() {
         &format!("id: {second}\ndata: again\n\n"),
     )
     .await;
-    assert_eq!(next_text(&mut ws).await["data"], "again");
-    assert_eq!(next_text(&mut commands).await["data"], "again");
+    assert_eq!(next_json(&mut ws).await["data"], "again");
+    assert_eq!(next_json(&mut commands).await["data"], "again");
     assert!(running.stats.accepted() >= 7);
     assert!(running.stats.bytes_out() > 0 && running.stats.bytes_in() > 0);
 }

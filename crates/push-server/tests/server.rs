@@ -4,22 +4,23 @@
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
+#[path = "../../../tests/support/ws.rs"]
+mod ws_support;
 
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{SinkExt as _, StreamExt as _};
+use futures_util::SinkExt as _;
 use http::StatusCode;
 use push_server::auth::JwtVerifier;
 use serde_json::json;
 use support::{Answer, get, open_sse, read_until, within};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use ws_support::{close_code, next_json};
 
 const SECRET: &str = "jwt secret for the tests, 32 bytes+";
 
@@ -84,43 +85,6 @@ async fn publish(addr: SocketAddr, channel: &str, data: &str, headers: &[(&str, 
     request(addr, "POST", &format!("/pub/{channel}"), headers, data).await
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn open_ws(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Result<Ws, StatusCode> {
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    match tokio_tungstenite::connect_async(request).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
-        Err(other) => panic!("{other}"),
-    }
-}
-
-async fn next_json(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        match within("a WebSocket message", ws.next()).await {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(text.as_str()).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-async fn close_code(ws: &mut Ws) -> CloseCode {
-    loop {
-        match within("a close frame", ws.next()).await {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code,
-            Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -138,7 +102,7 @@ async fn one_publish_reaches_every_technique() {
     let addr = server.addr;
     let (mut sse, head) = open_sse(addr, "/sse/news", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut ws = open_ws(addr, "/ws/news", &[]).await.unwrap();
+    let mut ws = ws_support::open(addr, "/ws/news", &[]).await.unwrap();
     assert_eq!(next_json(&mut ws).await["op"], "subscribed");
     let before = get(addr, "/poll/news", &[]).await;
     let cursor = before.json()["cursor"].as_str().unwrap().to_owned();
@@ -281,14 +245,14 @@ async fn subscriber_tokens_select_channels_and_end_streams_at_expiry() {
         (StatusCode::UNAUTHORIZED, Some("token_expired"))
     );
     assert_eq!(
-        open_ws(addr, "/ws/secret", &[("authorization", &bearer)])
+        ws_support::open(addr, "/ws/secret", &[("authorization", &bearer)])
             .await
             .err(),
         Some(StatusCode::FORBIDDEN)
     );
 
     // The command endpoint applies the token to each subscribe and publish.
-    let mut commands = open_ws(
+    let mut commands = ws_support::open(
         addr,
         &format!("/ws?token={news}"),
         &[("sec-websocket-protocol", "push.v1")],
@@ -327,7 +291,7 @@ async fn subscriber_tokens_select_channels_and_end_streams_at_expiry() {
     let short = token(&json!({"exp": unix_now() + 2, "channels": ["news"]}));
     let (mut sse, head) = open_sse(addr, &format!("/sse/news?token={short}"), "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut ws = open_ws(addr, &format!("/ws/news?token={short}"), &[])
+    let mut ws = ws_support::open(addr, &format!("/ws/news?token={short}"), &[])
         .await
         .unwrap();
     let mut rest = String::new();
@@ -375,12 +339,12 @@ async fn allowed_origins_drive_cors_and_the_websocket_origin_check() {
     let foreign = get(addr, "/poll/news", &[("origin", "https://evil.example")]).await;
     assert_eq!(foreign.header("access-control-allow-origin"), None);
     assert!(
-        open_ws(addr, "/ws/news", &[("origin", "https://app.example")])
+        ws_support::open(addr, "/ws/news", &[("origin", "https://app.example")])
             .await
             .is_ok()
     );
     assert_eq!(
-        open_ws(addr, "/ws/news", &[("origin", "https://evil.example")])
+        ws_support::open(addr, "/ws/news", &[("origin", "https://evil.example")])
             .await
             .err(),
         Some(StatusCode::FORBIDDEN)
@@ -392,7 +356,7 @@ async fn sigterm_shuts_down_gracefully() {
     let server = Running::start(&[]).await;
     let addr = server.addr;
     let (mut sse, _) = open_sse(addr, "/sse/news", "").await;
-    let mut ws = open_ws(addr, "/ws/news", &[]).await.unwrap();
+    let mut ws = ws_support::open(addr, "/ws/news", &[]).await.unwrap();
     assert_eq!(next_json(&mut ws).await["op"], "subscribed");
     let status = server.terminate().await;
     assert!(status.success(), "{status}");
@@ -446,11 +410,11 @@ async fn transports_left_out_answer_404() {
         (StatusCode::NOT_FOUND, Some("transport_disabled"))
     );
     assert_eq!(
-        open_ws(addr, "/ws/news", &[]).await.err(),
+        ws_support::open(addr, "/ws/news", &[]).await.err(),
         Some(StatusCode::NOT_FOUND)
     );
     assert_eq!(
-        open_ws(addr, "/ws", &[("sec-websocket-protocol", "push.v1")])
+        ws_support::open(addr, "/ws", &[("sec-websocket-protocol", "push.v1")])
             .await
             .err(),
         Some(StatusCode::NOT_FOUND)
