@@ -156,6 +156,10 @@ impl<H: Hub> Router<H> {
     }
 
     /// A router over a hub you also publish to from code.
+    #[cfg_attr(
+        not(any(feature = "poll", feature = "longpoll", feature = "sse", feature = "ws")),
+        expect(clippy::needless_pass_by_value, reason = "no transport takes its part")
+    )]
     pub fn from_shared(hub: Arc<H>, config: RouterConfig) -> Self {
         let shutdown = CancellationToken::new();
         Router {
@@ -229,24 +233,38 @@ impl<H: Hub> Router<H> {
 
     /// Answers one request.
     ///
-    /// Its future is about 2 KiB (it can become any route's). hyper keeps
-    /// room for a connection's service future as long as the connection
-    /// lives, so when you call this from a `service_fn` of your own, box the
-    /// future (`Box::pin(async move { … })`), as `Router`'s own `Service`
-    /// does: an idle event stream then costs 1.7 KiB less.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<Body<H::Subscription>>
+    /// The future is boxed: it can become any route's (about 2 KiB), and
+    /// hyper keeps room for a connection's service future as long as the
+    /// connection lives, so a `service_fn` of yours that awaits this holds a
+    /// pointer, not the 2 KiB, for every idle event stream.
+    pub fn handle<B>(&self, request: Request<B>) -> RouterFuture<H::Subscription>
     where
         B: HttpBody + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.handle_until(request, None).await
+        self.handle_until(request, None)
     }
 
     /// Answers one request; an event stream or WebSocket it opens also ends
     /// at `deadline` (SSE with a `retry:` hint, WebSocket with close 1008),
-    /// for example when the subscriber's token expires.
-    pub async fn handle_until<B>(
+    /// for example when the subscriber's token expires. Boxed, as
+    /// [`handle`](Self::handle).
+    pub fn handle_until<B>(
+        &self,
+        request: Request<B>,
+        deadline: Option<Instant>,
+    ) -> RouterFuture<H::Subscription>
+    where
+        B: HttpBody + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let router = self.clone();
+        Box::pin(async move { router.route(request, deadline).await })
+    }
+
+    async fn route<B>(
         &self,
         request: Request<B>,
         deadline: Option<Instant>,
@@ -391,11 +409,31 @@ where
 {
     type Response = Response<Body<H::Subscription>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    type Future = Call<H::Subscription>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
-        let router = self.clone();
-        Box::pin(async move { Ok(router.handle(request).await) })
+        Call(self.handle(request))
+    }
+}
+
+/// The future of [`Router::handle`]: boxed (see there).
+pub type RouterFuture<S> = Pin<Box<dyn Future<Output = Response<Body<S>>> + Send>>;
+
+/// The future of `Router`'s `Service::call`: [`Router::handle`]'s, as a
+/// `Result` that is never an error.
+pub struct Call<S>(RouterFuture<S>);
+
+impl<S> std::fmt::Debug for Call<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Call")
+    }
+}
+
+impl<S> Future for Call<S> {
+    type Output = Result<Response<Body<S>>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 

@@ -690,11 +690,10 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
         push::RouterConfig::default().with_publish(true),
     );
     let shutdown = router.shutdown();
-    // Boxed, as Router::handle's docs advise: hyper keeps room for a
-    // connection's service future for as long as the connection lives.
+    // `Router::handle` boxes its future: this one stays small.
     let service = service_fn(move |request: Request<Incoming>| {
         let router = router.clone();
-        Box::pin(async move {
+        async move {
             let count = match request.uri().path() {
                 "/bench/held" => Some(router.longpoll().waiting()),
                 "/bench/sse" => Some(router.sse().open_streams()),
@@ -707,7 +706,7 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
                 )));
             }
             Ok(router.handle(request).await)
-        }) as Pin<Box<dyn Future<Output = Result<_, Infallible>> + Send>>
+        }
     });
     push::serve(
         listener,
