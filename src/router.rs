@@ -157,7 +157,12 @@ impl<H: Hub> Router<H> {
 
     /// A router over a hub you also publish to from code.
     #[cfg_attr(
-        not(any(feature = "poll", feature = "longpoll", feature = "sse", feature = "ws")),
+        not(any(
+            feature = "poll",
+            feature = "longpoll",
+            feature = "sse",
+            feature = "ws"
+        )),
         expect(clippy::needless_pass_by_value, reason = "no transport takes its part")
     )]
     pub fn from_shared(hub: Arc<H>, config: RouterConfig) -> Self {
