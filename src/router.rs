@@ -6,9 +6,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -41,7 +42,12 @@ pub struct RouterConfig {
     /// The largest request body `POST /pub/{channel}` accepts (default
     /// 256 KiB, the memory hub's default message limit); larger → `413`.
     pub max_publish_bytes: usize,
-    /// The longest query string accepted on `/pub/` (default 1 KiB).
+    /// How long `POST /pub/{channel}` waits for the whole request body
+    /// (default 15 s); a body that takes longer (trickled, or stalled) is
+    /// answered `408` (`request_timeout`).
+    pub publish_body_timeout: Duration,
+    /// The longest query string accepted on `/pub/` (default
+    /// [`wire::DEFAULT_MAX_QUERY_LEN`]).
     pub max_query_len: usize,
     /// `GET /poll/{channel}`.
     #[cfg(feature = "poll")]
@@ -65,6 +71,7 @@ impl Default for RouterConfig {
         RouterConfig {
             publish: false,
             max_publish_bytes: 256 << 10,
+            publish_body_timeout: Duration::from_secs(15),
             max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
             #[cfg(feature = "poll")]
             poll: push_poll::PollConfig::default(),
@@ -92,6 +99,13 @@ impl RouterConfig {
     #[must_use]
     pub fn with_max_publish_bytes(mut self, max: usize) -> Self {
         self.max_publish_bytes = max;
+        self
+    }
+
+    /// Sets [`publish_body_timeout`](Self::publish_body_timeout).
+    #[must_use]
+    pub fn with_publish_body_timeout(mut self, timeout: Duration) -> Self {
+        self.publish_body_timeout = timeout;
         self
     }
 }
@@ -135,6 +149,7 @@ struct Routes<H> {
     hub: Arc<H>,
     publish: bool,
     max_publish_bytes: usize,
+    publish_body_timeout: Duration,
     max_query_len: usize,
     shutdown: CancellationToken,
     #[cfg(feature = "poll")]
@@ -171,6 +186,7 @@ impl<H: Hub> Router<H> {
             shared: Arc::new(Routes {
                 publish: config.publish,
                 max_publish_bytes: config.max_publish_bytes,
+                publish_body_timeout: config.publish_body_timeout,
                 max_query_len: config.max_query_len,
                 #[cfg(feature = "poll")]
                 poll: push_poll::PollHandler::from_shared(hub.clone(), config.poll),
@@ -369,19 +385,42 @@ impl<H: Hub> Router<H> {
             Ok(asked) => asked,
             Err(err) => return error_for(&err),
         };
-        let data = match Limited::new(body, routes.max_publish_bytes).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.is::<http_body_util::LengthLimitError>() => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "message_too_large",
-                    &format!(
-                        "a message may hold at most {} bytes",
-                        routes.max_publish_bytes
-                    ),
-                );
-            }
+        let too_large = || {
+            error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "message_too_large",
+                &format!(
+                    "a message may hold at most {} bytes",
+                    routes.max_publish_bytes
+                ),
+            )
+        };
+        // A declared length over the limit is refused before reading (and
+        // before hyper answers `Expect: 100-continue`).
+        if body.size_hint().lower() > u64::try_from(routes.max_publish_bytes).unwrap_or(u64::MAX) {
+            return too_large();
+        }
+        let collected = tokio::time::timeout(
+            routes.publish_body_timeout,
+            Limited::new(body, routes.max_publish_bytes).collect(),
+        )
+        .await;
+        let data = match collected {
             Err(_) => {
+                let mut response = error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                );
+                // What is left of the body is not worth reading.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                return response;
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => return too_large(),
+            Ok(Err(_)) => {
                 return error_response(
                     StatusCode::BAD_REQUEST,
                     "unreadable_body",

@@ -52,6 +52,7 @@ async fn routes_follow_the_features() {
             .unwrap();
     tokio::spawn(connection);
     let request = http::Request::get(format!("http://{addr}/sse/news"))
+        .header(http::header::HOST, addr.to_string())
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let response = sender.send_request(request).await.unwrap();

@@ -1,16 +1,16 @@
 //! The facade's router and `serve` over real TCP: every route on one port,
-//! graceful shutdown of streams, sockets and held polls, deadlines, the
-//! connection limit.
+//! graceful shutdown of streams, sockets and held polls, deadlines (the
+//! connection limits and deadlines of `serve` itself: serve_limits.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+#[path = "support/serving.rs"]
+mod serving;
 #[path = "support/ws.rs"]
 mod ws_support;
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,44 +19,14 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use push::{MemoryHub, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use push::{MemoryHub, Router, RouterConfig, ServeConfig};
+use serving::start;
 use support::{get, read_until, until, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use ws_support::{Ws, close_code, next_json};
-
-struct Running {
-    addr: SocketAddr,
-    router: Router<MemoryHub>,
-    shutdown: Shutdown,
-    stats: Arc<ServeStats>,
-    task: JoinHandle<io::Result<()>>,
-}
-
-async fn start(config: RouterConfig, serve: ServeConfig) -> Running {
-    let router = Router::new(MemoryHub::new(), config);
-    let listener = push::bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = router.shutdown();
-    let stats = Arc::new(ServeStats::default());
-    let task = tokio::spawn(push::serve(
-        listener,
-        router.clone(),
-        shutdown.clone(),
-        serve,
-        Some(stats.clone()),
-    ));
-    Running {
-        addr,
-        router,
-        shutdown,
-        stats,
-        task,
-    }
-}
 
 async fn post(addr: SocketAddr, path: &str, body: impl Into<Bytes>) -> support::Answer {
     support::request(addr, "POST", path, &[], body).await
@@ -291,37 +261,6 @@ async fn a_deadline_ends_event_streams_and_sockets() {
     assert!(rest.ends_with("retry: 3000\n\n\r\n0\r\n\r\n"), "{rest:?}");
     assert_eq!(close_code(&mut ws).await, CloseCode::Policy);
     assert!(tokio::time::Instant::now() >= deadline);
-}
-
-#[tokio::test]
-async fn connections_beyond_the_limit_wait_their_turn() {
-    let running = start(
-        RouterConfig::default().with_publish(true),
-        ServeConfig::default().with_max_connections(1),
-    )
-    .await;
-    let addr = running.addr;
-    let (mut first, mut seen) = open_sse(addr, "/sse/news").await;
-    // The second connects (the kernel's backlog) and asks, but is not served.
-    let second = tokio::spawn(async move { get(addr, "/poll/news?since=earliest", &[]).await });
-    // The server still runs: a publish from code reaches the first.
-    let news = "news".parse().unwrap();
-    push::Hub::publish(
-        &**running.router.hub(),
-        &news,
-        push::Publication::new("one"),
-    )
-    .await
-    .unwrap();
-    read_until(&mut first, &mut seen, "data: one\n\n").await;
-    assert_eq!(running.stats.accepted(), 1);
-    assert!(!second.is_finished());
-    drop(first);
-    let answer = within("the second connection's turn", second)
-        .await
-        .unwrap();
-    assert_eq!(answer.json()["messages"][0]["data"], "one");
-    assert_eq!(running.stats.accepted(), 2);
 }
 
 #[tokio::test]

@@ -151,8 +151,20 @@ impl Answer {
     }
 }
 
+/// Adds the `Host` every HTTP/1.1 client sends (hyper's connection-level
+/// client does not), unless the test set one.
+fn with_host<B>(addr: SocketAddr, mut request: Request<B>) -> Request<B> {
+    if !request.headers().contains_key(http::header::HOST) {
+        request
+            .headers_mut()
+            .insert(http::header::HOST, addr.to_string().parse().unwrap());
+    }
+    request
+}
+
 /// Sends `request` over a fresh HTTP/1.1 connection and reads the answer.
 pub async fn send(addr: SocketAddr, request: Request<Empty<Bytes>>) -> Answer {
+    let request = with_host(addr, request);
     let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -211,7 +223,7 @@ pub async fn request(
     for (name, value) in headers {
         builder = builder.header(*name, *value);
     }
-    let request = builder.body(Full::new(body.into())).unwrap();
+    let request = with_host(addr, builder.body(Full::new(body.into())).unwrap());
     read(sender.send_request(request).await.unwrap()).await
 }
 
