@@ -65,7 +65,7 @@ impl Backoff {
     /// periodic requests of many clients over time.
     pub fn spread(&mut self, interval: Duration, fraction: f64) -> Duration {
         let span = interval.mul_f64(fraction.clamp(0.0, 1.0));
-        interval - span + self.jitter(span * 2)
+        (interval - span).saturating_add(self.jitter(span.saturating_mul(2)))
     }
 
     /// A random duration in `[0, up_to]`.
@@ -112,5 +112,14 @@ mod tests {
         );
         assert!(samples.iter().any(|d| *d < Duration::from_millis(9_500)));
         assert!(samples.iter().any(|d| *d > Duration::from_millis(10_500)));
+    }
+
+    #[test]
+    fn extreme_durations_saturate() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        assert!(b.next_delay() >= Duration::MAX / 2);
+        for _ in 0..100 {
+            assert!(b.spread(Duration::MAX, 0.1) >= Duration::MAX.mul_f64(0.9));
+        }
     }
 }

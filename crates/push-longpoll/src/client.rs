@@ -215,7 +215,7 @@ impl LongPoller {
             Uri::from_parts(parts).ok()
         });
         let send = self.send.clone();
-        let timeout = self.config.hold + self.config.timeout_margin;
+        let timeout = self.config.hold.saturating_add(self.config.timeout_margin);
         let max_body = self.config.max_body_bytes;
         let url = self.url.to_string();
         Box::pin(async move {

@@ -40,7 +40,7 @@ pub struct LongPollConfig {
     /// The longest hold a client may ask for; a larger `timeout` is lowered
     /// to it (default 120 s). Keep it below your proxies' idle timeouts.
     pub max_timeout: Duration,
-    /// The longest query string accepted (default 1 KiB).
+    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
     pub max_query_len: usize,
     /// When this token is cancelled (the server is shutting down), every held
     /// request is answered at once (`204` with its cursor, as on a timeout),

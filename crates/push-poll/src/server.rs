@@ -38,7 +38,7 @@ pub struct PollConfig {
     /// The polling interval advised to clients in the `Push-Poll-Interval`
     /// header (default 5 s).
     pub interval: Duration,
-    /// The longest query string accepted (default 1 KiB).
+    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
     pub max_query_len: usize,
 }
 

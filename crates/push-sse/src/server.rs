@@ -54,7 +54,7 @@ pub struct SseConfig {
     /// hint: the client reconnects, perhaps to another node, and resumes.
     /// Default: none.
     pub max_lifetime: Option<Duration>,
-    /// The longest query string accepted (default 1 KiB).
+    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
     pub max_query_len: usize,
     /// When this token is cancelled (the server is shutting down), every
     /// stream ends at once with a `retry:` hint, and a stream opened after
@@ -229,7 +229,7 @@ impl<H: Hub> SseHandler<H> {
         let now = Instant::now();
         let lifetime = config
             .max_lifetime
-            .map(|lifetime| now + Backoff::new(lifetime, lifetime).spread(lifetime, 0.1));
+            .map(|lifetime| later(now, Backoff::new(lifetime, lifetime).spread(lifetime, 0.1)));
         let end = match (lifetime, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -366,8 +366,15 @@ struct Live<S> {
 }
 
 fn next_tick(now: Instant, keep_alive: Duration, end: Option<Instant>) -> Instant {
-    let tick = now + keep_alive;
+    let tick = later(now, keep_alive);
     end.map_or(tick, |end| tick.min(end))
+}
+
+/// `after` from `now`, or as far ahead as an `Instant` goes: no setting,
+/// however large, overflows (a year stands for "never").
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after.min(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
 }
 
 pin_project_lite::pin_project! {

@@ -558,3 +558,22 @@ async fn a_reader_too_slow_gets_a_gap_and_never_holds_up_the_others() {
     assert_eq!(next, count);
     assert!(gaps >= 1, "400 × 64 KiB cannot all wait in socket buffers");
 }
+
+#[tokio::test]
+async fn extreme_settings_serve_instead_of_panicking() {
+    let hub = MemoryHub::new();
+    let config = SseConfig::default()
+        .with_keep_alive(Duration::MAX)
+        .with_max_lifetime(Duration::MAX)
+        .with_retry(Duration::MAX);
+    let (server, handler) = start(&hub, config).await;
+    let response = open(server.addr, "/sse/c", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut events = Events::new(response);
+    let id = publish(&hub, "still here").await;
+    assert_eq!(
+        events.message().await,
+        (id.to_string(), "message".into(), "still here".into())
+    );
+    assert_eq!(handler.open_streams(), 1);
+}

@@ -12,8 +12,10 @@ use percent_encoding::percent_decode_str;
 
 use crate::{ChannelName, Error, Start};
 
-/// The longest query string accepted by default, in bytes.
-pub const DEFAULT_MAX_QUERY_LEN: usize = 1024;
+/// The longest query string accepted by default, in bytes: room for a
+/// 4 KiB subscriber token in `?token=` (a browser's `EventSource` and
+/// `WebSocket` cannot send it in a header) beside the other parameters.
+pub const DEFAULT_MAX_QUERY_LEN: usize = 8 << 10;
 
 /// A request's decoded query parameters.
 ///
@@ -316,11 +318,11 @@ mod tests {
 
     #[test]
     fn too_long_and_repeated() {
-        let long = "a=".to_owned() + &"b".repeat(2000);
+        let long = "a=".to_owned() + &"b".repeat(DEFAULT_MAX_QUERY_LEN);
         let err = Query::parse(Some(&long), DEFAULT_MAX_QUERY_LEN).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid query: the query is longer than 1024 bytes"
+            "invalid query: the query is longer than 8192 bytes"
         );
         let err = query("since=earliest&since=earliest").start().unwrap_err();
         assert_eq!(
