@@ -3,9 +3,9 @@
 //! connection limits and deadlines of `serve` itself: serve_limits.rs).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 #[path = "support/serving.rs"]
 mod serving;
+mod support;
 #[path = "support/ws.rs"]
 mod ws_support;
 

@@ -7,9 +7,9 @@
 //! milliseconds); every wait is on an event, with a generous safety net.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod support;
 #[path = "support/serving.rs"]
 mod serving;
+mod support;
 #[path = "support/ws.rs"]
 mod ws_support;
 
@@ -153,7 +153,10 @@ async fn a_next_request_head_must_arrive_within_the_header_deadline() {
         "\"messages\":[]}",
     )
     .await;
-    stream.write_all(b"GET /poll/news HTTP/1.1\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /poll/news HTTP/1.1\r\n")
+        .await
+        .unwrap();
     until_closed(&mut stream).await;
     until("the close to be counted", || running.stats.timed_out() == 1).await;
 }
@@ -357,4 +360,21 @@ async fn http11_requests_need_exactly_one_valid_host() {
     let mut old = sending(addr, b"GET /poll/news HTTP/1.0\r\n\r\n").await;
     let answer = String::from_utf8(until_closed(&mut old).await).unwrap();
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_limit_gets_431() {
+    let running = start(
+        RouterConfig::default(),
+        deadlines(LONG, LONG).with_max_header_bytes(16 << 10),
+    )
+    .await;
+    let big = "x".repeat(20 << 10);
+    let mut stream = sending(
+        running.addr,
+        format!("GET /poll/news HTTP/1.1\r\nHost: t\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    let answer = String::from_utf8(until_closed(&mut stream).await).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
 }

@@ -644,8 +644,12 @@ impl Builders {
             .min(Duration::from_secs(86_400 * 365));
         let max_buf = config.max_header_bytes.max(8 << 10);
         let max_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
-        let ping = config.http2_ping_interval.min(Duration::from_secs(86_400 * 365));
-        let ping_timeout = config.http2_ping_timeout.min(Duration::from_secs(86_400 * 365));
+        let ping = config
+            .http2_ping_interval
+            .min(Duration::from_secs(86_400 * 365));
+        let ping_timeout = config
+            .http2_ping_timeout
+            .min(Duration::from_secs(86_400 * 365));
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1
             .timer(TokioTimer::new())

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, ORIGIN,
-    VARY, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONTENT_TYPE,
+    ORIGIN, VARY, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -89,6 +89,9 @@ impl Cors {
 pub struct Policy {
     /// Publishers must present this secret.
     pub publish_token: Option<PublishToken>,
+    /// Publishing without a secret is refused (403): the server listens on
+    /// a public address with no publisher secret and no --open-publish.
+    pub publish_protected: bool,
     /// Subscribers must present a token signed with this secret.
     pub jwt: Option<JwtVerifier>,
     /// Cross-origin browsers allowed.
@@ -101,6 +104,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             publish_token: None,
+            publish_protected: false,
             jwt: None,
             cors: Cors::default(),
             transports: [true; 4],
@@ -240,6 +244,9 @@ impl<H: Hub> App<H> {
         match kind {
             Kind::Page => fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML),
             Kind::Script => fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS),
+            Kind::Health | Kind::Metrics if !is_get(request.method()) => {
+                method_not_allowed("GET or HEAD only")
+            }
             Kind::Health => {
                 if shared.shutdown.is_triggered() {
                     text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -303,8 +310,10 @@ impl<H: Hub> App<H> {
     }
 
     fn check_publisher(&self, headers: &HeaderMap) -> Result<(), AuthError> {
-        match &self.shared.policy.publish_token {
+        let policy = &self.shared.policy;
+        match &policy.publish_token {
             Some(token) => token.check(headers),
+            None if policy.publish_protected => Err(AuthError::Protected),
             None => Ok(()),
         }
     }
@@ -374,7 +383,7 @@ impl<H: Hub> App<H> {
                     .subscribing(Arc::new(move |channel| subscribe.allows(channel)))
                     .publishing(Arc::new(move |channel| publish.allows(channel))))
             }
-            None if policy.publish_token.is_some() => {
+            None if policy.publish_token.is_some() || policy.publish_protected => {
                 Ok(Access::default().publishing(Arc::new(|_| false)))
             }
             None => Ok(Access::default()),
@@ -451,8 +460,15 @@ impl<H: Hub> App<H> {
             &mut out,
             "push_http_connections",
             "gauge",
-            "TCP connections open now.",
+            "TCP connections open now, upgraded WebSockets included.",
             &[("", open(stats.open_connections()))],
+        );
+        family(
+            &mut out,
+            "push_http_connections_upgraded",
+            "gauge",
+            "HTTP/1.1 connections upgraded to a WebSocket, open now.",
+            &[("", open(stats.upgraded_connections()))],
         );
         family(
             &mut out,
@@ -460,6 +476,17 @@ impl<H: Hub> App<H> {
             "counter",
             "TCP connections accepted.",
             &[("", stats.accepted())],
+        );
+        family(
+            &mut out,
+            "push_http_connections_closed_total",
+            "counter",
+            "Connections the server closed: idle ones shed at the connection limit, ones past a deadline (idle, request head, stalled write), and new ones refused at a limit (503 or 429).",
+            &[
+                ("reason=\"shed\"", stats.shed()),
+                ("reason=\"timeout\"", stats.timed_out()),
+                ("reason=\"refused\"", stats.refused()),
+            ],
         );
         family(
             &mut out,
@@ -541,9 +568,13 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The instant a token that expires at `expires` (Unix seconds) runs out.
+/// The instant a token that expires at `expires` (Unix seconds) runs out;
+/// a year stands for any later expiry (an `Instant` cannot go that far).
 fn deadline(expires: u64) -> Instant {
-    Instant::now() + Duration::from_secs(expires.saturating_sub(unix_now()))
+    let left = Duration::from_secs(expires.saturating_sub(unix_now()))
+        .min(Duration::from_secs(365 * 86_400));
+    let now = Instant::now();
+    now.checked_add(left).unwrap_or(now)
 }
 
 trait Respond: Sized {
@@ -561,17 +592,29 @@ impl<S> Respond for Body<S> {
     }
 }
 
+fn is_get(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+fn method_not_allowed<S>(message: &str) -> Response<Body<S>> {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
 fn fixed<S>(
     method: &Method,
     content_type: &'static str,
     content: &'static str,
 ) -> Response<Body<S>> {
-    if method != Method::GET && method != Method::HEAD {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "GET only",
-        );
+    if !is_get(method) {
+        return method_not_allowed("GET or HEAD only");
     }
     let mut response = Body::respond(
         StatusCode::OK,

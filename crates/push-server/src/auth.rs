@@ -15,6 +15,10 @@ use subtle::ConstantTimeEq as _;
 /// The longest token accepted, header or query.
 pub const MAX_TOKEN_LEN: usize = 4096;
 
+/// The shortest HS256 secret accepted: the hash's size, as RFC 7518 §3.2
+/// requires.
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
 /// Why a request was not let in.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -36,14 +40,19 @@ pub enum AuthError {
     /// Valid, but not for this channel.
     #[error("the token does not allow this on channel {0}")]
     Forbidden(String),
+    /// Publishing is off: a public address, and no publisher secret.
+    #[error(
+        "publishing is off: this server listens on a non-loopback address without --publish-token; set one, or start it with --open-publish"
+    )]
+    Protected,
 }
 
 impl AuthError {
     /// `401` for a missing or bad token, `403` for a good one that does not
-    /// cover the channel.
+    /// cover the channel, or publishing that is off.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            AuthError::Forbidden(_) => http::StatusCode::FORBIDDEN,
+            AuthError::Forbidden(_) | AuthError::Protected => http::StatusCode::FORBIDDEN,
             _ => http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -52,6 +61,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Forbidden(_) => "forbidden",
+            AuthError::Protected => "publish_disabled",
             AuthError::Expired => "token_expired",
             _ => "unauthorized",
         }
@@ -73,10 +83,16 @@ impl std::fmt::Debug for PublishToken {
 
 impl PublishToken {
     /// The secret publishers must present.
-    pub fn new(secret: &str) -> Self {
-        PublishToken {
-            digest: Sha256::digest(secret.as_bytes()).into(),
+    ///
+    /// # Errors
+    /// An empty or blank secret: with it, an empty `?token=` would pass.
+    pub fn new(secret: &str) -> Result<Self, AuthError> {
+        if secret.trim().is_empty() {
+            return Err(AuthError::Malformed("the publisher secret is empty"));
         }
+        Ok(PublishToken {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+        })
     }
 
     /// Checks `Authorization: Bearer …`.
@@ -201,10 +217,13 @@ impl JwtVerifier {
     /// A verifier for tokens signed with `secret`.
     ///
     /// # Errors
-    /// An empty secret.
+    /// A secret shorter than [`MIN_JWT_SECRET_LEN`] bytes (RFC 7518 §3.2:
+    /// shorter keys make the signature guessable offline).
     pub fn new(secret: &[u8]) -> Result<Self, AuthError> {
-        if secret.is_empty() {
-            return Err(AuthError::Malformed("the JWT secret is empty"));
+        if secret.len() < MIN_JWT_SECRET_LEN {
+            return Err(AuthError::Malformed(
+                "the JWT secret must be at least 32 bytes (RFC 7518 §3.2)",
+            ));
         }
         let key = Hmac::<Sha256>::new_from_slice(secret)
             .map_err(|_| AuthError::Malformed("the JWT secret is not a usable key"))?;
@@ -247,15 +266,14 @@ impl JwtVerifier {
         let claims = decode_json(payload, "the payload is not base64url JSON")?;
         let expires = claims
             .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or(AuthError::Malformed("`exp` (seconds) is required"))?;
+            .and_then(numeric_date)
+            .ok_or(AuthError::Malformed("`exp` (a NumericDate) is required"))?;
         if now >= expires {
             return Err(AuthError::Expired);
         }
         if let Some(nbf) = claims.get("nbf") {
-            let nbf = nbf
-                .as_u64()
-                .ok_or(AuthError::Malformed("`nbf` must be seconds"))?;
+            let nbf =
+                numeric_date(nbf).ok_or(AuthError::Malformed("`nbf` must be a NumericDate"))?;
             if now < nbf {
                 return Err(AuthError::NotYetValid);
             }
@@ -284,6 +302,20 @@ impl JwtVerifier {
         let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         format!("{signed}.{signature}")
     }
+}
+
+/// A NumericDate (RFC 7519 §2: seconds since the epoch, any JSON number,
+/// fractions allowed) as whole seconds rounded up, so that for a whole `now`
+/// `now < date` holds exactly when it holds for the exact date; saturating
+/// (a negative date is 0, a huge one `u64::MAX`).
+fn numeric_date(value: &Value) -> Option<u64> {
+    if let Some(whole) = value.as_u64() {
+        return Some(whole);
+    }
+    let date = value.as_f64()?;
+    // `as` saturates, and maps NaN (which JSON cannot hold) to 0.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(date.ceil() as u64)
 }
 
 /// The length of the signature part, with its dot.
@@ -358,7 +390,7 @@ mod tests {
     #[test]
     fn forged_and_foreign_tokens_are_refused() {
         let token = verifier().sign(&json!({"exp": NOW + 60, "channels": ["news"]}));
-        let other = JwtVerifier::new(b"another secret").unwrap();
+        let other = JwtVerifier::new(b"another secret, thirty-two bytes+").unwrap();
         assert_eq!(other.verify(&token, NOW), Err(AuthError::Invalid));
         // The payload swapped for one naming more channels.
         let (head, rest) = token.split_once('.').unwrap();
@@ -394,8 +426,37 @@ mod tests {
     }
 
     #[test]
+    fn expiry_is_any_numeric_date_and_saturates() {
+        let at = |exp: Value| {
+            verifier().verify(
+                &verifier().sign(&json!({"exp": exp, "channels": ["news"]})),
+                NOW,
+            )
+        };
+        assert_eq!(at(json!(u64::MAX)).unwrap().expires, u64::MAX);
+        assert_eq!(at(json!(1e300)).unwrap().expires, u64::MAX);
+        assert_eq!(at(json!(NOW as f64 + 0.5)).unwrap().expires, NOW + 1);
+        assert_eq!(at(json!(NOW as f64 - 0.5)), Err(AuthError::Expired));
+        assert_eq!(at(json!(-5)), Err(AuthError::Expired));
+        assert!(matches!(at(json!("soon")), Err(AuthError::Malformed(_))));
+        let early = verifier().sign(&json!({"exp": NOW + 10, "nbf": NOW as f64 + 0.25}));
+        assert_eq!(verifier().verify(&early, NOW), Err(AuthError::NotYetValid));
+        assert!(verifier().verify(&early, NOW + 1).is_ok());
+    }
+
+    #[test]
+    fn short_and_empty_secrets_are_refused() {
+        assert!(JwtVerifier::new(b"").is_err());
+        assert!(JwtVerifier::new(&[b'k'; MIN_JWT_SECRET_LEN - 1]).is_err());
+        assert!(JwtVerifier::new(&[b'k'; MIN_JWT_SECRET_LEN]).is_ok());
+        assert!(PublishToken::new("").is_err());
+        assert!(PublishToken::new(" \t").is_err());
+        assert!(PublishToken::new("s").is_ok());
+    }
+
+    #[test]
     fn the_publisher_secret_is_checked_from_the_bearer_header() {
-        let token = PublishToken::new("s3cret");
+        let token = PublishToken::new("s3cret").unwrap();
         let mut headers = HeaderMap::new();
         assert_eq!(token.check(&headers), Err(AuthError::Missing));
         headers.insert(AUTHORIZATION, "Bearer s3cret".parse().unwrap());

@@ -13,7 +13,9 @@ use clap::Parser;
 /// Subscribe:  curl -N localhost:8080/sse/news
 ///
 /// Every option can also be set from the environment variable shown with
-/// it. Durations are whole seconds.
+/// it. Durations are in seconds (decimals allowed: 0.5). Every value is
+/// checked at start: one out of its range stops the server with a message
+/// naming it.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "push-server", version, verbatim_doc_comment)]
 pub struct Args {
@@ -24,28 +26,84 @@ pub struct Args {
 
     /// The listen backlog: connections waiting to be accepted (the kernel
     /// caps it at net.core.somaxconn).
-    #[arg(long, env = "PUSH_BACKLOG", default_value_t = 4096)]
+    #[arg(long, env = "PUSH_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
     pub backlog: u32,
 
-    /// The most connections open at once (0: no limit). At the limit new
-    /// connections wait in the backlog.
-    #[arg(long, env = "PUSH_MAX_CONNECTIONS", default_value_t = 0)]
+    /// The most connections open at once, WebSockets included (0: no
+    /// limit; keep it below the open-files limit). At the limit the
+    /// connection idle the longest is closed to make room; with none idle,
+    /// a new client gets 503 and Retry-After.
+    #[arg(long, env = "PUSH_MAX_CONNECTIONS", default_value_t = 0,
+          value_parser = count(0, 10_000_000))]
     pub max_connections: usize,
 
+    /// The most connections open at once from one IP address (0: no limit;
+    /// behind a reverse proxy every client has the proxy's address). Over
+    /// it a new connection gets 429.
+    #[arg(long, env = "PUSH_MAX_CONNECTIONS_PER_IP", default_value_t = 0,
+          value_parser = count(0, 10_000_000))]
+    pub max_connections_per_ip: usize,
+
+    /// A new connection must send a whole request head within this, and
+    /// each next request head within this of its first byte; else it is
+    /// closed.
+    #[arg(long, env = "PUSH_HEADER_TIMEOUT", default_value = "10",
+          value_parser = secs(0.01, 3_600.0))]
+    pub header_timeout: Duration,
+
+    /// A connection with nothing in flight (HTTP/1.1 keep-alive, HTTP/2 with
+    /// no open stream) is closed after this.
+    #[arg(long, env = "PUSH_IDLE_TIMEOUT", default_value = "30",
+          value_parser = secs(0.01, 86_400.0))]
+    pub idle_timeout: Duration,
+
+    /// A connection (or WebSocket) whose writes make no progress for this
+    /// long (the client stopped reading) is closed.
+    #[arg(long, env = "PUSH_WRITE_TIMEOUT", default_value = "10",
+          value_parser = secs(0.01, 3_600.0))]
+    pub write_timeout: Duration,
+
+    /// HTTP/2: a PING is sent after this long without a frame from the
+    /// client …
+    #[arg(long, env = "PUSH_HTTP2_PING_INTERVAL", default_value = "20",
+          value_parser = secs(0.01, 3_600.0))]
+    pub http2_ping_interval: Duration,
+
+    /// … and the connection is closed if its answer takes longer than this.
+    #[arg(long, env = "PUSH_HTTP2_PING_TIMEOUT", default_value = "10",
+          value_parser = secs(0.01, 3_600.0))]
+    pub http2_ping_timeout: Duration,
+
+    /// A publish whose body has not arrived whole within this gets 408.
+    #[arg(long, env = "PUSH_PUBLISH_BODY_TIMEOUT", default_value = "15",
+          value_parser = secs(0.01, 3_600.0))]
+    pub publish_body_timeout: Duration,
+
+    /// The largest request head accepted, in bytes (HTTP/1.1 at least 8 KiB).
+    #[arg(long, env = "PUSH_MAX_HEADER_BYTES", default_value_t = 32 << 10,
+          value_parser = count(8 << 10, 1 << 20))]
+    pub max_header_bytes: usize,
+
     /// Messages each channel keeps for clients to resume from.
-    #[arg(long, env = "PUSH_HISTORY_MESSAGES", default_value_t = 1000)]
+    #[arg(long, env = "PUSH_HISTORY_MESSAGES", default_value_t = 1000,
+          value_parser = count(1, 10_000_000))]
     pub history_messages: usize,
 
     /// Bytes each channel keeps (data and event names).
-    #[arg(long, env = "PUSH_HISTORY_BYTES", default_value_t = 1 << 20)]
+    #[arg(long, env = "PUSH_HISTORY_BYTES", default_value_t = 1 << 20,
+          value_parser = count(1, 1 << 40))]
     pub history_bytes: usize,
 
-    /// How long a message is kept, in seconds.
-    #[arg(long, env = "PUSH_HISTORY_SECONDS", default_value_t = 3600)]
-    pub history_seconds: u64,
+    /// How long a message is kept.
+    #[arg(long, env = "PUSH_HISTORY_SECONDS", default_value = "3600",
+          value_parser = secs(1.0, 365.0 * 86_400.0))]
+    pub history_seconds: Duration,
 
-    /// The largest message accepted, in bytes (publish body).
-    #[arg(long, env = "PUSH_MAX_MESSAGE_BYTES", default_value_t = 256 << 10)]
+    /// The largest message accepted, in bytes (publish body); at most
+    /// --history-bytes.
+    #[arg(long, env = "PUSH_MAX_MESSAGE_BYTES", default_value_t = 256 << 10,
+          value_parser = count(1, 64 << 20))]
     pub max_message_bytes: usize,
 
     /// Run on the Redis at this URL (`redis://[:password@]host:port/db`)
@@ -60,47 +118,63 @@ pub struct Args {
     #[arg(long, env = "PUSH_REDIS_PREFIX", default_value = "push")]
     pub redis_prefix: String,
 
-    /// The most channels held at once.
-    #[arg(long, env = "PUSH_MAX_CHANNELS", default_value_t = 100_000)]
+    /// The most channels held at once. When full, channels nobody
+    /// subscribes to make room, least recently active first (their clients
+    /// get a reset); channels never published to hold at most half.
+    #[arg(long, env = "PUSH_MAX_CHANNELS", default_value_t = 100_000,
+          value_parser = count(1, 100_000_000))]
     pub max_channels: usize,
 
-    /// The poll interval advised to short-polling clients, in seconds.
-    #[arg(long, env = "PUSH_POLL_INTERVAL", default_value_t = 5)]
-    pub poll_interval: u64,
+    /// The poll interval advised to short-polling clients.
+    #[arg(long, env = "PUSH_POLL_INTERVAL", default_value = "5",
+          value_parser = secs(1.0, 86_400.0))]
+    pub poll_interval: Duration,
 
-    /// How long a long poll is held when it names no timeout, in seconds.
-    #[arg(long, env = "PUSH_LONGPOLL_TIMEOUT", default_value_t = 30)]
-    pub longpoll_timeout: u64,
+    /// How long a long poll is held when it names no timeout.
+    #[arg(long, env = "PUSH_LONGPOLL_TIMEOUT", default_value = "30",
+          value_parser = secs(0.0, 3_600.0))]
+    pub longpoll_timeout: Duration,
 
-    /// The longest hold a long poll may ask for, in seconds.
-    #[arg(long, env = "PUSH_LONGPOLL_MAX_TIMEOUT", default_value_t = 120)]
-    pub longpoll_max_timeout: u64,
+    /// The longest hold a long poll may ask for.
+    #[arg(long, env = "PUSH_LONGPOLL_MAX_TIMEOUT", default_value = "120",
+          value_parser = secs(0.0, 3_600.0))]
+    pub longpoll_max_timeout: Duration,
 
-    /// A comment is sent on an idle event stream after this many seconds.
-    #[arg(long, env = "PUSH_SSE_KEEP_ALIVE", default_value_t = 15)]
-    pub sse_keep_alive: u64,
+    /// A comment is sent on an idle event stream after this long.
+    #[arg(long, env = "PUSH_SSE_KEEP_ALIVE", default_value = "15",
+          value_parser = secs(0.01, 3_600.0))]
+    pub sse_keep_alive: Duration,
 
-    /// The reconnection delay advised to event-stream clients, in seconds.
-    #[arg(long, env = "PUSH_SSE_RETRY", default_value_t = 3)]
-    pub sse_retry: u64,
+    /// The reconnection delay advised to event-stream clients.
+    #[arg(long, env = "PUSH_SSE_RETRY", default_value = "3",
+          value_parser = secs(0.0, 86_400.0))]
+    pub sse_retry: Duration,
 
-    /// End each event stream after about this many seconds (0: never), so
-    /// that clients spread over nodes; they resume where they were.
-    #[arg(long, env = "PUSH_SSE_MAX_LIFETIME", default_value_t = 0)]
-    pub sse_max_lifetime: u64,
+    /// End each event stream after about this long (0: never), so that
+    /// clients spread over nodes; they resume where they were.
+    #[arg(long, env = "PUSH_SSE_MAX_LIFETIME", default_value = "0",
+          value_parser = secs(0.0, 365.0 * 86_400.0))]
+    pub sse_max_lifetime: Duration,
 
-    /// WebSocket ping interval, in seconds.
-    #[arg(long, env = "PUSH_WS_PING", default_value_t = 25)]
-    pub ws_ping: u64,
+    /// WebSocket ping interval.
+    #[arg(long, env = "PUSH_WS_PING", default_value = "25",
+          value_parser = secs(0.01, 3_600.0))]
+    pub ws_ping: Duration,
 
-    /// A WebSocket whose pong does not come within this many seconds is
-    /// closed.
-    #[arg(long, env = "PUSH_WS_PONG_TIMEOUT", default_value_t = 10)]
-    pub ws_pong_timeout: u64,
+    /// A WebSocket whose pong does not come within this is closed.
+    #[arg(long, env = "PUSH_WS_PONG_TIMEOUT", default_value = "10",
+          value_parser = secs(0.01, 3_600.0))]
+    pub ws_pong_timeout: Duration,
 
     /// The largest message a WebSocket client may send, in bytes.
-    #[arg(long, env = "PUSH_WS_MAX_MESSAGE_BYTES", default_value_t = 64 << 10)]
+    #[arg(long, env = "PUSH_WS_MAX_MESSAGE_BYTES", default_value_t = 64 << 10,
+          value_parser = count(125, 64 << 20))]
     pub ws_max_message_bytes: usize,
+
+    /// The most channels one `GET /ws` socket may subscribe to.
+    #[arg(long, env = "PUSH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100,
+          value_parser = count(1, 100_000))]
+    pub ws_max_subscriptions: usize,
 
     /// The techniques served, comma-separated (the others answer 404, and
     /// browser clients fall back): poll, longpoll, sse, ws.
@@ -129,22 +203,29 @@ pub struct Args {
     #[arg(long, env = "PUSH_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// The secret publishers must send as `Authorization: Bearer …`. Without
-    /// one, anyone who can reach the server may publish.
+    /// The secret publishers must send as `Authorization: Bearer …` (not
+    /// empty). Without one, publishing is open on a loopback address only
+    /// (see --open-publish).
     #[arg(long, env = "PUSH_PUBLISH_TOKEN", hide_env_values = true)]
     pub publish_token: Option<String>,
 
+    /// Let anyone publish without --publish-token although the server
+    /// listens on a non-loopback address (refused by default there: 403).
+    #[arg(long, env = "PUSH_OPEN_PUBLISH")]
+    pub open_publish: bool,
+
     /// The HS256 secret of subscriber tokens (JWTs with `exp` and
-    /// `channels`). With it set, subscribing needs a token, from
-    /// `Authorization: Bearer …` or `?token=…`, and a stream ends when its
-    /// token expires.
+    /// `channels`; at least 32 bytes, as RFC 7518 asks). With it set,
+    /// subscribing needs a token, from `Authorization: Bearer …` or
+    /// `?token=…`, and a stream ends when its token expires.
     #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
     /// On shutdown (SIGINT, SIGTERM), how long to wait for connections to
-    /// end, in seconds.
-    #[arg(long, env = "PUSH_SHUTDOWN_GRACE", default_value_t = 10)]
-    pub shutdown_grace: u64,
+    /// end.
+    #[arg(long, env = "PUSH_SHUTDOWN_GRACE", default_value = "10",
+          value_parser = secs(0.0, 3_600.0))]
+    pub shutdown_grace: Duration,
 
     /// What to log: `error`, `warn`, `info`, `debug` (one line per
     /// subscriber event), or a tracing filter.
@@ -165,7 +246,50 @@ pub enum TransportArg {
     Ws,
 }
 
-/// Whole seconds as a duration.
-pub fn seconds(secs: u64) -> Duration {
-    Duration::from_secs(secs)
+impl Args {
+    /// Whether publishing without a publisher secret is refused: the
+    /// server listens on a non-loopback address with no --publish-token
+    /// and without --open-publish (as Redis's protected mode does).
+    pub fn publish_protected(&self) -> bool {
+        self.publish_token.is_none() && !self.open_publish && !self.listen.ip().is_loopback()
+    }
+
+    /// Checks what one flag's range cannot: how settings fit together.
+    ///
+    /// # Errors
+    /// A message naming the flags at odds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_bytes > self.history_bytes {
+            return Err(format!(
+                "--max-message-bytes ({}) must not exceed --history-bytes ({})",
+                self.max_message_bytes, self.history_bytes
+            ));
+        }
+        if self.longpoll_timeout > self.longpoll_max_timeout {
+            return Err("--longpoll-timeout must not exceed --longpoll-max-timeout".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A duration in seconds (decimals allowed) within `min..=max`.
+fn secs(
+    min: f64,
+    max: f64,
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |text: &str| {
+        let value: f64 = text
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+        if !(min..=max).contains(&value) {
+            return Err(format!("must be between {min} and {max} seconds"));
+        }
+        Ok(Duration::from_secs_f64(value))
+    }
+}
+
+/// A count within `min..=max`.
+fn count(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(min..=max)
 }

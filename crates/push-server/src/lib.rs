@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::app::{App, Cors, Policy};
 use crate::auth::{JwtVerifier, PublishToken};
-use crate::cli::{Args, TransportArg, seconds};
+use crate::cli::{Args, TransportArg};
 use crate::hub::ServerHub;
 use crate::metrics::{Metered, Metrics};
 
@@ -40,15 +40,15 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Settings that do not fit together, or an unusable secret.
+    #[error("invalid settings: {0}")]
+    Settings(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
     Config(#[from] push::Error),
     /// Redis could not be reached.
     #[error("cannot use Redis: {0}")]
     Redis(push::Error),
-    /// An auth setting is unusable.
-    #[error("invalid auth setting: {0}")]
-    Auth(#[from] auth::AuthError),
 }
 
 /// The server, built from its settings, not yet running.
@@ -74,12 +74,13 @@ impl Server {
     /// # Errors
     /// A setting the hub or the auth rejects, or Redis unreachable.
     pub async fn new(args: &Args) -> Result<Server, StartError> {
+        args.validate().map_err(StartError::Settings)?;
         let hub = match &args.redis_url {
             None => ServerHub::Memory(MemoryHub::with_config(
                 MemoryHubConfig::default()
                     .with_max_messages(args.history_messages)
                     .with_max_bytes(args.history_bytes)
-                    .with_max_age(seconds(args.history_seconds))
+                    .with_max_age(args.history_seconds)
                     .with_max_message_bytes(args.max_message_bytes)
                     .with_max_channels(args.max_channels),
             )?),
@@ -89,7 +90,7 @@ impl Server {
                         .with_prefix(args.redis_prefix.clone())
                         .with_max_messages(args.history_messages)
                         .with_max_message_bytes(args.max_message_bytes)
-                        .with_idle_ttl(seconds(args.history_seconds.max(1))),
+                        .with_idle_ttl(args.history_seconds),
                 )
                 .await
                 .map_err(StartError::Redis)?,
@@ -100,20 +101,19 @@ impl Server {
         let cors = Cors::from_origins(&args.allowed_origins);
         let mut config = RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(args.max_message_bytes);
-        config.poll = config
-            .poll
-            .with_interval(seconds(args.poll_interval.max(1)));
+            .with_max_publish_bytes(args.max_message_bytes)
+            .with_publish_body_timeout(args.publish_body_timeout);
+        config.poll = config.poll.with_interval(args.poll_interval);
         config.longpoll = config
             .longpoll
-            .with_default_timeout(seconds(args.longpoll_timeout))
-            .with_max_timeout(seconds(args.longpoll_max_timeout));
+            .with_default_timeout(args.longpoll_timeout)
+            .with_max_timeout(args.longpoll_max_timeout);
         config.sse = config
             .sse
-            .with_keep_alive(seconds(args.sse_keep_alive.max(1)))
-            .with_retry(seconds(args.sse_retry));
-        if args.sse_max_lifetime > 0 {
-            config.sse = config.sse.with_max_lifetime(seconds(args.sse_max_lifetime));
+            .with_keep_alive(args.sse_keep_alive)
+            .with_retry(args.sse_retry);
+        if !args.sse_max_lifetime.is_zero() {
+            config.sse = config.sse.with_max_lifetime(args.sse_max_lifetime);
         }
         let slow = if args.ws_close_slow {
             push::ws::SlowConsumer::Close
@@ -122,23 +122,31 @@ impl Server {
         };
         let ws = |ws: push::ws::WsConfig| {
             ws.with_origins(cors.ws_origins())
-                .with_heartbeat(
-                    seconds(args.ws_ping.max(1)),
-                    seconds(args.ws_pong_timeout.max(1)),
-                )
+                .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
                 .with_max_message_size(args.ws_max_message_bytes)
+                .with_max_subscriptions(args.ws_max_subscriptions)
                 .with_slow_consumer(slow)
         };
         config.ws = ws(config.ws);
         config.ws_commands = ws(config.ws_commands).with_publish(args.ws_publish);
         let router = Router::from_shared(hub.clone(), config);
+        let flag = |flag: &'static str| {
+            move |err: auth::AuthError| StartError::Settings(format!("{flag}: {err}"))
+        };
         let policy = Policy {
-            publish_token: args.publish_token.as_deref().map(PublishToken::new),
+            publish_token: args
+                .publish_token
+                .as_deref()
+                .map(PublishToken::new)
+                .transpose()
+                .map_err(flag("--publish-token"))?,
+            publish_protected: args.publish_protected(),
             jwt: args
                 .jwt_secret
                 .as_deref()
                 .map(|secret| JwtVerifier::new(secret.as_bytes()))
-                .transpose()?,
+                .transpose()
+                .map_err(flag("--jwt-secret"))?,
             cors,
             transports: [
                 TransportArg::Poll,
@@ -150,9 +158,18 @@ impl Server {
         };
         let stats = Arc::new(ServeStats::default());
         let app = App::new(router, metrics, stats.clone(), policy);
-        let mut serve = ServeConfig::default().with_grace(seconds(args.shutdown_grace));
+        let mut serve = ServeConfig::default()
+            .with_grace(args.shutdown_grace)
+            .with_header_timeout(args.header_timeout)
+            .with_idle_timeout(args.idle_timeout)
+            .with_write_timeout(args.write_timeout)
+            .with_http2_ping(args.http2_ping_interval, args.http2_ping_timeout)
+            .with_max_header_bytes(args.max_header_bytes);
         if args.max_connections > 0 {
             serve = serve.with_max_connections(args.max_connections);
+        }
+        if args.max_connections_per_ip > 0 {
+            serve = serve.with_max_connections_per_ip(args.max_connections_per_ip);
         }
         Ok(Server {
             app,

@@ -43,7 +43,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on http://{addr}")?;
     stdout.flush()?;
-    if args.publish_token.is_none() {
+    if args.publish_protected() {
+        tracing::warn!(
+            "publishing is off: {addr} is not a loopback address and there is no --publish-token, so POST /pub answers 403 (set --publish-token, or --open-publish to let anyone publish)"
+        );
+    } else if args.publish_token.is_none() {
         tracing::warn!("no --publish-token: anyone who can reach this server may publish");
     }
     match &args.redis_url {

@@ -7,69 +7,24 @@ mod support;
 #[path = "../../../tests/support/ws.rs"]
 mod ws_support;
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::Running;
 use futures_util::SinkExt as _;
 use http::StatusCode;
 use push_server::auth::JwtVerifier;
 use serde_json::json;
 use support::{Answer, get, open_sse, read_until, within};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::AsyncReadExt as _;
+use tokio::process::Command;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use ws_support::{close_code, next_json};
 
 const SECRET: &str = "jwt secret for the tests, 32 bytes+";
-
-struct Running {
-    addr: SocketAddr,
-    child: Child,
-}
-
-impl Running {
-    async fn start(args: &[&str]) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_push-server"))
-            .args(["--listen", "127.0.0.1:0", "--log", "warn"])
-            .args(args)
-            .env_remove("PUSH_PUBLISH_TOKEN")
-            .env_remove("PUSH_JWT_SECRET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let first = within("the listening line", lines.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        let url = first
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("{first}"));
-        Running {
-            addr: url.parse().unwrap(),
-            child,
-        }
-    }
-
-    /// SIGTERM, then the exit status.
-    async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success());
-        within("the server to exit", self.child.wait())
-            .await
-            .unwrap()
-    }
-}
 
 async fn request(
     addr: SocketAddr,
