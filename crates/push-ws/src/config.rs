@@ -27,14 +27,18 @@ pub enum Endpoint {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum Origins {
-    /// The origin's host and port must be the request's own `Host` (the
-    /// default): pages served by this server may connect, others may not.
+    /// The origin's host and port must be the request's own: its `Host`
+    /// header, or over HTTP/2 (which has none) its `:authority` (the
+    /// default). Pages served by this server may connect, others may not.
     #[default]
     SameHost,
     /// Any origin.
     Any,
     /// Exactly these origins (`https://app.example.com`, compared without
-    /// regard to case), and the same host.
+    /// regard to case), and no other: the request's own host is not added,
+    /// as a page whose name merely resolves to this server (DNS rebinding)
+    /// would pass that test. List the server's own origin too if its pages
+    /// connect.
     List(Arc<[String]>),
 }
 

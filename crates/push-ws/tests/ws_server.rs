@@ -340,32 +340,44 @@ async fn a_slow_reader_gets_a_gap_or_is_closed_by_policy() {
     }
 }
 
-#[tokio::test]
-async fn websockets_over_http2_extended_connect() {
-    let hub = MemoryHub::new();
-    let (server, handler) = start(&hub, WsConfig::default()).await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
+/// Opens `path` as a WebSocket over a fresh HTTP/2 connection (RFC 8441),
+/// with `origin` if given: the socket, or the refusal's status.
+async fn open_h2(addr: SocketAddr, path: &str, origin: Option<&str>) -> Result<Ws2, StatusCode> {
+    let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::connect(format!("http://{}/ws/c", server.addr))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut request =
+        Request::connect(format!("http://{addr}{path}")).header("sec-websocket-version", "13");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let mut request = request.body(Empty::<Bytes>::new()).unwrap();
     request
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
     let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    if response.status() != StatusCode::OK {
+        return Err(response.status());
+    }
     let upgraded = hyper::upgrade::on(response).await.unwrap();
-    let mut ws = WebSocketStream::from_raw_socket(
+    Ok(WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Client,
         Some(WebSocketConfig::default()),
     )
-    .await;
+    .await)
+}
+
+type Ws2 = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+#[tokio::test]
+async fn websockets_over_http2_extended_connect() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, WsConfig::default()).await;
+    let mut ws = open_h2(server.addr, "/ws/c", None).await.unwrap();
     until("the socket", || handler.open_sockets() == 1).await;
     match within("the greeting", ws.next()).await {
         Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
@@ -381,6 +393,34 @@ async fn websockets_over_http2_extended_connect() {
         }
         other => panic!("expected a text frame, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_same_host_rule_holds_over_http2() {
+    // HTTP/2 carries no Host: the request's own origin is its :authority.
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, WsConfig::default()).await;
+    let own = format!("http://{}", server.addr);
+    let mut ws = open_h2(server.addr, "/ws/c", Some(&own)).await.unwrap();
+    match within("the greeting", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
+        other => panic!("expected the greeting, got {other:?}"),
+    }
+    let other = open_h2(server.addr, "/ws/c", Some("http://evil.example")).await;
+    assert_eq!(other.err(), Some(StatusCode::FORBIDDEN));
+    // An explicit list alone decides, over HTTP/2 as over HTTP/1.1.
+    let list = Origins::List(vec!["https://app.example".to_owned()].into());
+    let (listed, _h) = start(&hub, WsConfig::default().with_origins(list)).await;
+    let own = format!("http://{}", listed.addr);
+    assert_eq!(
+        open_h2(listed.addr, "/ws/c", Some(&own)).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert!(
+        open_h2(listed.addr, "/ws/c", Some("https://app.example"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
