@@ -538,10 +538,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let (reference, command) = protocol::parse(command_text);
         let reply = match command {
             Ok(command) => match self.carry_out(command).await {
-                Ok(acked) => protocol::ack(reference.as_ref(), acked),
-                Err(refused) => protocol::error(reference.as_ref(), &refused),
+                Ok(acked) => protocol::ack(reference, acked),
+                Err(refused) => protocol::error(reference, &refused),
             },
-            Err(refused) => protocol::error(reference.as_ref(), &refused),
+            Err(refused) => protocol::error(reference, &refused),
         };
         // A failed write ends the socket at the next read or flush.
         let _ = self.ws.feed(text(reply)).await;

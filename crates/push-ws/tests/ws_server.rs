@@ -253,6 +253,66 @@ async fn bad_commands_get_an_error_and_the_socket_stays_up() {
 }
 
 #[tokio::test]
+async fn a_ref_comes_back_as_written() {
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, WsConfig::commands()).await;
+    let mut ws = commands(server.addr).await;
+    let head = publish(&hub, "c", "before").await;
+    for written in [
+        "12345678901234567890123",
+        "1.50",
+        "1e2",
+        "-0.0",
+        r#""\u00e9t\u00E9 \"quoted\"""#,
+        "\"été\"",
+    ] {
+        // Acked: a live subscribe, with its cursor.
+        ws.send(Message::text(format!(
+            r#"{{"op":"subscribe","channel":"c","ref": {written} }}"#
+        )))
+        .await
+        .unwrap();
+        let ack = next_text(&mut ws).await;
+        assert_eq!(
+            ack,
+            format!(r#"{{"op":"ack","ref":{written},"cursor":"{head}"}}"#)
+        );
+        // Refused: the error names it the same way.
+        ws.send(Message::text(format!(
+            r#"{{"ref":{written},"op":"dance"}}"#
+        )))
+        .await
+        .unwrap();
+        let error = next_text(&mut ws).await;
+        assert!(
+            error.starts_with(&format!(
+                r#"{{"op":"error","ref":{written},"code":"unknown_op""#
+            )),
+            "{error}"
+        );
+    }
+    // Too long a number is refused like too long a string.
+    let long = "1".repeat(65);
+    ws.send(Message::text(format!(r#"{{"op":"dance","ref":{long}}}"#)))
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(error["code"], "invalid_command");
+    assert!(error.get("ref").is_none());
+}
+
+/// The next text frame as the server wrote it (pings and pongs skipped).
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a frame", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let hub = MemoryHub::new();
     let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_size(1024)).await;
