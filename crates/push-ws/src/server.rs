@@ -2,7 +2,7 @@
 //! that reads commands, writes what the hub delivers, and keeps a heartbeat.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use push_core::wire::{self, Query, json};
 use push_core::{ChannelName, Cursor, Hub, Item, Signal};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep, sleep_until};
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -58,9 +58,10 @@ struct Shared {
 /// socket in a task of its own: on the channel endpoint each message is one
 /// text frame with its JSON envelope; on the command endpoint (`push.v1`) the
 /// client subscribes, unsubscribes and publishes with JSON commands. A
-/// heartbeat closes sockets whose peer stopped answering; a subscriber that
-/// falls behind never makes the server buffer: it gets the gap signal (or is
-/// closed, by policy).
+/// heartbeat closes sockets whose peer stopped answering, and a write
+/// timeout those whose peer stopped reading; a subscriber that falls behind
+/// never makes the server buffer: it gets the gap signal (or is closed, by
+/// policy).
 ///
 /// Serve it with upgrades enabled (`serve_connection_with_upgrades`, and
 /// `http2().enable_connect_protocol()` for HTTP/2).
@@ -131,7 +132,7 @@ impl<H: Hub> WsHandler<H> {
 
     /// Answers one handshake with a socket that is also closed at `deadline`
     /// with 1008 (policy violation), for example when the subscriber's token
-    /// expires.
+    /// expires; nothing is written to it after that instant.
     pub async fn handle_until<B>(
         &self,
         request: Request<B>,
@@ -285,9 +286,10 @@ enum End {
     /// The peer went away, or its close handshake is done.
     Gone,
     /// We close it with this code and reason, and wait a little for the
-    /// peer's close frame.
+    /// peer's close frame (unless a write is waiting: then as `Abandon`).
     Close(CloseCode, &'static str),
-    /// We send this close frame to a peer gone silent and wait for nothing.
+    /// We send this close frame to a peer gone silent or not reading, with
+    /// one attempt, and drop the connection.
     Abandon(CloseCode, &'static str),
 }
 
@@ -308,7 +310,8 @@ pub type ChannelRule = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Access {
-    /// The socket is closed with 1008 at this instant.
+    /// The socket is closed with 1008 at this instant, also while a write
+    /// to it waits; no message is written to it after this instant.
     pub deadline: Option<Instant>,
     /// Channels the command endpoint may subscribe to (default: any).
     pub subscribe: Option<ChannelRule>,
@@ -363,8 +366,56 @@ struct Socket<H: Hub, S> {
     hub: Arc<H>,
     open: Open,
     commands: bool,
+    /// Frames were written that are not flushed yet.
+    dirty: bool,
+    /// A flush had to wait: the peer is not reading (for now).
+    waiting: bool,
     subscriptions: StreamMap<ChannelName, Tracked<H::Subscription>>,
 }
+
+/// What the connection did: a frame read (or the end), a flush done, or a
+/// flush that has to wait (the write clock starts).
+enum Io {
+    Read(Option<Result<Message, tungstenite::Error>>),
+    Flushed(Result<(), tungstenite::Error>),
+    Waiting,
+}
+
+/// The instants a socket acts on besides I/O; `None` is never (a setting
+/// beyond what the clock can reach).
+struct Clock {
+    /// The next ping or, while a pong is awaited, when it is overdue.
+    heartbeat: Option<Instant>,
+    awaiting_pong: bool,
+    /// When the write now waiting counts as stalled (set only while one
+    /// waits).
+    write_by: Option<Instant>,
+    /// The subscriber's expiry.
+    expiry: Option<Instant>,
+}
+
+impl Clock {
+    fn next(&self) -> Option<Instant> {
+        [self.heartbeat, self.write_by, self.expiry]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.expiry.is_some_and(|at| at <= now)
+    }
+}
+
+/// Points `timer` at `next`, or stops it (`armed`) when there is none.
+fn rearm(timer: Pin<&mut Sleep>, armed: &mut bool, next: Option<Instant>) {
+    *armed = next.is_some();
+    if let Some(at) = next {
+        timer.reset(at);
+    }
+}
+
+const EXPIRED: &str = "the subscriber's token expired";
 
 impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     fn new(
@@ -400,6 +451,8 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             hub,
             open,
             commands,
+            dirty: false,
+            waiting: false,
             subscriptions,
         }
     }
@@ -414,15 +467,24 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let deadline = self.access.as_ref().and_then(|access| access.deadline);
         let (code, reason, wait) = match self.serve(deadline).await {
             End::Gone => return,
-            End::Close(code, reason) => (code, reason, true),
+            // A peer that is not reading would never see the frame.
+            End::Close(code, reason) => (code, reason, !self.waiting),
             End::Abandon(code, reason) => (code, reason, false),
         };
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
+        if !wait {
+            // One attempt (the frame goes out if there is room now), then the
+            // connection is dropped.
+            let _ = self.ws.start_send_unpin(Message::Close(Some(frame)));
+            return;
+        }
+        let write_timeout = self.config().write_timeout;
         let closing = async {
-            if self.ws.close(Some(frame)).await.is_ok() && wait {
+            let sent = tokio::time::timeout(write_timeout, self.ws.close(Some(frame))).await;
+            if matches!(sent, Ok(Ok(()))) {
                 // The close handshake: the peer's close frame ends the stream.
                 while let Some(Ok(_)) = self.ws.next().await {}
             }
@@ -430,79 +492,138 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
     }
 
-    async fn serve(&mut self, deadline: Option<Instant>) -> End {
-        let (interval, timeout) = (self.config().ping_interval, self.config().pong_timeout);
-        let heartbeat = sleep(interval);
-        tokio::pin!(heartbeat);
-        // Boxed: a socket without a deadline or a shutdown token pays a word.
-        let mut expiry = OptionFuture::from(deadline.map(|at| Box::pin(sleep_until(at))));
-        let shutdown = self.config().shutdown.clone();
+    /// The socket's loop. Nothing in it waits for a write: frames are
+    /// queued, and flushed beside reading, so that the heartbeat, the write
+    /// timeout, the expiry and the shutdown hold while the peer is not
+    /// reading.
+    async fn serve(&mut self, expiry: Option<Instant>) -> End {
+        let config = self.config();
+        let (interval, pong_timeout) = (config.ping_interval, config.pong_timeout);
+        let write_timeout = config.write_timeout;
+        // Boxed: a socket without a shutdown token pays a word.
+        let shutdown = config.shutdown.clone();
         let mut shutdown = OptionFuture::from(shutdown.map(|t| Box::pin(t.cancelled_owned())));
-        if let Some(greeting) = self.greeting.take()
-            && self.ws.send(text(greeting)).await.is_err()
-        {
-            return End::Gone;
+        let now = Instant::now();
+        let mut clock = Clock {
+            heartbeat: now.checked_add(interval),
+            awaiting_pong: false,
+            write_by: None,
+            expiry,
+        };
+        // One timer for the heartbeat, the write timeout and the expiry.
+        let mut armed = false;
+        let timer = sleep_until(now);
+        tokio::pin!(timer);
+        rearm(timer.as_mut(), &mut armed, clock.next());
+        if let Some(greeting) = self.greeting.take() {
+            if clock.expired(now) {
+                return End::Close(CloseCode::Policy, EXPIRED);
+            }
+            if let Err(end) = self.write(text(greeting)) {
+                return end;
+            }
         }
-        let mut awaiting_pong = false;
         loop {
             tokio::select! {
                 biased;
-                incoming = self.ws.next() => {
-                    let message = match incoming {
-                        None => return End::Gone,
-                        Some(Ok(message)) => message,
-                        Some(Err(err)) => return read_error(&err),
-                    };
-                    match message {
-                        // Boxed: an idle channel socket need not carry the
-                        // state of a command it will never run.
-                        Message::Text(text) if self.commands => {
-                            Box::pin(self.command(text.as_str())).await;
-                        }
-                        Message::Binary(_) if self.commands => {
-                            return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
-                        }
-                        Message::Pong(_) => {
-                            awaiting_pong = false;
-                            heartbeat.as_mut().reset(Instant::now() + interval);
-                        }
-                        // tungstenite answers the close; the stream then ends.
-                        // Pings are answered by tungstenite on the next flush.
-                        // On the channel endpoint the client has nothing to say.
-                        _ => {}
-                    }
-                    if self.ws.flush().await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                Some((channel, (item, started))) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    if let Some(end) = self.deliver(&channel, item, started).await {
-                        return end;
-                    }
-                }
                 Some(()) = &mut shutdown => {
                     return End::Close(CloseCode::Away, "the server is shutting down");
                 }
-                Some(()) = &mut expiry => {
-                    return End::Close(CloseCode::Policy, "the subscriber's token expired");
-                }
-                () = &mut heartbeat => {
-                    if awaiting_pong {
-                        return End::Abandon(CloseCode::Away, "no pong: the peer is gone");
+                () = &mut timer, if armed => {
+                    let now = Instant::now().max(timer.deadline());
+                    if clock.expired(now) {
+                        return End::Close(CloseCode::Policy, EXPIRED);
                     }
-                    awaiting_pong = true;
-                    heartbeat.as_mut().reset(Instant::now() + timeout);
-                    if self.ws.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return End::Gone;
+                    if clock.write_by.is_some_and(|at| at <= now) {
+                        return self.stalled();
+                    }
+                    if clock.heartbeat.is_some_and(|at| at <= now) {
+                        if clock.awaiting_pong {
+                            return End::Abandon(CloseCode::Away, "no pong: the peer is gone");
+                        }
+                        clock.awaiting_pong = true;
+                        clock.heartbeat = now.checked_add(pong_timeout);
+                        // Queued behind a waiting write too: the pong is
+                        // due all the same.
+                        if let Err(end) = self.write(Message::Ping(Bytes::new())) {
+                            return end;
+                        }
+                    }
+                    rearm(timer.as_mut(), &mut armed, clock.next());
+                }
+                io = poll_fn(|cx| {
+                    if self.dirty {
+                        match self.ws.poll_flush_unpin(cx) {
+                            Poll::Ready(flushed) => return Poll::Ready(Io::Flushed(flushed)),
+                            Poll::Pending if !self.waiting => return Poll::Ready(Io::Waiting),
+                            Poll::Pending => {}
+                        }
+                    }
+                    self.ws.poll_next_unpin(cx).map(Io::Read)
+                }) => match io {
+                    Io::Waiting => {
+                        // The only place the write clock starts: a flush
+                        // that completes at once costs no timer.
+                        self.waiting = true;
+                        clock.write_by = Instant::now().checked_add(write_timeout);
+                        rearm(timer.as_mut(), &mut armed, clock.next());
+                    }
+                    Io::Flushed(Ok(())) => {
+                        // The timer may still fire at `write_by`, find
+                        // nothing due, and move on.
+                        (self.dirty, self.waiting) = (false, false);
+                        clock.write_by = None;
+                    }
+                    Io::Flushed(Err(_)) | Io::Read(None) => return End::Gone,
+                    Io::Read(Some(Err(err))) => return read_error(&err),
+                    Io::Read(Some(Ok(message))) => {
+                        match message {
+                            // Boxed: an idle channel socket need not carry
+                            // the state of a command it will never run.
+                            Message::Text(text) if self.commands => {
+                                if let Err(end) = Box::pin(self.command(text.as_str())).await {
+                                    return end;
+                                }
+                            }
+                            Message::Binary(_) if self.commands => {
+                                return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
+                            }
+                            Message::Pong(_) => {
+                                clock.awaiting_pong = false;
+                                clock.heartbeat = Instant::now().checked_add(interval);
+                                rearm(timer.as_mut(), &mut armed, clock.next());
+                            }
+                            // tungstenite answers the close (echoing its
+                            // code); the stream then ends. Pings are
+                            // answered by tungstenite on the next flush. On
+                            // the channel endpoint the client has nothing
+                            // to say.
+                            _ => {}
+                        }
+                        // Pongs, close replies and command replies go out
+                        // with the next flush.
+                        self.dirty = true;
+                    }
+                },
+                Some((channel, (item, started))) = self.subscriptions.next(), if !self.dirty && !self.subscriptions.is_empty() => {
+                    if let Err(end) = self.deliver(channel, item, started, clock.expiry) {
+                        return end;
                     }
                 }
             }
         }
     }
 
-    /// Writes `item` and whatever else is ready now, then flushes once.
-    async fn deliver(&mut self, channel: &ChannelName, item: Item, started: bool) -> Option<End> {
-        let mut next = Some((channel.clone(), (item, started)));
+    /// Writes `item` and whatever else is ready now, until a batch is full
+    /// or a write has to wait; the loop then flushes.
+    fn deliver(
+        &mut self,
+        channel: ChannelName,
+        item: Item,
+        started: bool,
+        expiry: Option<Instant>,
+    ) -> Result<(), End> {
+        let mut next = Some((channel, (item, started)));
         let mut written = 0;
         while let Some((channel, (item, started))) = next.take() {
             let frame = match &item {
@@ -512,7 +633,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         && matches!(signal, Signal::Gap(_))
                         && self.config().slow_consumer == SlowConsumer::Close
                     {
-                        return Some(End::Close(
+                        return Err(End::Close(
                             CloseCode::Again,
                             "too slow: the history moved on",
                         ));
@@ -520,21 +641,53 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                     protocol::signal(&channel, signal)
                 }
             };
-            if self.ws.feed(text(frame)).await.is_err() {
-                return Some(End::Gone);
+            // Nothing goes out after the expiry instant, however busy the
+            // channel.
+            if expiry.is_some_and(|at| at <= Instant::now()) {
+                return Err(End::Close(CloseCode::Policy, EXPIRED));
             }
+            self.write(text(frame))?;
             written += 1;
-            if written < BATCH {
-                next = self.subscriptions.next().now_or_never().flatten();
+            if written == BATCH || !self.ready() {
+                break;
             }
+            next = self.subscriptions.next().now_or_never().flatten();
         }
-        if self.ws.flush().await.is_err() {
-            return Some(End::Gone);
-        }
-        None
+        Ok(())
     }
 
-    async fn command(&mut self, command_text: &str) {
+    /// Queues `message` without waiting for the connection; the loop
+    /// flushes it.
+    fn write(&mut self, message: Message) -> Result<(), End> {
+        self.dirty = true;
+        match self.ws.start_send_unpin(message) {
+            Ok(()) => Ok(()),
+            // Our buffer for this peer is full: it has not read for long.
+            Err(tungstenite::Error::WriteBufferFull(_)) => Err(self.stalled()),
+            Err(_) => Err(End::Gone),
+        }
+    }
+
+    /// Whether the connection takes another frame now, rather than after
+    /// the last one has gone out.
+    fn ready(&mut self) -> bool {
+        matches!(
+            poll_fn(|cx| self.ws.poll_ready_unpin(cx)).now_or_never(),
+            Some(Ok(()))
+        )
+    }
+
+    /// The end of a socket whose peer stopped reading.
+    fn stalled(&self) -> End {
+        match self.config().slow_consumer {
+            SlowConsumer::Close => {
+                End::Abandon(CloseCode::Again, "too slow: the peer stopped reading")
+            }
+            SlowConsumer::Signal => End::Abandon(CloseCode::Away, "the peer stopped reading"),
+        }
+    }
+
+    async fn command(&mut self, command_text: &str) -> Result<(), End> {
         let (reference, command) = protocol::parse(command_text);
         let reply = match command {
             Ok(command) => match self.carry_out(command).await {
@@ -543,8 +696,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             },
             Err(refused) => protocol::error(reference, &refused),
         };
-        // A failed write ends the socket at the next read or flush.
-        let _ = self.ws.feed(text(reply)).await;
+        self.write(text(reply))
     }
 
     async fn carry_out(&mut self, command: Command) -> Result<Acked, Refused> {
