@@ -23,6 +23,7 @@ use support::{Server, get, until, within};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
@@ -309,6 +310,50 @@ async fn next_text(ws: &mut Ws) -> String {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
             other => panic!("expected a text frame, got {other:?}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn the_server_echoes_the_clients_close() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, WsConfig::default()).await;
+    for (sent, echoed) in [
+        (Some((CloseCode::Normal, "")), Some((CloseCode::Normal, ""))),
+        (
+            Some((CloseCode::Away, "leaving")),
+            Some((CloseCode::Away, "leaving")),
+        ),
+        (
+            Some((CloseCode::from(4001), "bye")),
+            Some((CloseCode::from(4001), "bye")),
+        ),
+        // A close without a code is answered without one.
+        (None, None),
+        // A code no endpoint may send (1005: "no code") is a protocol error.
+        (
+            Some((CloseCode::Status, "")),
+            Some((CloseCode::Protocol, "Protocol violation")),
+        ),
+    ] {
+        let mut ws = connect(server.addr, "/ws/c", &[]).await;
+        assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+        let frame = sent.map(|(code, reason)| CloseFrame {
+            code,
+            reason: reason.into(),
+        });
+        ws.close(frame).await.unwrap();
+        let answer = loop {
+            match within("the server's close", ws.next()).await {
+                Some(Ok(Message::Close(answer))) => break answer,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let answer = answer.map(|frame| (frame.code, frame.reason.as_str().to_owned()));
+        let echoed = echoed.map(|(code, reason)| (code, reason.to_owned()));
+        assert_eq!(answer, echoed, "{sent:?}");
+        assert!(within("the end", ws.next()).await.is_none());
+        until("the socket to close", || handler.open_sockets() == 0).await;
     }
 }
 
