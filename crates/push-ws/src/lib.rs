@@ -23,6 +23,7 @@ mod config;
 mod handshake;
 mod protocol;
 mod server;
+mod socket;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;
