@@ -90,6 +90,9 @@ pub struct WsConfig {
     /// are read in several steps.
     pub read_buffer_size: usize,
     /// The most bytes waiting to be written to one socket (default 1 MiB).
+    /// Messages wait for the socket's writes; what else piles up while the
+    /// peer does not read (replies to its commands) closes it, past this,
+    /// as a writer stalled past [`write_timeout`](Self::write_timeout) is.
     pub max_write_buffer_size: usize,
     /// A ping is sent after this long (default 25 s) …
     pub ping_interval: Duration,
