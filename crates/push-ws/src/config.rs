@@ -27,28 +27,36 @@ pub enum Endpoint {
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub enum Origins {
-    /// The origin's host and port must be the request's own `Host` (the
-    /// default): pages served by this server may connect, others may not.
+    /// The origin's host and port must be the request's own: its `Host`
+    /// header, or over HTTP/2 (which has none) its `:authority` (the
+    /// default). Pages served by this server may connect, others may not.
     #[default]
     SameHost,
     /// Any origin.
     Any,
     /// Exactly these origins (`https://app.example.com`, compared without
-    /// regard to case), and the same host.
+    /// regard to case), and no other: the request's own host is not added,
+    /// as a page whose name merely resolves to this server (DNS rebinding)
+    /// would pass that test. List the server's own origin too if its pages
+    /// connect.
     List(Arc<[String]>),
 }
 
 /// What happens to a subscriber that falls so far behind that the channel's
-/// history no longer holds what it has not read yet.
+/// history no longer holds what it has not read yet, and to one whose writes
+/// wait longer than [`WsConfig::write_timeout`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlowConsumer {
     /// It gets the gap signal and goes on from what is retained (the default):
-    /// nothing is buffered for it, and no other subscriber waits for it.
+    /// nothing is buffered for it, and no other subscriber waits for it. A
+    /// write that waits past the write timeout closes it with 1001 (the peer
+    /// stopped reading).
     #[default]
     Signal,
-    /// It is closed with code 1013 (try again later); it reconnects and
-    /// resumes from its cursor, or learns of the gap then.
+    /// It is closed with code 1013 (try again later), also when a write waits
+    /// past the write timeout; it reconnects and resumes from its cursor, or
+    /// learns of the gap then.
     Close,
 }
 
@@ -60,6 +68,7 @@ pub enum SlowConsumer {
 ///
 /// let config = WsConfig::commands().with_publish(true).with_origins(Origins::Any);
 /// assert_eq!(config.ping_interval, Duration::from_secs(25));
+/// assert_eq!(config.write_timeout, Duration::from_secs(10));
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -81,12 +90,23 @@ pub struct WsConfig {
     /// are read in several steps.
     pub read_buffer_size: usize,
     /// The most bytes waiting to be written to one socket (default 1 MiB).
+    /// Messages wait for the socket's writes; what else piles up while the
+    /// peer does not read (replies to its commands) closes it, past this,
+    /// as a writer stalled past [`write_timeout`](Self::write_timeout) is.
     pub max_write_buffer_size: usize,
     /// A ping is sent after this long (default 25 s) …
     pub ping_interval: Duration,
     /// … and a socket whose pong does not come within this (default 10 s)
-    /// is closed as gone.
+    /// is closed as gone (1001). The heartbeat runs while a write waits too.
     pub pong_timeout: Duration,
+    /// The longest a write to the socket may wait (default 10 s). A peer
+    /// that stops reading fills the socket's buffers and the write waits;
+    /// past this the socket is closed as a slow consumer (1013 with
+    /// [`SlowConsumer::Close`], else 1001) without waiting for the peer, and
+    /// the connection dropped. A write also gives way at once to the
+    /// socket's expiry ([`Access::deadline`](crate::Access::deadline)) and to
+    /// [`shutdown`](Self::shutdown).
+    pub write_timeout: Duration,
     /// What happens to a subscriber that falls out of the history.
     pub slow_consumer: SlowConsumer,
     /// The most channels one command socket may subscribe to (default 100).
@@ -110,6 +130,7 @@ impl Default for WsConfig {
             max_write_buffer_size: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
             max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
@@ -157,11 +178,21 @@ impl WsConfig {
     }
 
     /// Sets the heartbeat: [`ping_interval`](Self::ping_interval) and
-    /// [`pong_timeout`](Self::pong_timeout) (each at least 1 ms).
+    /// [`pong_timeout`](Self::pong_timeout) (each at least 1 ms; one too far
+    /// away for the clock to reach, such as `Duration::MAX`, never comes).
     #[must_use]
     pub fn with_heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
         self.ping_interval = interval.max(Duration::from_millis(1));
         self.pong_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets [`write_timeout`](Self::write_timeout) (at least 1 ms; one too
+    /// far away for the clock to reach, such as `Duration::MAX`, never
+    /// comes).
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 

@@ -91,7 +91,7 @@ pub(crate) fn check(parts: &Parts, origins: &Origins) -> Result<Accepted, Refusa
             "only WebSocket version 13 is spoken: send Sec-WebSocket-Version: 13",
         ));
     }
-    check_origin(headers, origins)?;
+    check_origin(parts, origins)?;
     let offers_subprotocol = headers
         .get_all(SEC_WEBSOCKET_PROTOCOL)
         .iter()
@@ -126,8 +126,8 @@ fn accept_key(headers: &HeaderMap) -> Result<String, Refusal> {
     Ok(tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
-fn check_origin(headers: &HeaderMap, origins: &Origins) -> Result<(), Refusal> {
-    let Some(origin) = headers.get(ORIGIN) else {
+fn check_origin(parts: &Parts, origins: &Origins) -> Result<(), Refusal> {
+    let Some(origin) = parts.headers.get(ORIGIN) else {
         return Ok(());
     };
     let forbidden = || {
@@ -138,17 +138,29 @@ fn check_origin(headers: &HeaderMap, origins: &Origins) -> Result<(), Refusal> {
         )
     };
     let origin = origin.to_str().map_err(|_| forbidden())?.trim();
-    let same_host = || {
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-        let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-        matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
-    };
     let allowed = match origins {
         Origins::Any => true,
-        Origins::SameHost => same_host(),
-        Origins::List(list) => same_host() || list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
+        Origins::SameHost => {
+            let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+            matches!((own_host(parts), origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
+        }
+        // The list alone decides: a name that merely resolves here (DNS
+        // rebinding) arrives with a matching Host.
+        Origins::List(list) => list.iter().any(|o| o.eq_ignore_ascii_case(origin)),
     };
     if allowed { Ok(()) } else { Err(forbidden()) }
+}
+
+/// The host (and port) the request was sent to: its `Host` header, or over
+/// HTTP/2, which carries none, its `:authority` (without any user info).
+fn own_host(parts: &Parts) -> Option<&str> {
+    match parts.headers.get(HOST) {
+        Some(host) => host.to_str().ok(),
+        None => {
+            let authority = parts.uri.authority()?.as_str();
+            authority.rsplit('@').next()
+        }
+    }
 }
 
 /// Whether a comma-separated header holds `token` (case-insensitive).
@@ -252,6 +264,78 @@ mod tests {
                 "{headers:?}"
             );
         }
+    }
+
+    /// An HTTP/2 extended CONNECT as hyper hands it over: no `Host`, the
+    /// authority in the URI.
+    fn h2_parts(uri: &str, origin: &str) -> Parts {
+        let mut request = http::Request::connect(uri)
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .header("origin", origin)
+            .body(())
+            .unwrap();
+        request
+            .extensions_mut()
+            .insert(hyper::ext::Protocol::from_static("websocket"));
+        request.into_parts().0
+    }
+
+    #[test]
+    fn same_host_over_http2_is_the_authority() {
+        let own = h2_parts("https://example.com:8443/ws/c", "https://example.com:8443");
+        assert!(own.headers.get(HOST).is_none());
+        assert!(check(&own, &Origins::SameHost).is_ok());
+        let other = h2_parts("https://example.com:8443/ws/c", "https://evil.example");
+        assert_eq!(
+            check(&other, &Origins::SameHost).unwrap_err().code,
+            "forbidden_origin"
+        );
+        // Another port is another origin.
+        let port = h2_parts("https://example.com:8443/ws/c", "https://example.com");
+        assert!(check(&port, &Origins::SameHost).is_err());
+        // Without Host or authority nothing is the same host.
+        let bare = h2_parts("/ws/c", "https://example.com");
+        assert!(check(&bare, &Origins::SameHost).is_err());
+    }
+
+    #[test]
+    fn an_origin_list_alone_decides() {
+        let list = Origins::List(vec!["https://app.example.org".to_owned()].into());
+        // The DNS-rebinding shape: attacker.example resolves to this server,
+        // so the browser's Host matches the Origin.
+        let rebound = [
+            ("host", "attacker.example"),
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("origin", "http://attacker.example"),
+        ];
+        assert!(check(&parts(&rebound), &Origins::SameHost).is_ok());
+        assert_eq!(
+            check(&parts(&rebound), &list).unwrap_err().code,
+            "forbidden_origin"
+        );
+        let mut listed = GOOD.to_vec();
+        listed.push(("origin", "HTTPS://app.example.org"));
+        assert!(check(&parts(&listed), &list).is_ok());
+        // The server's own origin passes only when listed.
+        let mut own = GOOD.to_vec();
+        own.push(("origin", "http://example.com"));
+        assert!(check(&parts(&own), &list).is_err());
+        let with_own = Origins::List(
+            vec![
+                "https://app.example.org".to_owned(),
+                "http://example.com".to_owned(),
+            ]
+            .into(),
+        );
+        assert!(check(&parts(&own), &with_own).is_ok());
+        // Over HTTP/2 too.
+        let h2 = h2_parts("https://attacker.example/ws/c", "https://attacker.example");
+        assert!(check(&h2, &list).is_err());
+        assert!(check(&h2, &Origins::SameHost).is_ok());
     }
 
     #[test]

@@ -7,9 +7,10 @@
 //!   subprotocol, JSON commands to subscribe, unsubscribe and publish, many
 //!   channels on one socket, each command acknowledged.
 //! - The handshake is checked in full (RFC 6455; RFC 8441 extended CONNECT
-//!   over HTTP/2), with an origin allow-list; a heartbeat closes silent peers;
-//!   a subscriber that falls behind gets the gap signal (or is closed, by
-//!   policy) and never makes the server buffer.
+//!   over HTTP/2), with an origin allow-list; a heartbeat closes silent peers,
+//!   a write timeout peers that stop reading; a subscriber that falls behind
+//!   gets the gap signal (or is closed, by policy) and never makes the server
+//!   buffer.
 //! - `WsSubscriber` and `WsSession` (feature `client`): Rust clients for the
 //!   two endpoints that reconnect with backoff and resume every channel from
 //!   its last cursor; `WsControl::publish` waits for the server's ack.
@@ -22,6 +23,7 @@ mod config;
 mod handshake;
 mod protocol;
 mod server;
+mod socket;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;

@@ -6,10 +6,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, Bytes, BytesMut};
 use push_core::wire::json;
 use push_core::{ChannelName, Cursor, EventName, Publication, Signal, Start};
+use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-/// The longest `ref` a client may attach: a string of up to 64 bytes or a
-/// number.
+/// The longest `ref` a client may attach: a string of up to 64 bytes, or a
+/// number written in up to 64 characters.
 const MAX_REF_LEN: usize = 64;
 
 /// A client's command.
@@ -51,10 +53,21 @@ impl From<push_core::Error> for Refused {
 }
 
 /// Reads one command; the `ref` comes back even when the rest is refused, so
-/// that the error can name it.
-pub(crate) fn parse(text: &str) -> (Option<Value>, Result<Command, Refused>) {
-    let value: Value = match serde_json::from_str(text) {
-        Ok(value) => value,
+/// that the error can name it. The `ref` is the client's own JSON text,
+/// echoed byte for byte (a number is not re-read as a float, a string not
+/// re-escaped).
+pub(crate) fn parse(text: &str) -> (Option<&str>, Result<Command, Refused>) {
+    let object: Object<'_> = match serde_json::from_str(text) {
+        Ok(object) => object,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return (
+                None,
+                Err(Refused::new(
+                    "invalid_command",
+                    "a command is a JSON object",
+                )),
+            );
+        }
         Err(e) => {
             return (
                 None,
@@ -62,30 +75,68 @@ pub(crate) fn parse(text: &str) -> (Option<Value>, Result<Command, Refused>) {
             );
         }
     };
-    let Value::Object(object) = value else {
-        return (
-            None,
-            Err(Refused::new(
-                "invalid_command",
-                "a command is a JSON object",
-            )),
-        );
+    match object.reference.map(reference).transpose() {
+        Ok(reference) => (reference.flatten(), command(&object.fields)),
+        Err(refused) => (None, Err(refused)),
+    }
+}
+
+/// A `ref` as written, if it is one: `null` (none), a number of at most
+/// [`MAX_REF_LEN`] characters, or a string of at most that many bytes.
+fn reference(raw: &RawValue) -> Result<Option<&str>, Refused> {
+    let text = raw.get();
+    let fits = match text.as_bytes().first() {
+        Some(b'"') => serde_json::from_str::<String>(text).is_ok_and(|s| s.len() <= MAX_REF_LEN),
+        Some(b'-' | b'0'..=b'9') => text.len() <= MAX_REF_LEN,
+        _ if text == "null" => return Ok(None),
+        _ => false,
     };
-    let reference = match object.get("ref") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= MAX_REF_LEN => Some(Value::String(s.clone())),
-        Some(Value::Number(n)) => Some(Value::Number(n.clone())),
-        Some(_) => {
-            return (
-                None,
-                Err(Refused::new(
-                    "invalid_command",
-                    "`ref` must be a number or a string of at most 64 bytes",
-                )),
-            );
+    if fits {
+        Ok(Some(text))
+    } else {
+        Err(Refused::new(
+            "invalid_command",
+            "`ref` must be a number of at most 64 characters or a string of at most 64 bytes",
+        ))
+    }
+}
+
+/// A command object: its fields, and its `ref` as the client wrote it.
+struct Object<'a> {
+    fields: Map<String, Value>,
+    reference: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Object<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+struct ObjectVisitor;
+
+impl<'de> Visitor<'de> for ObjectVisitor {
+    type Value = Object<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Object<'de>, A::Error> {
+        let mut object = Object {
+            fields: Map::new(),
+            reference: None,
+        };
+        // As in a `serde_json::Value`, the last of repeated keys wins.
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "ref" {
+                object.reference = Some(map.next_value()?);
+            } else {
+                object.fields.insert(key, map.next_value()?);
+            }
         }
-    };
-    (reference, command(&object))
+        Ok(object)
+    }
 }
 
 fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
@@ -154,7 +205,7 @@ pub(crate) enum Acked {
 
 /// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
 /// or the published message's `id`.
-pub(crate) fn ack(reference: Option<&Value>, acked: Acked) -> Bytes {
+pub(crate) fn ack(reference: Option<&str>, acked: Acked) -> Bytes {
     let mut buf = BytesMut::with_capacity(96);
     buf.put_slice(b"{\"op\":\"ack\"");
     put_ref(&mut buf, reference);
@@ -185,7 +236,7 @@ pub(crate) fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
 }
 
 /// `{"op":"error","ref":R,"code":C,"message":M}`.
-pub(crate) fn error(reference: Option<&Value>, refused: &Refused) -> Bytes {
+pub(crate) fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + refused.message.len());
     buf.put_slice(b"{\"op\":\"error\"");
     put_ref(&mut buf, reference);
@@ -215,13 +266,11 @@ pub(crate) fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
     buf.freeze()
 }
 
-fn put_ref(buf: &mut BytesMut, reference: Option<&Value>) {
+/// `,"ref":R` with the client's own JSON text for `R`.
+fn put_ref(buf: &mut BytesMut, reference: Option<&str>) {
     if let Some(reference) = reference {
         buf.put_slice(b",\"ref\":");
-        match reference {
-            Value::String(s) => json::put_string(buf, s),
-            other => buf.put_slice(other.to_string().as_bytes()),
-        }
+        buf.put_slice(reference.as_bytes());
     }
 }
 
@@ -233,7 +282,7 @@ mod tests {
     fn commands_and_their_refusals() {
         let (r, command) =
             parse(r#"{"op":"subscribe","channel":"news","since":"earliest","ref":7}"#);
-        assert_eq!(r, Some(Value::from(7)));
+        assert_eq!(r, Some("7"));
         assert!(matches!(
             command,
             Ok(Command::Subscribe {
@@ -280,12 +329,77 @@ mod tests {
     }
 
     #[test]
+    fn refs_come_back_as_written() {
+        let long_string = format!("\"{}\"", "x".repeat(64));
+        let long_number = "9".repeat(64);
+        for written in [
+            "12345678901234567890123",
+            "1.50",
+            "1e2",
+            "-0",
+            "-1.0E+400",
+            "7",
+            r#""a\"b""#,
+            r#""\u00e9t\u00E9""#,
+            "\"été\"",
+            "\"\"",
+            &long_string,
+            &long_number,
+        ] {
+            for command in [
+                format!(r#"{{"op":"unsubscribe","channel":"c","ref":{written}}}"#),
+                format!("{{ \"ref\" :  {written}  , \"op\":\"dance\"}}"),
+            ] {
+                let (r, _) = parse(&command);
+                assert_eq!(r, Some(written), "{command}");
+                let acked = ack(r, Acked::Done);
+                let expected = format!(r#"{{"op":"ack","ref":{written}}}"#);
+                assert_eq!(&acked[..], expected.as_bytes());
+                let errored = error(r, &Refused::new("unknown_op", "m"));
+                let expected = format!(
+                    r#"{{"op":"error","ref":{written},"code":"unknown_op","message":"m"}}"#
+                );
+                assert_eq!(&errored[..], expected.as_bytes());
+            }
+        }
+        assert_eq!(parse(r#"{"op":"dance","ref":null}"#).0, None);
+        assert_eq!(
+            parse(r#"{"op":"dance","ref":1,"ref":"two"}"#).0,
+            Some(r#""two""#)
+        );
+        for bad in [
+            format!("\"{}\"", "x".repeat(65)),
+            "9".repeat(65),
+            "true".to_owned(),
+            "[1]".to_owned(),
+            r#"{"a":1}"#.to_owned(),
+            r#""\ud800""#.to_owned(),
+        ] {
+            let text = format!(r#"{{"op":"unsubscribe","channel":"c","ref":{bad}}}"#);
+            let (r, command) = parse(&text);
+            assert_eq!(r, None, "{bad}");
+            assert_eq!(command.unwrap_err().code, "invalid_command", "{bad}");
+        }
+        // Not an object, or not JSON: no ref to echo.
+        assert_eq!(
+            parse(r#"[{"ref":1}]"#).1.unwrap_err().message,
+            "a command is a JSON object"
+        );
+        assert!(
+            parse(r#"{"ref":1"#)
+                .1
+                .unwrap_err()
+                .message
+                .starts_with("not JSON")
+        );
+    }
+
+    #[test]
     fn control_frames_are_json() {
-        let reference = Value::from("a\"b");
-        let ack: Value = serde_json::from_slice(&ack(Some(&reference), Acked::Done)).unwrap();
+        let ack: Value = serde_json::from_slice(&ack(Some(r#""a\"b""#), Acked::Done)).unwrap();
         assert_eq!(ack, serde_json::json!({"op":"ack","ref":"a\"b"}));
         let refused = Refused::new("forbidden", "no \"publish\" here");
-        let error: Value = serde_json::from_slice(&error(Some(&Value::from(3)), &refused)).unwrap();
+        let error: Value = serde_json::from_slice(&error(Some("3"), &refused)).unwrap();
         assert_eq!(
             error,
             serde_json::json!({"op":"error","ref":3,"code":"forbidden","message":"no \"publish\" here"})

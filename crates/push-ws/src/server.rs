@@ -1,18 +1,13 @@
 //! The WebSocket handler: the handshake on hyper, then one task per socket
-//! that reads commands, writes what the hub delivers, and keeps a heartbeat.
+//! (see `socket.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use futures_core::Stream;
-use futures_util::future::OptionFuture;
-use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use http::header::{
     ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL,
     SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -21,26 +16,16 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use push_core::wire::{self, Query, json};
-use push_core::{ChannelName, Cursor, Hub, Item, Signal};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep, sleep_until};
-use tokio_stream::StreamMap;
+use push_core::{ChannelName, Hub};
+use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tungstenite::Message;
 use tungstenite::protocol::Role;
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use tungstenite::protocol::frame::{CloseFrame, Frame};
 
-use crate::config::{Endpoint, SlowConsumer, WsConfig};
+use crate::config::{Endpoint, WsConfig};
 use crate::handshake::{self, Refusal, SUBPROTOCOL};
-use crate::protocol::{self, Acked, Command, Refused};
-
-/// How long a closing socket waits for the peer's close frame.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
-/// The most ready messages written before one flush.
-const BATCH: usize = 64;
+use crate::socket::{Mode, Socket};
 
 #[derive(Debug)]
 struct Shared {
@@ -58,9 +43,10 @@ struct Shared {
 /// socket in a task of its own: on the channel endpoint each message is one
 /// text frame with its JSON envelope; on the command endpoint (`push.v1`) the
 /// client subscribes, unsubscribes and publishes with JSON commands. A
-/// heartbeat closes sockets whose peer stopped answering; a subscriber that
-/// falls behind never makes the server buffer: it gets the gap signal (or is
-/// closed, by policy).
+/// heartbeat closes sockets whose peer stopped answering, and a write
+/// timeout those whose peer stopped reading; a subscriber that falls behind
+/// never makes the server buffer: it gets the gap signal (or is closed, by
+/// policy).
 ///
 /// Serve it with upgrades enabled (`serve_connection_with_upgrades`, and
 /// `http2().enable_connect_protocol()` for HTTP/2).
@@ -131,7 +117,7 @@ impl<H: Hub> WsHandler<H> {
 
     /// Answers one handshake with a socket that is also closed at `deadline`
     /// with 1008 (policy violation), for example when the subscriber's token
-    /// expires.
+    /// expires; nothing is written to it after that instant.
     pub async fn handle_until<B>(
         &self,
         request: Request<B>,
@@ -216,7 +202,7 @@ impl<H: Hub> WsHandler<H> {
         let open = Open::new(&self.shared);
         self.shared.tasks.spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let socket_config = open.0.config.socket();
+            let socket_config = open.config().socket();
             let ws = WebSocketStream::from_raw_socket(
                 TokioIo::new(upgraded),
                 Role::Server,
@@ -242,12 +228,17 @@ impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for WsHandle
 
 /// Counts an open socket for as long as its task lives.
 #[derive(Debug)]
-struct Open(Arc<Shared>);
+pub(crate) struct Open(Arc<Shared>);
 
 impl Open {
     fn new(shared: &Arc<Shared>) -> Self {
         shared.open.fetch_add(1, Ordering::Relaxed);
         Open(shared.clone())
+    }
+
+    /// The configuration of the handler the socket belongs to.
+    pub(crate) fn config(&self) -> &WsConfig {
+        &self.0.config
     }
 }
 
@@ -255,40 +246,6 @@ impl Drop for Open {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-enum Mode<S> {
-    /// The channel, its subscription, and the head a live start is pinned to.
-    Channel(ChannelName, S, Option<Cursor>),
-    Commands,
-}
-
-/// A subscription that knows whether it has delivered anything yet: a gap
-/// on a subscription already under way means its reader fell behind.
-struct Tracked<S> {
-    inner: S,
-    started: bool,
-}
-
-impl<S: Stream<Item = Item> + Unpin> Stream for Tracked<S> {
-    type Item = (Item, bool);
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<(Item, bool)>> {
-        let item = std::task::ready!(Pin::new(&mut self.inner).poll_next(cx));
-        let started = std::mem::replace(&mut self.started, true);
-        Poll::Ready(item.map(|item| (item, started)))
-    }
-}
-
-/// Why a socket ends.
-enum End {
-    /// The peer went away, or its close handshake is done.
-    Gone,
-    /// We close it with this code and reason, and wait a little for the
-    /// peer's close frame.
-    Close(CloseCode, &'static str),
-    /// We send this close frame to a peer gone silent and wait for nothing.
-    Abandon(CloseCode, &'static str),
 }
 
 /// A rule on channels: may this socket subscribe (or publish) to it?
@@ -308,7 +265,8 @@ pub type ChannelRule = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct Access {
-    /// The socket is closed with 1008 at this instant.
+    /// The socket is closed with 1008 at this instant, also while a write
+    /// to it waits; no message is written to it after this instant.
     pub deadline: Option<Instant>,
     /// Channels the command endpoint may subscribe to (default: any).
     pub subscribe: Option<ChannelRule>,
@@ -347,272 +305,6 @@ impl std::fmt::Debug for Access {
             .field("subscribe", &self.subscribe.as_ref().map(|_| "rule"))
             .field("publish", &self.publish.as_ref().map(|_| "rule"))
             .finish()
-    }
-}
-
-fn allows(rule: Option<&ChannelRule>, channel: &ChannelName) -> bool {
-    rule.is_none_or(|rule| rule(channel))
-}
-
-struct Socket<H: Hub, S> {
-    ws: WebSocketStream<S>,
-    /// Rules and deadline; boxed, as most sockets have none.
-    access: Option<Box<Access>>,
-    /// A frame to send first (where a live channel socket starts).
-    greeting: Option<Bytes>,
-    hub: Arc<H>,
-    open: Open,
-    commands: bool,
-    subscriptions: StreamMap<ChannelName, Tracked<H::Subscription>>,
-}
-
-impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
-    fn new(
-        ws: WebSocketStream<S>,
-        hub: Arc<H>,
-        open: Open,
-        mode: Mode<H::Subscription>,
-        access: Access,
-    ) -> Self {
-        // Most sockets hold one channel: start the map at one slot.
-        let mut subscriptions = StreamMap::with_capacity(1);
-        let mut greeting = None;
-        let commands = match mode {
-            Mode::Channel(channel, subscription, head) => {
-                greeting = head.map(|head| protocol::subscribed(&channel, head));
-                subscriptions.insert(
-                    channel,
-                    Tracked {
-                        inner: subscription,
-                        started: false,
-                    },
-                );
-                false
-            }
-            Mode::Commands => true,
-        };
-        let limited =
-            access.deadline.is_some() || access.subscribe.is_some() || access.publish.is_some();
-        Socket {
-            ws,
-            access: limited.then(|| Box::new(access)),
-            greeting,
-            hub,
-            open,
-            commands,
-            subscriptions,
-        }
-    }
-
-    fn config(&self) -> &WsConfig {
-        &self.open.0.config
-    }
-
-    /// Runs the socket to its end. Borrowing `self` (rather than moving it
-    /// into the future) keeps the task from holding the socket twice.
-    async fn run(&mut self) {
-        let deadline = self.access.as_ref().and_then(|access| access.deadline);
-        let (code, reason, wait) = match self.serve(deadline).await {
-            End::Gone => return,
-            End::Close(code, reason) => (code, reason, true),
-            End::Abandon(code, reason) => (code, reason, false),
-        };
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let closing = async {
-            if self.ws.close(Some(frame)).await.is_ok() && wait {
-                // The close handshake: the peer's close frame ends the stream.
-                while let Some(Ok(_)) = self.ws.next().await {}
-            }
-        };
-        let _ = tokio::time::timeout(CLOSE_GRACE, closing).await;
-    }
-
-    async fn serve(&mut self, deadline: Option<Instant>) -> End {
-        let (interval, timeout) = (self.config().ping_interval, self.config().pong_timeout);
-        let heartbeat = sleep(interval);
-        tokio::pin!(heartbeat);
-        // Boxed: a socket without a deadline or a shutdown token pays a word.
-        let mut expiry = OptionFuture::from(deadline.map(|at| Box::pin(sleep_until(at))));
-        let shutdown = self.config().shutdown.clone();
-        let mut shutdown = OptionFuture::from(shutdown.map(|t| Box::pin(t.cancelled_owned())));
-        if let Some(greeting) = self.greeting.take()
-            && self.ws.send(text(greeting)).await.is_err()
-        {
-            return End::Gone;
-        }
-        let mut awaiting_pong = false;
-        loop {
-            tokio::select! {
-                biased;
-                incoming = self.ws.next() => {
-                    let message = match incoming {
-                        None => return End::Gone,
-                        Some(Ok(message)) => message,
-                        Some(Err(err)) => return read_error(&err),
-                    };
-                    match message {
-                        // Boxed: an idle channel socket need not carry the
-                        // state of a command it will never run.
-                        Message::Text(text) if self.commands => {
-                            Box::pin(self.command(text.as_str())).await;
-                        }
-                        Message::Binary(_) if self.commands => {
-                            return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
-                        }
-                        Message::Pong(_) => {
-                            awaiting_pong = false;
-                            heartbeat.as_mut().reset(Instant::now() + interval);
-                        }
-                        // tungstenite answers the close; the stream then ends.
-                        // Pings are answered by tungstenite on the next flush.
-                        // On the channel endpoint the client has nothing to say.
-                        _ => {}
-                    }
-                    if self.ws.flush().await.is_err() {
-                        return End::Gone;
-                    }
-                }
-                Some((channel, (item, started))) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    if let Some(end) = self.deliver(&channel, item, started).await {
-                        return end;
-                    }
-                }
-                Some(()) = &mut shutdown => {
-                    return End::Close(CloseCode::Away, "the server is shutting down");
-                }
-                Some(()) = &mut expiry => {
-                    return End::Close(CloseCode::Policy, "the subscriber's token expired");
-                }
-                () = &mut heartbeat => {
-                    if awaiting_pong {
-                        return End::Abandon(CloseCode::Away, "no pong: the peer is gone");
-                    }
-                    awaiting_pong = true;
-                    heartbeat.as_mut().reset(Instant::now() + timeout);
-                    if self.ws.send(Message::Ping(Bytes::new())).await.is_err() {
-                        return End::Gone;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Writes `item` and whatever else is ready now, then flushes once.
-    async fn deliver(&mut self, channel: &ChannelName, item: Item, started: bool) -> Option<End> {
-        let mut next = Some((channel.clone(), (item, started)));
-        let mut written = 0;
-        while let Some((channel, (item, started))) = next.take() {
-            let frame = match &item {
-                Item::Message(message) => json::envelope(message),
-                Item::Signal(signal) => {
-                    if started
-                        && matches!(signal, Signal::Gap(_))
-                        && self.config().slow_consumer == SlowConsumer::Close
-                    {
-                        return Some(End::Close(
-                            CloseCode::Again,
-                            "too slow: the history moved on",
-                        ));
-                    }
-                    protocol::signal(&channel, signal)
-                }
-            };
-            if self.ws.feed(text(frame)).await.is_err() {
-                return Some(End::Gone);
-            }
-            written += 1;
-            if written < BATCH {
-                next = self.subscriptions.next().now_or_never().flatten();
-            }
-        }
-        if self.ws.flush().await.is_err() {
-            return Some(End::Gone);
-        }
-        None
-    }
-
-    async fn command(&mut self, command_text: &str) {
-        let (reference, command) = protocol::parse(command_text);
-        let reply = match command {
-            Ok(command) => match self.carry_out(command).await {
-                Ok(acked) => protocol::ack(reference.as_ref(), acked),
-                Err(refused) => protocol::error(reference.as_ref(), &refused),
-            },
-            Err(refused) => protocol::error(reference.as_ref(), &refused),
-        };
-        // A failed write ends the socket at the next read or flush.
-        let _ = self.ws.feed(text(reply)).await;
-    }
-
-    async fn carry_out(&mut self, command: Command) -> Result<Acked, Refused> {
-        match command {
-            Command::Subscribe { channel, start } => {
-                let rule = self.access.as_ref().and_then(|a| a.subscribe.as_ref());
-                if !allows(rule, &channel) {
-                    return Err(Refused::new(
-                        "forbidden",
-                        format!("not allowed to subscribe to {channel}"),
-                    ));
-                }
-                let max = self.config().max_subscriptions;
-                if !self.subscriptions.contains_key(&channel) && self.subscriptions.len() >= max {
-                    return Err(Refused::new(
-                        "too_many_subscriptions",
-                        format!("a socket may subscribe to at most {max} channels"),
-                    ));
-                }
-                let (subscription, head) =
-                    push_core::subscribe_pinned(&*self.hub, &channel, start).await?;
-                self.subscriptions.insert(
-                    channel,
-                    Tracked {
-                        inner: subscription,
-                        started: false,
-                    },
-                );
-                Ok(head.map_or(Acked::Done, Acked::Cursor))
-            }
-            Command::Unsubscribe { channel } => match self.subscriptions.remove(&channel) {
-                Some(_) => Ok(Acked::Done),
-                None => Err(Refused::new(
-                    "not_subscribed",
-                    format!("not subscribed to {channel}"),
-                )),
-            },
-            Command::Publish {
-                channel,
-                publication,
-            } => {
-                let rule = self.access.as_ref().and_then(|a| a.publish.as_ref());
-                if !self.config().allow_publish || !allows(rule, &channel) {
-                    return Err(Refused::new(
-                        "forbidden",
-                        format!("not allowed to publish to {channel}"),
-                    ));
-                }
-                Ok(Acked::Id(self.hub.publish(&channel, publication).await?))
-            }
-        }
-    }
-}
-
-/// A text frame from bytes known to be UTF-8 (our own JSON), without checking
-/// them again for every socket.
-fn text(bytes: Bytes) -> Message {
-    Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
-}
-
-/// The close code for a read error, or `Gone` when there is no one to tell.
-fn read_error(err: &tungstenite::Error) -> End {
-    use tungstenite::Error as E;
-    match err {
-        E::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
-        E::Utf8(_) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
-        E::Protocol(_) => End::Close(CloseCode::Protocol, "protocol violation"),
-        _ => End::Gone,
     }
 }
 

@@ -23,6 +23,7 @@ use support::{Server, get, until, within};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
@@ -253,6 +254,110 @@ async fn bad_commands_get_an_error_and_the_socket_stays_up() {
 }
 
 #[tokio::test]
+async fn a_ref_comes_back_as_written() {
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, WsConfig::commands()).await;
+    let mut ws = commands(server.addr).await;
+    let head = publish(&hub, "c", "before").await;
+    for written in [
+        "12345678901234567890123",
+        "1.50",
+        "1e2",
+        "-0.0",
+        r#""\u00e9t\u00E9 \"quoted\"""#,
+        "\"été\"",
+    ] {
+        // Acked: a live subscribe, with its cursor.
+        ws.send(Message::text(format!(
+            r#"{{"op":"subscribe","channel":"c","ref": {written} }}"#
+        )))
+        .await
+        .unwrap();
+        let ack = next_text(&mut ws).await;
+        assert_eq!(
+            ack,
+            format!(r#"{{"op":"ack","ref":{written},"cursor":"{head}"}}"#)
+        );
+        // Refused: the error names it the same way.
+        ws.send(Message::text(format!(
+            r#"{{"ref":{written},"op":"dance"}}"#
+        )))
+        .await
+        .unwrap();
+        let error = next_text(&mut ws).await;
+        assert!(
+            error.starts_with(&format!(
+                r#"{{"op":"error","ref":{written},"code":"unknown_op""#
+            )),
+            "{error}"
+        );
+    }
+    // Too long a number is refused like too long a string.
+    let long = "1".repeat(65);
+    ws.send(Message::text(format!(r#"{{"op":"dance","ref":{long}}}"#)))
+        .await
+        .unwrap();
+    let error: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    assert_eq!(error["code"], "invalid_command");
+    assert!(error.get("ref").is_none());
+}
+
+/// The next text frame as the server wrote it (pings and pongs skipped).
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a frame", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_echoes_the_clients_close() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, WsConfig::default()).await;
+    for (sent, echoed) in [
+        (Some((CloseCode::Normal, "")), Some((CloseCode::Normal, ""))),
+        (
+            Some((CloseCode::Away, "leaving")),
+            Some((CloseCode::Away, "leaving")),
+        ),
+        (
+            Some((CloseCode::from(4001), "bye")),
+            Some((CloseCode::from(4001), "bye")),
+        ),
+        // A close without a code is answered without one.
+        (None, None),
+        // A code no endpoint may send (1005: "no code") is a protocol error.
+        (
+            Some((CloseCode::Status, "")),
+            Some((CloseCode::Protocol, "Protocol violation")),
+        ),
+    ] {
+        let mut ws = connect(server.addr, "/ws/c", &[]).await;
+        assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+        let frame = sent.map(|(code, reason)| CloseFrame {
+            code,
+            reason: reason.into(),
+        });
+        ws.close(frame).await.unwrap();
+        let answer = loop {
+            match within("the server's close", ws.next()).await {
+                Some(Ok(Message::Close(answer))) => break answer,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let answer = answer.map(|frame| (frame.code, frame.reason.as_str().to_owned()));
+        let echoed = echoed.map(|(code, reason)| (code, reason.to_owned()));
+        assert_eq!(answer, echoed, "{sent:?}");
+        assert!(within("the end", ws.next()).await.is_none());
+        until("the socket to close", || handler.open_sockets() == 0).await;
+    }
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let hub = MemoryHub::new();
     let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_size(1024)).await;
@@ -340,32 +445,44 @@ async fn a_slow_reader_gets_a_gap_or_is_closed_by_policy() {
     }
 }
 
-#[tokio::test]
-async fn websockets_over_http2_extended_connect() {
-    let hub = MemoryHub::new();
-    let (server, handler) = start(&hub, WsConfig::default()).await;
-    let stream = TcpStream::connect(server.addr).await.unwrap();
+/// Opens `path` as a WebSocket over a fresh HTTP/2 connection (RFC 8441),
+/// with `origin` if given: the socket, or the refusal's status.
+async fn open_h2(addr: SocketAddr, path: &str, origin: Option<&str>) -> Result<Ws2, StatusCode> {
+    let stream = TcpStream::connect(addr).await.unwrap();
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
             .unwrap();
     tokio::spawn(connection);
-    let mut request = Request::connect(format!("http://{}/ws/c", server.addr))
-        .header("sec-websocket-version", "13")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
+    let mut request =
+        Request::connect(format!("http://{addr}{path}")).header("sec-websocket-version", "13");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let mut request = request.body(Empty::<Bytes>::new()).unwrap();
     request
         .extensions_mut()
         .insert(hyper::ext::Protocol::from_static("websocket"));
     let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    if response.status() != StatusCode::OK {
+        return Err(response.status());
+    }
     let upgraded = hyper::upgrade::on(response).await.unwrap();
-    let mut ws = WebSocketStream::from_raw_socket(
+    Ok(WebSocketStream::from_raw_socket(
         TokioIo::new(upgraded),
         Role::Client,
         Some(WebSocketConfig::default()),
     )
-    .await;
+    .await)
+}
+
+type Ws2 = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+#[tokio::test]
+async fn websockets_over_http2_extended_connect() {
+    let hub = MemoryHub::new();
+    let (server, handler) = start(&hub, WsConfig::default()).await;
+    let mut ws = open_h2(server.addr, "/ws/c", None).await.unwrap();
     until("the socket", || handler.open_sockets() == 1).await;
     match within("the greeting", ws.next()).await {
         Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
@@ -381,6 +498,34 @@ async fn websockets_over_http2_extended_connect() {
         }
         other => panic!("expected a text frame, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn the_same_host_rule_holds_over_http2() {
+    // HTTP/2 carries no Host: the request's own origin is its :authority.
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, WsConfig::default()).await;
+    let own = format!("http://{}", server.addr);
+    let mut ws = open_h2(server.addr, "/ws/c", Some(&own)).await.unwrap();
+    match within("the greeting", ws.next()).await {
+        Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
+        other => panic!("expected the greeting, got {other:?}"),
+    }
+    let other = open_h2(server.addr, "/ws/c", Some("http://evil.example")).await;
+    assert_eq!(other.err(), Some(StatusCode::FORBIDDEN));
+    // An explicit list alone decides, over HTTP/2 as over HTTP/1.1.
+    let list = Origins::List(vec!["https://app.example".to_owned()].into());
+    let (listed, _h) = start(&hub, WsConfig::default().with_origins(list)).await;
+    let own = format!("http://{}", listed.addr);
+    assert_eq!(
+        open_h2(listed.addr, "/ws/c", Some(&own)).await.err(),
+        Some(StatusCode::FORBIDDEN)
+    );
+    assert!(
+        open_h2(listed.addr, "/ws/c", Some("https://app.example"))
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
