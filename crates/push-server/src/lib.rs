@@ -123,6 +123,7 @@ impl Server {
         let ws = |ws: push::ws::WsConfig| {
             ws.with_origins(cors.ws_origins())
                 .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
+                .with_write_timeout(args.write_timeout)
                 .with_max_message_size(args.ws_max_message_bytes)
                 .with_max_subscriptions(args.ws_max_subscriptions)
                 .with_slow_consumer(slow)

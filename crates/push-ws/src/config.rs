@@ -111,7 +111,7 @@ pub struct WsConfig {
     pub slow_consumer: SlowConsumer,
     /// The most channels one command socket may subscribe to (default 100).
     pub max_subscriptions: usize,
-    /// The longest query string accepted (default 1 KiB).
+    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
     pub max_query_len: usize,
     /// When this token is cancelled (the server is shutting down), every
     /// socket is closed with 1001 (going away) and a clean close handshake,
