@@ -58,6 +58,7 @@ impl Default for Options {
                 "longpoll".into(),
                 "sse".into(),
                 "ws".into(),
+                "hostile".into(),
                 "redis".into(),
             ],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
@@ -111,6 +112,17 @@ impl Server {
         nginx: Option<&PathBuf>,
         workers: usize,
     ) -> Result<Server, String> {
+        Self::start_with(name, nginx, workers, &[])
+    }
+
+    /// Starts server `name` with `extra` arguments after `--` (push-server's
+    /// own flags).
+    pub(crate) fn start_with(
+        name: &str,
+        nginx: Option<&PathBuf>,
+        workers: usize,
+        extra: &[&str],
+    ) -> Result<Server, String> {
         if name == "nchan" {
             let nginx = nginx.ok_or("Nchan is not available")?;
             let nchan = Nchan::start(nginx, workers)?;
@@ -130,6 +142,8 @@ impl Server {
                 "--workers",
                 &workers.to_string(),
             ])
+            .args((!extra.is_empty()).then_some("--"))
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| e.to_string())?;
@@ -229,6 +243,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
             client: options.ws_client,
         };
         let table = runtime.block_on(fanout::scenario(ws, options, &servers, nginx.as_ref()))?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "hostile") {
+        let table = runtime.block_on(crate::hostile::scenario(options))?;
         println!("{table}");
         summary.push_str(&table);
     }

@@ -1,7 +1,7 @@
 //! push-bench: the load generator and peer servers behind `cargo xtask bench`.
 //!
 //! - `push-bench run [--seconds N] [--connections N] [--held N]
-//!   [--only poll|longpoll|sse|ws|redis] [--servers hello,push,push-direct,axum,nchan] [--workers N]
+//!   [--only poll|longpoll|sse|ws|hostile|redis] [--servers hello,push,push-direct,axum,nchan] [--workers N]
 //!   [--rounds N] [--rust-load] [--subscribers N,N] [--rate N] [--sse-seconds N]
 //!   [--sse-rounds N] [--saturation SUBSCRIBERS:P99_MS,…|none] [--saturation-seconds N]
 //!   [--step-seconds N] [--ws-client tungstenite|lean]` starts each server in a process of its
@@ -9,8 +9,9 @@
 //!   went missing, and prints a summary table per scenario. The fan-out flags
 //!   (`--subscribers` to `--step-seconds`) apply to both SSE and WebSockets.
 //! - `push-bench serve push|push-direct|push-router|hello|hello-stream|hello-stream-direct|hello-ws|
-//!   hello-ws-direct|axum|axum-4k [--listen ADDR] [--workers N]` runs one server (the
-//!   first line on stdout is `listening on http://ADDR`).
+//!   hello-ws-direct|axum|axum-4k|push-server [--listen ADDR] [--workers N] [-- FLAGS]` runs
+//!   one server (the first line on stdout is `listening on http://ADDR`); `FLAGS` go to
+//!   push-server.
 //!
 //! Client and server share the machine's cores: every server runs with the
 //! same number of workers (threads, or nginx processes; default 1, so that on
@@ -25,6 +26,7 @@
 
 mod driver;
 mod fanout;
+mod hostile;
 mod listen;
 mod load;
 mod memory;
@@ -39,13 +41,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse|ws|redis]
+  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse|ws|hostile|redis]
                  [--servers hello,push,push-direct,axum,nchan] [--workers N] [--rounds N] [--rust-load]
                  [--subscribers 1000,10000] [--rate MSG_PER_S] [--sse-seconds N] [--sse-rounds N]
                  [--saturation 10000:100,10000:500,1000:100|none] [--saturation-seconds N]
                  [--step-seconds N] [--ws-client tungstenite|lean]
   push-bench serve push|push-direct|push-router|hello|hello-stream|hello-stream-direct|hello-ws|hello-ws-direct
-                 |axum|axum-4k [--listen ADDR] [--workers N]";
+                 |axum|axum-4k|push-server [--listen ADDR] [--workers N] [-- PUSH_SERVER_FLAGS]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -130,7 +132,12 @@ fn serve(args: &[String]) -> Result<(), String> {
     let mut listen: SocketAddr = "127.0.0.1:0".parse().map_err(|_| "bad default address")?;
     let mut workers = std::thread::available_parallelism().map_or(1, usize::from);
     let mut rest = args[1..].iter();
+    let mut extra = Vec::new();
     while let Some(flag) = rest.next() {
+        if flag == "--" {
+            extra = rest.by_ref().cloned().collect();
+            break;
+        }
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--listen" => listen = value.parse().map_err(|_| format!("bad address {value}"))?,
@@ -147,7 +154,7 @@ fn serve(args: &[String]) -> Result<(), String> {
         let listener = listen::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
-        servers::run(name, listener).await
+        servers::run(name, listener, &extra).await
     })
 }
 

@@ -90,12 +90,15 @@ pub(crate) const NAMES: [&str; 13] = [
     "write-floor",
 ];
 
-pub(crate) async fn run(name: &str, listener: TcpListener) -> Result<(), String> {
+pub(crate) async fn run(name: &str, listener: TcpListener, extra: &[String]) -> Result<(), String> {
+    if !extra.is_empty() && name != "push-server" {
+        return Err(format!("{name} takes no extra flags"));
+    }
     match name {
         "push" => listen::serve(listener, PushServer::new(), Dispatch::Auto).await,
         "push-direct" => listen::serve(listener, PushServer::new(), Dispatch::Peek).await,
         "push-router" => serve_router(listener).await?,
-        "push-server" => serve_push_server(listener).await?,
+        "push-server" => serve_push_server(listener, extra).await?,
         "push-served" => push::serve(
             listener,
             PushServer::new(),
@@ -720,14 +723,21 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
 }
 
 /// The standalone server as `cargo run -p push-server` runs it (defaults:
-/// memory hub, metered, no auth configured), on this listener.
-async fn serve_push_server(listener: TcpListener) -> Result<(), String> {
+/// memory hub, metered, no auth configured, unless `extra` flags say
+/// otherwise), on this listener.
+async fn serve_push_server(listener: TcpListener, extra: &[String]) -> Result<(), String> {
     use clap::Parser as _;
     let addr = listener
         .local_addr()
         .map_err(|e| e.to_string())?
         .to_string();
-    let args = push_server::cli::Args::parse_from(["push-server", "--listen", &addr]);
+    let args = push_server::cli::Args::try_parse_from(
+        ["push-server", "--listen", &addr]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(extra.iter().cloned()),
+    )
+    .map_err(|e| e.to_string())?;
     let server = push_server::Server::new(&args)
         .await
         .map_err(|e| e.to_string())?;
