@@ -62,7 +62,9 @@ pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Pos
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};
-pub use crate::memory::{ChannelStats, MemoryHub, MemoryHubConfig, MemorySubscription};
+pub use crate::memory::{
+    ChannelStats, MemoryHub, MemoryHubConfig, MemoryHubStats, MemorySubscription,
+};
 pub use crate::message::{Message, Publication, WireFormat};
 pub use crate::names::{
     ChannelName, EventName, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN, RESERVED_EVENT_PREFIX,
