@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::memory::{Budget, MESSAGE_OVERHEAD};
+use crate::memory::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
 use crate::{ChannelName, Cursor, EventName, Timestamp};
 
 /// What a publisher hands to [`Hub::publish`](crate::Hub::publish): the data and
@@ -171,7 +171,7 @@ impl Message {
             .encoded
             .iter()
             .filter_map(OnceLock::get)
-            .map(Bytes::len)
+            .map(encoding_cost)
             .sum();
         MESSAGE_OVERHEAD + self.size() + encoded
     }
@@ -221,7 +221,7 @@ impl Message {
                 match &self.budget {
                     Some(budget) => {
                         let bytes = own(bytes);
-                        over_budget = budget.charge(bytes.len());
+                        over_budget = budget.charge(encoding_cost(&bytes));
                         bytes
                     }
                     None => bytes,
@@ -241,6 +241,11 @@ impl Drop for Message {
             budget.release(self.footprint());
         }
     }
+}
+
+/// What a filled encoding costs in a budget.
+fn encoding_cost(bytes: &Bytes) -> usize {
+    bytes.len() + ENCODING_OVERHEAD
 }
 
 /// `bytes` in a buffer of its own with little spare capacity: kept as it is

@@ -26,12 +26,25 @@ use crate::Message;
 /// The reference counts at the head of an `Arc` allocation.
 const ARC_HEADER: usize = 2 * size_of::<usize>();
 
+/// The header `bytes::Bytes` allocates for a buffer once it is shared (its
+/// pointer, capacity and count): an encoding is, as soon as
+/// [`Message::encoded`] hands out a clone; data is when a transport clones it.
+pub(crate) const BUFFER_HEADER: usize = 3 * size_of::<usize>();
+
 /// What a retained message costs beyond its data, event name and encodings:
 /// the `Message` in its `Arc` allocation, its slot in the channel's log, its
-/// entry in the publish-order FIFO, and the `Arc<str>` header of an event name
-/// (counted whether or not it has one). 288 bytes on 64-bit targets.
-pub(crate) const MESSAGE_OVERHEAD: usize =
-    size_of::<Message>() + ARC_HEADER + size_of::<Arc<Message>>() + size_of::<Entry>() + ARC_HEADER;
+/// entry in the publish-order FIFO, the `Arc<str>` header of an event name and
+/// the shared header of its data (both counted whether or not there is one).
+/// 312 bytes on 64-bit targets.
+pub(crate) const MESSAGE_OVERHEAD: usize = size_of::<Message>()
+    + ARC_HEADER
+    + size_of::<Arc<Message>>()
+    + size_of::<Entry>()
+    + ARC_HEADER
+    + BUFFER_HEADER;
+
+/// What a filled encoding costs beyond its length.
+pub(crate) const ENCODING_OVERHEAD: usize = BUFFER_HEADER;
 
 /// The FIFO is compacted when it holds this many entries, or twice as many as
 /// survived the last compaction, whichever is more.
@@ -184,8 +197,10 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     #[test]
     fn the_documented_overhead_is_the_computed_one() {
-        assert_eq!(MESSAGE_OVERHEAD, 288);
+        assert_eq!(MESSAGE_OVERHEAD, 312);
+        assert_eq!(ENCODING_OVERHEAD, 24);
         assert_eq!(MemoryHubConfig::MESSAGE_OVERHEAD, MESSAGE_OVERHEAD);
+        assert_eq!(MemoryHubConfig::ENCODING_OVERHEAD, ENCODING_OVERHEAD);
     }
 
     /// Channels that drop their own messages (count, bytes, age) leave stale

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::budget::MESSAGE_OVERHEAD;
+use super::budget::{ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
 use super::log::Retention;
 use crate::Error;
 
@@ -41,7 +41,8 @@ pub struct MemoryHubConfig {
     pub max_message_bytes: usize,
     /// Bytes all retained messages of the hub may hold together (default
     /// 256 MiB). Counted per message: data, event name, every wire encoding a
-    /// transport has filled ([`Message::encoded`](crate::Message::encoded)) and
+    /// transport has filled ([`Message::encoded`](crate::Message::encoded),
+    /// plus [`ENCODING_OVERHEAD`](Self::ENCODING_OVERHEAD) each) and
     /// [`MESSAGE_OVERHEAD`](Self::MESSAGE_OVERHEAD) of bookkeeping. Past it, the
     /// oldest messages of the whole hub, in publish order, are dropped, and
     /// subscribers behind get the usual [`Gap`](crate::Gap). A message still
@@ -89,9 +90,14 @@ impl MemoryHubConfig {
     /// [`max_retained_bytes`](Self::max_retained_bytes) beyond its data, event
     /// name and encodings: the message itself and its shared allocation's
     /// header, its slot in the channel's log, its entry in the hub's publish
-    /// order and an event name's header. Computed from the types' sizes:
-    /// 288 bytes on 64-bit targets.
+    /// order, and the headers of its event name and data. Computed from the
+    /// types' sizes: 312 bytes on 64-bit targets.
     pub const MESSAGE_OVERHEAD: usize = MESSAGE_OVERHEAD;
+
+    /// What each filled wire encoding of a message costs in
+    /// [`max_retained_bytes`](Self::max_retained_bytes) beyond its length: the
+    /// header of its shared buffer. 24 bytes on 64-bit targets.
+    pub const ENCODING_OVERHEAD: usize = ENCODING_OVERHEAD;
 
     /// Sets [`max_messages`](Self::max_messages).
     #[must_use]

@@ -18,7 +18,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-pub(crate) use self::budget::{Budget, MESSAGE_OVERHEAD};
+pub(crate) use self::budget::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
 pub use self::config::MemoryHubConfig;
 use self::log::ChannelLog;
 pub use self::subscription::MemorySubscription;
