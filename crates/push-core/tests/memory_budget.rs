@@ -309,3 +309,83 @@ fn the_budget_must_hold_the_largest_message() {
     assert_eq!(defaults.max_retained_bytes, 256 << 20);
     assert_eq!(defaults.unpublished_channel_limit(), 50_000);
 }
+
+/// Publishers, subscribers that encode what they get, readers of new names
+/// and a sweeper, on real threads, over a small budget and a small table: no
+/// deadlock, the budget holds whenever nobody holds a message, and once all is
+/// dropped nothing stays counted.
+#[test]
+fn concurrent_publishes_encodings_and_evictions_keep_the_count_exact() {
+    const BUDGET: usize = 32 * (OVERHEAD + 64);
+    let clock = ManualClock::new(T0);
+    let config = MemoryHubConfig::default()
+        .with_max_channels(16)
+        .with_max_message_bytes(256)
+        .with_max_retained_bytes(BUDGET)
+        .with_max_age(Duration::from_secs(60))
+        .with_idle_channel_ttl(Duration::ZERO);
+    let hub = MemoryHub::with_config_and_clock(config, clock.clone()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for t in 0..3 {
+        let hub = hub.clone();
+        threads.push(std::thread::spawn(move || {
+            for i in 0..20_000usize {
+                let c = name(&format!("p{}", (i * (t + 1)) % 12));
+                let data = vec![b'p'; i % 200];
+                // The table may be full of subscribed channels for a moment.
+                let _ = now(hub.publish(&c, Publication::new(data)));
+            }
+        }));
+    }
+    for t in 0..2 {
+        let (hub, stop) = (hub.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut i = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let Ok(mut subscription) =
+                    now(hub.subscribe(&name(&format!("p{}", (i + t) % 12)), Start::Earliest))
+                else {
+                    continue;
+                };
+                for _ in 0..20 {
+                    match poll(&mut subscription) {
+                        Some(Item::Message(m)) => {
+                            encode(&m, FORMATS[i % 3], m.data().len() + 30);
+                        }
+                        Some(Item::Signal(_)) => {}
+                        None => break,
+                    }
+                }
+                let _ = now(hub.read(&name(&format!("r{t}-{i}")), Start::Live, 1));
+            }
+        }));
+    }
+    {
+        let (hub, stop) = (hub.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                hub.sweep();
+                std::thread::yield_now();
+            }
+        }));
+    }
+    for publisher in threads.drain(..3) {
+        publisher.join().unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let stats = hub.stats();
+    assert!(stats.retained_bytes <= BUDGET, "{stats:?}");
+    assert!(
+        stats.trimmed_messages > 0 && stats.evicted_channels > 0,
+        "{stats:?}"
+    );
+    clock.advance(Duration::from_secs(60));
+    hub.sweep();
+    let stats = hub.stats();
+    assert_eq!((stats.retained_bytes, stats.channels), (0, 0), "{stats:?}");
+}
