@@ -156,11 +156,18 @@ impl Message {
         event: Option<EventName>,
         data: Bytes,
         published_at: Timestamp,
-        budget: Arc<Budget>,
-    ) -> Self {
-        let mut message = Message::new(channel, cursor, event, own(data), published_at);
+        budget: &Arc<Budget>,
+    ) -> Arc<Self> {
+        let message = Arc::new(Message {
+            channel,
+            cursor,
+            event,
+            data: own(data),
+            published_at,
+            encoded: Default::default(),
+            budget: Some(budget.clone()),
+        });
         budget.charge(message.footprint());
-        message.budget = Some(budget);
         message
     }
 

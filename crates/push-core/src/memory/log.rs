@@ -101,16 +101,9 @@ impl ChannelLog {
         self.head += 1;
         let cursor = self.cursor_at(self.head);
         let (event, data) = publication.into_parts();
-        let message = Message::charged(
-            channel.clone(),
-            cursor,
-            event,
-            data,
-            published_at,
-            budget.clone(),
-        );
+        let message = Message::charged(channel.clone(), cursor, event, data, published_at, budget);
         self.bytes += message.size();
-        self.messages.push_back(Arc::new(message));
+        self.messages.push_back(message);
         while self.messages.len() > retention.max_messages.max(1)
             || (self.bytes > retention.max_bytes && self.messages.len() > 1)
         {
