@@ -12,13 +12,15 @@
 //! message the channel already dropped (by its own count, bytes or age limits)
 //! is stale and costs one pop. Compaction keeps stale entries from piling up.
 //!
-//! Locks: the FIFO's mutex is a leaf. Trimming releases it before locking a
-//! channel, and compaction only `try_lock`s channels, so no path waits for a
-//! channel while holding it, and none waits for it while holding a channel.
+//! Locks: the FIFO, then a channel, never the other way. Trimming releases the
+//! FIFO before locking a channel; compaction locks channels while holding it;
+//! nothing takes the FIFO while holding a channel (a publish records its entry
+//! after releasing its channel, and dropping a message only decrements an
+//! atomic).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::Channel;
 use crate::Message;
@@ -55,21 +57,6 @@ const MIN_COMPACT_AT: usize = 64;
 struct Entry {
     channel: Weak<Channel>,
     number: u64,
-}
-
-impl Entry {
-    /// Whether the channel may still retain the message. When the channel is
-    /// busy this answers yes: compaction never waits for a channel.
-    fn may_be_retained(&self) -> bool {
-        let Some(channel) = self.channel.upgrade() else {
-            return false;
-        };
-        match channel.state.try_lock() {
-            Ok(state) => state.log.retains(self.number),
-            Err(TryLockError::Poisoned(state)) => state.into_inner().log.retains(self.number),
-            Err(TryLockError::WouldBlock) => true,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -168,11 +155,28 @@ impl Budget {
     }
 }
 
-/// Keeps the entries whose messages may still be retained, and sets the next
+/// Keeps the entries whose messages are still retained, and sets the next
 /// compaction at twice as many: each compaction's O(n) is paid for by at least
-/// n/2 publishes, and stale entries never outnumber live ones by much.
+/// n/2 publishes, and stale entries never outnumber live ones by much. Each run
+/// of entries of one channel costs one lock of that channel.
 fn compact(fifo: &mut Fifo) {
-    fifo.entries.retain(Entry::may_be_retained);
+    // The channel last looked at, and the first number it retains.
+    let mut last: Option<(*const Channel, u64)> = None;
+    fifo.entries.retain(|entry| {
+        let at = entry.channel.as_ptr();
+        let first = match last {
+            Some((channel, first)) if channel == at => first,
+            _ => {
+                let first = entry
+                    .channel
+                    .upgrade()
+                    .map_or(u64::MAX, |channel| channel.lock().log.first());
+                last = Some((at, first));
+                first
+            }
+        };
+        entry.number >= first
+    });
     let len = fifo.entries.len();
     fifo.compact_at = len.saturating_mul(2).max(MIN_COMPACT_AT);
     if fifo.entries.capacity() > fifo.compact_at.saturating_mul(2) {

@@ -1,8 +1,9 @@
 //! The in-memory hub: one process, no dependencies, the default.
 //!
-//! Locks, always taken in this order: the channel map, then one channel. The
-//! budget's FIFO is a leaf (see `budget.rs`); a channel lock is never held
-//! while taking the map or the FIFO.
+//! Locks, always taken in this order: the channel map, then one channel; the
+//! budget's FIFO, then one channel (see `budget.rs`). A channel lock is never
+//! held while taking the map or the FIFO, and the map and the FIFO are never
+//! held together.
 
 mod budget;
 mod config;
