@@ -19,6 +19,11 @@
 //!   is told first ([`Item::Signal`]). Nothing is lost silently.
 //! - **Encode once**: a [`Message`] keeps each wire encoding of itself, made by
 //!   the first connection that needs it and shared by all ([`Message::encoded`]).
+//! - **Bounded memory**: the [`MemoryHub`] keeps all retained history, encodings
+//!   included, within one byte budget, dropping the oldest messages of the whole
+//!   hub first, and makes room for new channels by evicting ones nobody is
+//!   subscribed to ([`MemoryHubConfig`], [`MemoryHub::stats`]). Whoever lost
+//!   history to either is told, with a gap or a reset.
 //!
 //! ```
 //! use futures_util::StreamExt;
