@@ -68,10 +68,13 @@ pub enum Error {
         /// The hub's limit.
         limit: usize,
     },
-    /// The hub holds as many channels as it may, and none of them can be freed.
+    /// The hub holds as many channels as it may, and none of them can be freed:
+    /// every one has a subscriber. For a subscribe or read that would create a
+    /// channel, the limit may be the one on channels nothing was published to
+    /// yet ([`MemoryHubConfig::max_unpublished_channels`](crate::MemoryHubConfig::max_unpublished_channels)).
     #[error("too many channels: the hub holds its limit of {limit} channels, all in use")]
     TooManyChannels {
-        /// The configured maximum.
+        /// The configured maximum that was reached.
         limit: usize,
     },
     /// A configuration that cannot work.

@@ -19,6 +19,11 @@
 //!   is told first ([`Item::Signal`]). Nothing is lost silently.
 //! - **Encode once**: a [`Message`] keeps each wire encoding of itself, made by
 //!   the first connection that needs it and shared by all ([`Message::encoded`]).
+//! - **Bounded memory**: the [`MemoryHub`] keeps all retained history, encodings
+//!   included, within one byte budget, dropping the oldest messages of the whole
+//!   hub first, and makes room for new channels by evicting ones nobody is
+//!   subscribed to ([`MemoryHubConfig`], [`MemoryHub::stats`]). Whoever lost
+//!   history to either is told, with a gap or a reset.
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -62,7 +67,9 @@ pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Pos
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};
-pub use crate::memory::{ChannelStats, MemoryHub, MemoryHubConfig, MemorySubscription};
+pub use crate::memory::{
+    ChannelStats, MemoryHub, MemoryHubConfig, MemoryHubStats, MemorySubscription,
+};
 pub use crate::message::{Message, Publication, WireFormat};
 pub use crate::names::{
     ChannelName, EventName, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN, RESERVED_EVENT_PREFIX,

@@ -1,10 +1,11 @@
 //! Messages: what is published, and what every subscriber shares.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::memory::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
 use crate::{ChannelName, Cursor, EventName, Timestamp};
 
 /// What a publisher hands to [`Hub::publish`](crate::Hub::publish): the data and
@@ -94,6 +95,12 @@ impl WireFormat {
 /// A published message, as every subscriber receives it: shared behind an `Arc`,
 /// so fanning it out to ten thousand subscribers copies a pointer, not the data.
 ///
+/// A message made by a [`MemoryHub`](crate::MemoryHub) is counted in the hub's
+/// byte budget ([`max_retained_bytes`](crate::MemoryHubConfig::max_retained_bytes))
+/// for as long as it lives: its data, event name and bookkeeping from the start,
+/// each encoding from when it is filled. One made with [`Message::new`] is not
+/// counted anywhere.
+///
 /// ```
 /// use bytes::Bytes;
 /// use push_core::{Cursor, Message, Timestamp, WireFormat};
@@ -115,6 +122,8 @@ pub struct Message {
     data: Bytes,
     published_at: Timestamp,
     encoded: [OnceLock<Bytes>; WireFormat::COUNT],
+    /// The budget this message is charged to; `None`: not counted.
+    budget: Option<Arc<Budget>>,
 }
 
 impl Message {
@@ -134,7 +143,44 @@ impl Message {
             data,
             published_at,
             encoded: Default::default(),
+            budget: None,
         }
+    }
+
+    /// A message charged to `budget` until it is dropped. Its data is kept in
+    /// a buffer of its own, exactly its size, so that what is counted is what
+    /// is held (a slice of a connection's read buffer would keep all of it).
+    pub(crate) fn charged(
+        channel: ChannelName,
+        cursor: Cursor,
+        event: Option<EventName>,
+        data: Bytes,
+        published_at: Timestamp,
+        budget: &Arc<Budget>,
+    ) -> Arc<Self> {
+        let message = Arc::new(Message {
+            channel,
+            cursor,
+            event,
+            data: own(data),
+            published_at,
+            encoded: Default::default(),
+            budget: Some(budget.clone()),
+        });
+        budget.charge(message.footprint());
+        message
+    }
+
+    /// What the message holds, as its budget counts it: data, event name,
+    /// the encodings filled so far, and [`MESSAGE_OVERHEAD`].
+    fn footprint(&self) -> usize {
+        let encoded: usize = self
+            .encoded
+            .iter()
+            .filter_map(OnceLock::get)
+            .map(encoding_cost)
+            .sum();
+        MESSAGE_OVERHEAD + self.size() + encoded
     }
 
     /// The channel it was published to.
@@ -169,10 +215,57 @@ impl Message {
 
     /// The message encoded in `format`: computed by `encode` the first time it is
     /// asked for, then the same shared bytes for every caller.
+    ///
+    /// For a message of a [`MemoryHub`](crate::MemoryHub), the encoding is kept
+    /// in a buffer exactly its size and counted in the hub's byte budget; when
+    /// that takes the hub over its budget, the oldest retained messages are
+    /// dropped before this returns.
     pub fn encoded(&self, format: WireFormat, encode: impl FnOnce(&Message) -> Bytes) -> Bytes {
-        self.encoded[format.slot()]
-            .get_or_init(|| encode(self))
-            .clone()
+        let mut over_budget = false;
+        let bytes = self.encoded[format.slot()]
+            .get_or_init(|| {
+                let bytes = encode(self);
+                match &self.budget {
+                    Some(budget) => {
+                        let bytes = own(bytes);
+                        over_budget = budget.charge(encoding_cost(&bytes));
+                        bytes
+                    }
+                    None => bytes,
+                }
+            })
+            .clone();
+        if over_budget && let Some(budget) = &self.budget {
+            budget.trim();
+        }
+        bytes
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.release(self.footprint());
+        }
+    }
+}
+
+/// What a filled encoding costs in a budget.
+fn encoding_cost(bytes: &Bytes) -> usize {
+    bytes.len() + ENCODING_OVERHEAD
+}
+
+/// `bytes` in a buffer of its own with little spare capacity: kept as it is
+/// when it is the only handle to its buffer and wastes at most an eighth of
+/// it, else copied into one exactly its size.
+fn own(bytes: Bytes) -> Bytes {
+    if bytes.is_empty() {
+        return Bytes::new();
+    }
+    match bytes.try_into_mut() {
+        Ok(buffer) if buffer.capacity() - buffer.len() <= buffer.capacity() / 8 => buffer.freeze(),
+        Ok(buffer) => Bytes::copy_from_slice(&buffer),
+        Err(shared) => Bytes::copy_from_slice(&shared),
     }
 }
 
@@ -194,5 +287,37 @@ impl fmt::Debug for Message {
             .field("data_len", &self.data.len())
             .field("published_at", &self.published_at)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_keeps_a_snug_buffer_and_copies_a_slice_of_a_larger_one() {
+        let snug = Bytes::from(vec![7u8; 100]);
+        let at = snug.as_ptr();
+        assert_eq!(own(snug).as_ptr(), at, "kept without a copy");
+
+        let mut roomy = Vec::with_capacity(1_000);
+        roomy.extend_from_slice(&[1u8; 10]);
+        let roomy = Bytes::from(roomy);
+        let at = roomy.as_ptr();
+        let owned = own(roomy);
+        assert_ne!(owned.as_ptr(), at, "copied: the spare 990 bytes go");
+        assert_eq!(&owned[..], &[1u8; 10]);
+
+        let whole = Bytes::from(vec![2u8; 100]);
+        let part = whole.slice(10..20);
+        let owned = own(part.clone());
+        assert_ne!(owned.as_ptr(), part.as_ptr(), "shared: copied");
+        assert_eq!(owned, part);
+
+        assert_eq!(
+            own(Bytes::from_static(b"static")),
+            Bytes::from_static(b"static")
+        );
+        assert!(own(Bytes::new()).is_empty());
     }
 }

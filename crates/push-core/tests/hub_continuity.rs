@@ -52,6 +52,20 @@ proptest! {
         let result = run(small(max_messages, max_bytes, max_age_ms), &ops);
         prop_assert!(result.is_ok(), "{}", result.unwrap_err());
     }
+
+    /// The same under a hub-wide byte budget of a few messages, which trims
+    /// the channel before its own limits do.
+    #[test]
+    fn memory_hub_keeps_continuity_within_a_byte_budget(
+        max_messages in 1usize..8,
+        budget_messages in 1usize..6,
+        ops in testing::ops(80, 7, 120),
+    ) {
+        let budget = budget_messages * (MemoryHubConfig::MESSAGE_OVERHEAD + 8);
+        let config = small(max_messages, 48, 60_000).with_max_retained_bytes(budget);
+        let result = run(config, &ops);
+        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+    }
 }
 
 /// The generator must reach every path the properties speak of, or the

@@ -226,8 +226,11 @@ fn sweep_frees_idle_channels_and_their_cursors_then_reset() {
 }
 
 #[test]
-fn a_full_hub_evicts_dormant_channels_least_recent_first() {
-    let config = MemoryHubConfig::default().with_max_channels(10);
+fn a_full_hub_evicts_unsubscribed_channels_least_recent_first() {
+    // No separate quota for unpublished channels here: all ten may be.
+    let config = MemoryHubConfig::default()
+        .with_max_channels(10)
+        .with_max_unpublished_channels(10);
     let (hub, clock) = hub_with(config);
     let mut subscribers = Vec::new();
     for i in 0..10 {
@@ -253,7 +256,9 @@ fn a_full_hub_evicts_dormant_channels_least_recent_first() {
 
 #[test]
 fn a_hub_full_of_channels_in_use_refuses_new_ones_clearly() {
-    let config = MemoryHubConfig::default().with_max_channels(3);
+    let config = MemoryHubConfig::default()
+        .with_max_channels(3)
+        .with_max_unpublished_channels(3);
     let (hub, clock) = hub_with(config);
     let subs: Vec<_> = (0..3)
         .map(|i| now(hub.subscribe(&name(&format!("c{i}")), Start::Live)).unwrap())

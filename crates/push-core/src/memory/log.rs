@@ -6,9 +6,11 @@
 //! slow subscriber: when its number falls below `first`, it gets a gap.
 
 use std::collections::VecDeque;
+use std::mem;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Budget;
 use crate::{
     Batch, ChannelName, Cursor, Epoch, Gap, Message, Position, Publication, Signal, Span, Start,
     Timestamp,
@@ -21,6 +23,10 @@ pub(super) struct Retention {
     pub(super) max_bytes: usize,
     pub(super) max_age: Duration,
 }
+
+/// A log's buffer is shrunk when a quarter of it or less is in use, down to
+/// twice what is; not below this many slots, so a small log never churns.
+const MIN_SHRINK_CAPACITY: usize = 8;
 
 #[derive(Debug)]
 pub(super) struct ChannelLog {
@@ -66,14 +72,27 @@ impl ChannelLog {
         self.bytes
     }
 
-    /// Appends, then drops the oldest messages until both size bounds hold. The
-    /// new message always stays: the hub refuses any larger than `max_bytes`.
+    /// Nothing was ever published in this epoch: the channel exists because
+    /// someone subscribed to it or read it.
+    pub(super) fn is_unpublished(&self) -> bool {
+        self.head == 0
+    }
+
+    /// The number of the oldest retained message (`head + 1` when none is).
+    pub(super) fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// Appends a message charged to `budget`, then drops the oldest messages
+    /// until both size bounds hold. The new message always stays: the hub
+    /// refuses any larger than `max_bytes`.
     pub(super) fn append(
         &mut self,
         channel: &ChannelName,
         publication: Publication,
         now: Timestamp,
         retention: &Retention,
+        budget: &Arc<Budget>,
     ) -> Cursor {
         // Publish times never go backwards within a channel, whatever the
         // clock does, so age expiry can work from the front.
@@ -82,9 +101,9 @@ impl ChannelLog {
         self.head += 1;
         let cursor = self.cursor_at(self.head);
         let (event, data) = publication.into_parts();
-        let message = Message::new(channel.clone(), cursor, event, data, published_at);
+        let message = Message::charged(channel.clone(), cursor, event, data, published_at, budget);
         self.bytes += message.size();
-        self.messages.push_back(Arc::new(message));
+        self.messages.push_back(message);
         while self.messages.len() > retention.max_messages.max(1)
             || (self.bytes > retention.max_bytes && self.messages.len() > 1)
         {
@@ -104,11 +123,37 @@ impl ChannelLog {
         }
     }
 
-    fn pop_front(&mut self) {
-        if let Some(message) = self.messages.pop_front() {
-            self.bytes -= message.size();
-            self.first += 1;
+    /// Drops every retained message numbered up to `number`; returns how many.
+    pub(super) fn drop_through(&mut self, number: u64) -> u64 {
+        let mut dropped = 0;
+        while self.first <= number && self.pop_front() {
+            dropped += 1;
         }
+        dropped
+    }
+
+    /// Empties the log for good (the channel is being removed) and hands back
+    /// the messages, to be dropped outside any lock.
+    pub(super) fn clear(&mut self) -> VecDeque<Arc<Message>> {
+        self.first = self.head + 1;
+        self.bytes = 0;
+        mem::take(&mut self.messages)
+    }
+
+    /// Drops the oldest message; `false` when there is none. A buffer left
+    /// mostly empty is shrunk, so a channel trimmed down does not keep the
+    /// memory of its longest history.
+    fn pop_front(&mut self) -> bool {
+        let Some(message) = self.messages.pop_front() else {
+            return false;
+        };
+        self.bytes -= message.size();
+        self.first += 1;
+        let (len, capacity) = (self.messages.len(), self.messages.capacity());
+        if capacity > MIN_SHRINK_CAPACITY && len <= capacity / 4 {
+            self.messages.shrink_to(len * 2);
+        }
+        true
     }
 
     /// Gives back the buffer of an empty log (a dormant channel).
@@ -191,11 +236,22 @@ mod tests {
         }
     }
 
+    fn budget() -> Arc<Budget> {
+        Arc::new(Budget::new(usize::MAX))
+    }
+
     fn log_with(n: u64, retention: &Retention) -> ChannelLog {
         let mut log = ChannelLog::new(Epoch::new(7));
         let channel = ChannelName::new("c").unwrap();
+        let budget = budget();
         for i in 1..=n {
-            log.append(&channel, Publication::new(format!("{i}")), NOW, retention);
+            log.append(
+                &channel,
+                Publication::new(format!("{i}")),
+                NOW,
+                retention,
+                &budget,
+            );
         }
         log
     }
@@ -289,10 +345,11 @@ mod tests {
         let r = retention(100, 1 << 20);
         let channel = ChannelName::new("c").unwrap();
         let mut log = ChannelLog::new(Epoch::new(1));
-        log.append(&channel, Publication::new("a"), NOW, &r);
+        let budget = budget();
+        log.append(&channel, Publication::new("a"), NOW, &r, &budget);
         // A clock that steps back does not make a message older than its predecessor.
         let back = Timestamp::from_unix_millis(NOW.as_unix_millis() - 5_000);
-        log.append(&channel, Publication::new("b"), back, &r);
+        log.append(&channel, Publication::new("b"), back, &r, &budget);
         assert_eq!(log.get(2).unwrap().published_at(), NOW);
         log.expire(NOW.saturating_add(Duration::from_secs(59)), r.max_age);
         assert_eq!(log.len(), 2);
@@ -312,5 +369,63 @@ mod tests {
                 ..
             }))
         ));
+    }
+
+    #[test]
+    fn drop_through_and_clear_keep_the_numbering() {
+        let mut log = log_with(10, &retention(100, 1 << 20));
+        assert_eq!(log.drop_through(3), 3);
+        assert_eq!(log.drop_through(3), 0, "already gone: a stale order entry");
+        assert_eq!((log.first(), log.len(), log.bytes()), (4, 7, 8));
+        assert_eq!(log.clear().len(), 7);
+        assert_eq!((log.first(), log.head, log.bytes()), (11, 10, 0));
+        assert_eq!(log.drop_through(u64::MAX), 0);
+    }
+
+    #[test]
+    fn a_log_trimmed_down_gives_its_buffer_back() {
+        let mut log = log_with(1_000, &retention(1_000, 1 << 20));
+        assert!(log.messages.capacity() >= 1_000);
+        log.drop_through(999);
+        assert_eq!(log.len(), 1);
+        assert!(
+            log.messages.capacity() <= MIN_SHRINK_CAPACITY,
+            "{}",
+            log.messages.capacity()
+        );
+        log.drop_through(1_000);
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn messages_are_charged_while_they_live() {
+        let budget = budget();
+        let channel = ChannelName::new("c").unwrap();
+        let mut log = ChannelLog::new(Epoch::new(1));
+        assert!(log.is_unpublished());
+        log.append(
+            &channel,
+            Publication::new("abc"),
+            NOW,
+            &retention(1, 1 << 20),
+            &budget,
+        );
+        assert!(!log.is_unpublished());
+        let held = log.get(1).unwrap().clone();
+        let one = budget.used();
+        assert!(one >= 3);
+        // The count bound drops the first; it lives on while held.
+        log.append(
+            &channel,
+            Publication::new("de"),
+            NOW,
+            &retention(1, 1 << 20),
+            &budget,
+        );
+        assert_eq!(budget.used(), 2 * one - 1);
+        drop(held);
+        assert_eq!(budget.used(), one - 1);
+        drop(log);
+        assert_eq!(budget.used(), 0);
     }
 }

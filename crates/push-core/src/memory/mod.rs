@@ -1,148 +1,33 @@
 //! The in-memory hub: one process, no dependencies, the default.
+//!
+//! Locks, always taken in this order: the channel map, then one channel; the
+//! budget's FIFO, then one channel (see `budget.rs`). A channel lock is never
+//! held while taking the map or the FIFO, and the map and the FIFO are never
+//! held together.
 
+mod budget;
+mod config;
 mod log;
 mod subscription;
+mod table;
 mod waiters;
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::future::{Ready, ready};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
-use self::log::{ChannelLog, Retention};
+pub(crate) use self::budget::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
+pub use self::config::MemoryHubConfig;
+use self::log::ChannelLog;
 pub use self::subscription::MemorySubscription;
+use self::table::Intent;
 use self::waiters::{Waiters, wake_all};
 use crate::{
-    Batch, ChannelName, Clock, Cursor, Epoch, Error, Hub, Publication, Start, SystemClock,
-    Timestamp,
+    Batch, ChannelName, Clock, Cursor, Error, Hub, Publication, Start, SystemClock, Timestamp,
 };
-
-/// Limits of a [`MemoryHub`]. Every field has a default fit for a public server;
-/// set the ones you need on `MemoryHubConfig::default()`.
-///
-/// Memory is bounded by `max_channels × max_bytes` for retained data (plus about
-/// 200 bytes of bookkeeping per message and per channel), whatever publishers
-/// and subscribers do.
-///
-/// ```
-/// use std::time::Duration;
-/// use push_core::{MemoryHub, MemoryHubConfig};
-///
-/// let config = MemoryHubConfig::default()
-///     .with_max_messages(100)
-///     .with_max_age(Duration::from_secs(300));
-/// let hub = MemoryHub::with_config(config)?;
-/// # Ok::<(), push_core::Error>(())
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct MemoryHubConfig {
-    /// Messages a channel retains (default 1,000). At least 1: a subscriber reads
-    /// from the log, so the log must hold the message being delivered.
-    pub max_messages: usize,
-    /// Bytes of data and event names a channel retains (default 1 MiB).
-    pub max_bytes: usize,
-    /// How long a message is retained (default 1 hour).
-    pub max_age: Duration,
-    /// The largest message accepted, data plus event name (default 256 KiB); at
-    /// most `max_bytes`.
-    pub max_message_bytes: usize,
-    /// Channels the hub holds at once (default 100,000). When full, channels with
-    /// no subscribers and no retained messages are evicted, least recently used
-    /// first; only when every channel is in use does creating one fail with
-    /// [`Error::TooManyChannels`].
-    pub max_channels: usize,
-    /// How long a channel with no subscribers and no retained messages keeps its
-    /// epoch and head before [`MemoryHub::sweep`] frees it (default 24 hours).
-    /// Within that time a returning client resumes without a spurious reset;
-    /// after it, the client gets a reset.
-    pub idle_channel_ttl: Duration,
-}
-
-impl Default for MemoryHubConfig {
-    fn default() -> Self {
-        MemoryHubConfig {
-            max_messages: 1_000,
-            max_bytes: 1 << 20,
-            max_age: Duration::from_secs(60 * 60),
-            max_message_bytes: 256 << 10,
-            max_channels: 100_000,
-            idle_channel_ttl: Duration::from_secs(24 * 60 * 60),
-        }
-    }
-}
-
-impl MemoryHubConfig {
-    /// Sets [`max_messages`](Self::max_messages).
-    #[must_use]
-    pub fn with_max_messages(mut self, max_messages: usize) -> Self {
-        self.max_messages = max_messages;
-        self
-    }
-
-    /// Sets [`max_bytes`](Self::max_bytes).
-    #[must_use]
-    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = max_bytes;
-        self
-    }
-
-    /// Sets [`max_age`](Self::max_age).
-    #[must_use]
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// Sets [`max_message_bytes`](Self::max_message_bytes).
-    #[must_use]
-    pub fn with_max_message_bytes(mut self, max_message_bytes: usize) -> Self {
-        self.max_message_bytes = max_message_bytes;
-        self
-    }
-
-    /// Sets [`max_channels`](Self::max_channels).
-    #[must_use]
-    pub fn with_max_channels(mut self, max_channels: usize) -> Self {
-        self.max_channels = max_channels;
-        self
-    }
-
-    /// Sets [`idle_channel_ttl`](Self::idle_channel_ttl).
-    #[must_use]
-    pub fn with_idle_channel_ttl(mut self, idle_channel_ttl: Duration) -> Self {
-        self.idle_channel_ttl = idle_channel_ttl;
-        self
-    }
-
-    /// Checks that the limits can work together.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] naming the first problem.
-    pub fn validate(&self) -> Result<(), Error> {
-        let reason = if self.max_messages == 0 {
-            "max_messages must be at least 1"
-        } else if self.max_channels == 0 {
-            "max_channels must be at least 1"
-        } else if self.max_message_bytes > self.max_bytes {
-            "max_message_bytes must not exceed max_bytes"
-        } else {
-            return Ok(());
-        };
-        Err(Error::InvalidConfig { reason })
-    }
-
-    fn retention(&self) -> Retention {
-        Retention {
-            max_messages: self.max_messages,
-            max_bytes: self.max_bytes,
-            max_age: self.max_age,
-        }
-    }
-}
 
 /// What a channel holds right now (see [`MemoryHub::channel_stats`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -158,6 +43,44 @@ pub struct ChannelStats {
     pub subscribers: usize,
 }
 
+/// What the whole hub holds right now (see [`MemoryHub::stats`]): for metrics,
+/// and to see the budget and the channel limits at work.
+///
+/// ```
+/// use push_core::{Hub, MemoryHub, Publication, Start};
+///
+/// # futures_util::FutureExt::now_or_never(async {
+/// let hub = MemoryHub::new();
+/// hub.publish(&"news".parse()?, Publication::new("hello")).await?;
+/// let _watching = hub.subscribe(&"quiet".parse()?, Start::Live).await?;
+/// let stats = hub.stats();
+/// assert_eq!((stats.channels, stats.unpublished_channels), (2, 1));
+/// assert!(stats.retained_bytes > 5 && stats.retained_bytes <= stats.max_retained_bytes);
+/// # Ok::<(), push_core::Error>(()) }).unwrap()?;
+/// # Ok::<(), push_core::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryHubStats {
+    /// Channels held, of both kinds.
+    pub channels: usize,
+    /// Of those, the ones nothing was published to yet (created by a
+    /// subscribe or a read); see
+    /// [`max_unpublished_channels`](MemoryHubConfig::max_unpublished_channels).
+    pub unpublished_channels: usize,
+    /// Bytes held by live messages, as
+    /// [`max_retained_bytes`](MemoryHubConfig::max_retained_bytes) counts them:
+    /// retained ones, and dropped ones still being delivered.
+    pub retained_bytes: usize,
+    /// The budget: [`max_retained_bytes`](MemoryHubConfig::max_retained_bytes).
+    pub max_retained_bytes: usize,
+    /// Messages dropped to keep within the budget, since the hub started.
+    pub trimmed_messages: u64,
+    /// Channels evicted to make room for new ones, since the hub started (not
+    /// counting the idle ones [`MemoryHub::sweep`] frees).
+    pub evicted_channels: u64,
+}
+
 /// The in-memory [`Hub`]: channels, their bounded logs and their subscribers in
 /// this process. Cloning is cheap and shares the hub.
 ///
@@ -165,6 +88,13 @@ pub struct ChannelStats {
 /// is one append and one wake-up of the parked subscribers, whatever their
 /// number, and an idle subscription costs about a hundred bytes. The hub reads
 /// the time only from the [`Clock`] it is given, so tests can drive expiry.
+///
+/// Memory is bounded hub-wide: past
+/// [`max_retained_bytes`](MemoryHubConfig::max_retained_bytes), the oldest
+/// messages of the whole hub are dropped (subscribers behind get a gap); past
+/// [`max_channels`](MemoryHubConfig::max_channels), channels nobody is
+/// subscribed to are evicted (clients resuming in them get a reset). Nothing is
+/// lost silently.
 ///
 /// Call [`MemoryHub::sweep`] now and then (the push server does, every minute)
 /// to free channels idle for longer than
@@ -196,12 +126,17 @@ struct Inner {
     config: MemoryHubConfig,
     clock: Arc<dyn Clock>,
     channels: RwLock<HashMap<ChannelName, Arc<Channel>>>,
+    budget: Arc<Budget>,
+    /// Channels nothing was published to in their epoch (created by a
+    /// subscribe or a read). Changed under the channel's lock.
+    unpublished: AtomicUsize,
+    evicted: AtomicU64,
     epoch_seed: u64,
     epochs_made: AtomicU64,
-    /// When an eviction last freed nothing (ms; 0 = never): a full hub retries
-    /// at most once a second, so a flood of new names cannot make every
-    /// request scan every channel.
-    futile_eviction_at: AtomicU64,
+    /// When an eviction pass last fell short, per [`table::Room`] (ms; 0 =
+    /// never): a full hub tries again at most once a second, so a flood of new
+    /// names cannot make every request scan every channel.
+    short_pass_at: [AtomicU64; 2],
 }
 
 #[derive(Debug)]
@@ -270,12 +205,15 @@ impl MemoryHub {
     fn build(config: MemoryHubConfig, clock: Arc<dyn Clock>) -> Self {
         MemoryHub {
             inner: Arc::new(Inner {
+                budget: Arc::new(Budget::new(config.max_retained_bytes)),
                 config,
                 clock,
                 channels: RwLock::new(HashMap::new()),
+                unpublished: AtomicUsize::new(0),
+                evicted: AtomicU64::new(0),
                 epoch_seed: RandomState::new().hash_one(0x5eed_u64),
                 epochs_made: AtomicU64::new(0),
-                futile_eviction_at: AtomicU64::new(0),
+                short_pass_at: [AtomicU64::new(0), AtomicU64::new(0)],
             }),
         }
     }
@@ -288,6 +226,20 @@ impl MemoryHub {
     /// How many channels the hub holds, dormant ones included.
     pub fn channel_count(&self) -> usize {
         read(&self.inner.channels).len()
+    }
+
+    /// What the hub holds now: channels of each kind, and the bytes counted
+    /// against its budget. Cheap: a few atomic loads and the map's length.
+    pub fn stats(&self) -> MemoryHubStats {
+        let inner = &*self.inner;
+        MemoryHubStats {
+            channels: read(&inner.channels).len(),
+            unpublished_channels: inner.unpublished.load(Ordering::Relaxed),
+            retained_bytes: inner.budget.used(),
+            max_retained_bytes: inner.budget.limit(),
+            trimmed_messages: inner.budget.trimmed(),
+            evicted_channels: inner.evicted.load(Ordering::Relaxed),
+        }
     }
 
     /// What `channel` holds now, or `None` if the hub does not hold it.
@@ -307,7 +259,8 @@ impl MemoryHub {
     /// Expires old messages in every channel, gives back the buffers of channels
     /// left empty, and frees the channels idle for longer than
     /// [`idle_channel_ttl`](MemoryHubConfig::idle_channel_ttl). Returns how many
-    /// channels it freed. O(channels); call it on an interval.
+    /// channels it freed. O(channels + retained messages); call it on an
+    /// interval.
     pub fn sweep(&self) -> usize {
         let inner = &*self.inner;
         let now = inner.clock.now();
@@ -328,7 +281,9 @@ impl MemoryHub {
             })
             .cloned()
             .collect();
-        inner.remove_if(candidates, expired)
+        let freed = inner.remove_if(candidates, expired);
+        inner.budget.compact();
+        freed
     }
 
     /// Appends to a channel now; the body of [`Hub::publish`].
@@ -345,17 +300,27 @@ impl MemoryHub {
         }
         let now = inner.clock.now();
         let retention = inner.config.retention();
-        let (channel, cursor, parked) = inner.with_channel(channel, now, |channel, state| {
-            state.log.expire(now, retention.max_age);
-            let cursor = state
-                .log
-                .append(&channel.name, publication, now, &retention);
-            state.last_active = now;
-            (channel.clone(), cursor, state.waiters.take_all())
-        })?;
+        let (channel, cursor, parked) =
+            inner.with_channel(channel, now, Intent::Publish, |channel, state| {
+                state.log.expire(now, retention.max_age);
+                if state.log.is_unpublished() {
+                    inner.unpublished.fetch_sub(1, Ordering::Relaxed);
+                }
+                let cursor =
+                    state
+                        .log
+                        .append(&channel.name, publication, now, &retention, &inner.budget);
+                state.last_active = now;
+                (channel.clone(), cursor, state.waiters.take_all())
+            })?;
         if parked.capacity() > 0 {
             let drained = wake_all(parked);
             channel.lock().waiters.give_back(drained);
+        }
+        let budget = &inner.budget;
+        budget.record(Arc::downgrade(&channel), cursor.position().major());
+        if budget.used() > budget.limit() {
+            budget.trim();
         }
         Ok(cursor)
     }
@@ -363,7 +328,7 @@ impl MemoryHub {
     fn read_now(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Batch, Error> {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        inner.with_channel(channel, now, |_, state| {
+        inner.with_channel(channel, now, Intent::Observe, |_, state| {
             state.log.expire(now, inner.config.max_age);
             state.last_active = now;
             state.log.read(start, limit)
@@ -377,7 +342,7 @@ impl MemoryHub {
     ) -> Result<MemorySubscription, Error> {
         let inner = &*self.inner;
         let now = inner.clock.now();
-        inner.with_channel(channel, now, |channel, state| {
+        inner.with_channel(channel, now, Intent::Observe, |channel, state| {
             state.log.expire(now, inner.config.max_age);
             state.last_active = now;
             state.subscribers += 1;
@@ -416,132 +381,6 @@ impl Hub for MemoryHub {
         start: Start,
     ) -> Ready<Result<MemorySubscription, Error>> {
         ready(self.subscribe_now(channel, start))
-    }
-}
-
-impl Inner {
-    /// Runs `f` on the live channel named `name`, creating it if needed.
-    fn with_channel<T>(
-        &self,
-        name: &ChannelName,
-        now: Timestamp,
-        f: impl FnOnce(&Arc<Channel>, &mut ChannelState) -> T,
-    ) -> Result<T, Error> {
-        // The common case, an existing channel: work under the map's read
-        // guard, without touching the channel's reference count.
-        {
-            let channels = read(&self.channels);
-            if let Some(channel) = channels.get(name) {
-                let mut state = channel.lock();
-                if !state.retired {
-                    return Ok(f(channel, &mut state));
-                }
-            }
-        }
-        loop {
-            let channel = self.channel(name, now)?;
-            let mut state = channel.lock();
-            // A sweep may have retired it between the lookup and the lock.
-            if !state.retired {
-                return Ok(f(&channel, &mut state));
-            }
-        }
-    }
-
-    fn channel(&self, name: &ChannelName, now: Timestamp) -> Result<Arc<Channel>, Error> {
-        if let Some(channel) = read(&self.channels).get(name) {
-            return Ok(channel.clone());
-        }
-        for attempt in 0..2 {
-            let mut channels = write(&self.channels);
-            if let Some(channel) = channels.get(name) {
-                return Ok(channel.clone());
-            }
-            if channels.len() < self.config.max_channels {
-                let channel = Arc::new(Channel {
-                    name: name.clone(),
-                    clock: self.clock.clone(),
-                    state: Mutex::new(ChannelState {
-                        log: ChannelLog::new(self.next_epoch()),
-                        waiters: Waiters::default(),
-                        subscribers: 0,
-                        last_active: now,
-                        retired: false,
-                    }),
-                });
-                channels.insert(name.clone(), channel.clone());
-                return Ok(channel);
-            }
-            drop(channels);
-            if attempt == 0 {
-                self.evict_dormant(now);
-            }
-        }
-        Err(Error::TooManyChannels {
-            limit: self.config.max_channels,
-        })
-    }
-
-    /// A fresh epoch, from a per-hub random seed (see [`Epoch::derived`]).
-    fn next_epoch(&self) -> Epoch {
-        Epoch::derived(
-            self.epoch_seed,
-            self.epochs_made.fetch_add(1, Ordering::Relaxed),
-        )
-    }
-
-    /// Makes room in a full hub: evicts dormant channels, least recently active
-    /// first, down to 90% of `max_channels`.
-    fn evict_dormant(&self, now: Timestamp) {
-        let futile_at = self.futile_eviction_at.load(Ordering::Relaxed);
-        if futile_at != 0 && now.as_unix_millis() < futile_at.saturating_add(1_000) {
-            return;
-        }
-        let (count, mut dormant) = {
-            let channels = read(&self.channels);
-            let dormant: Vec<_> = channels
-                .values()
-                .filter_map(|channel| {
-                    let mut state = channel.lock();
-                    state.log.expire(now, self.config.max_age);
-                    state
-                        .is_dormant()
-                        .then(|| (state.last_active, channel.clone()))
-                })
-                .collect();
-            (channels.len(), dormant)
-        };
-        let keep = self.config.max_channels - self.config.max_channels / 10;
-        let excess = (count + 1).saturating_sub(keep);
-        dormant.sort_unstable_by_key(|(last_active, _)| *last_active);
-        let chosen = dormant.into_iter().take(excess).map(|(_, channel)| channel);
-        if self.remove_if(chosen, ChannelState::is_dormant) == 0 {
-            self.futile_eviction_at
-                .store(now.as_unix_millis().max(1), Ordering::Relaxed);
-        }
-    }
-
-    /// Removes each of `candidates` that still satisfies `should_remove` under
-    /// its lock; returns how many it removed.
-    fn remove_if(
-        &self,
-        candidates: impl IntoIterator<Item = Arc<Channel>>,
-        should_remove: impl Fn(&ChannelState) -> bool,
-    ) -> usize {
-        let mut channels = write(&self.channels);
-        let mut removed = 0;
-        for channel in candidates {
-            let mut state = channel.lock();
-            let current = channels
-                .get(&channel.name)
-                .is_some_and(|c| Arc::ptr_eq(c, &channel));
-            if current && !state.retired && should_remove(&state) {
-                state.retired = true;
-                channels.remove(&channel.name);
-                removed += 1;
-            }
-        }
-        removed
     }
 }
 
