@@ -61,7 +61,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Value};
 use tokio::sync::mpsc;
 
-use crate::local::LocalChannel;
+use crate::local::{CacheBudget, LocalChannel};
 use crate::pubsub::Control;
 use crate::scripts::Scripts;
 pub use crate::subscription::RedisSubscription;
@@ -98,6 +98,11 @@ pub struct RedisHubConfig {
     /// Recent messages each node keeps per channel it serves, shared by its
     /// subscribers (default 1,000); older ones are read from Redis.
     pub node_cache: usize,
+    /// The bytes the node's caches may hold together (default 256 MiB;
+    /// each message counted as twice its data, for the encodings transports
+    /// cache on it, plus its bookkeeping). Past it a cache drops its oldest
+    /// messages; subscribers then read those from Redis.
+    pub node_cache_bytes: usize,
     /// How long one command may take before it fails (default 2 s). Only
     /// non-blocking commands run on the shared connection.
     pub response_timeout: Duration,
@@ -118,6 +123,7 @@ impl RedisHubConfig {
             max_message_bytes: 256 << 10,
             idle_ttl: Duration::from_secs(24 * 60 * 60),
             node_cache: 1_000,
+            node_cache_bytes: 256 << 20,
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(2),
@@ -158,6 +164,13 @@ impl RedisHubConfig {
         self.node_cache = messages.max(1);
         self
     }
+
+    /// Sets [`node_cache_bytes`](Self::node_cache_bytes).
+    #[must_use]
+    pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
+        self.node_cache_bytes = bytes;
+        self
+    }
 }
 
 /// The hub on Redis. Cheap to clone: clones share the connections and the
@@ -174,6 +187,8 @@ pub(crate) struct Inner {
     scripts: Scripts,
     /// Channels with local subscribers, and how many.
     channels: Mutex<HashMap<ChannelName, (Arc<LocalChannel>, usize)>>,
+    /// What the caches of those channels hold together.
+    cache_budget: Arc<CacheBudget>,
     control: mpsc::UnboundedSender<Control>,
     next_subscriber: AtomicU64,
     epochs: AtomicU64,
@@ -206,6 +221,7 @@ impl RedisHub {
         let (control, receiver) = mpsc::unbounded_channel();
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         let inner = Arc::new(Inner {
+            cache_budget: CacheBudget::new(config.node_cache_bytes),
             config,
             commands,
             scripts: Scripts::new(),
@@ -218,6 +234,12 @@ impl RedisHub {
         // The task holds the hub weakly: it ends with the last clone.
         tokio::spawn(pubsub::run(client, Arc::downgrade(&inner), receiver));
         Ok(RedisHub { inner })
+    }
+
+    /// The bytes this node's caches of recent messages hold now, as
+    /// [`node_cache_bytes`](RedisHubConfig::node_cache_bytes) counts them.
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.cache_budget.used()
     }
 
     /// The configuration it runs with.
@@ -418,7 +440,7 @@ impl Inner {
             *count += 1;
             return local.clone();
         }
-        let local = LocalChannel::new(channel.clone());
+        let local = LocalChannel::new(channel.clone(), self.cache_budget.clone());
         channels.insert(channel.clone(), (local.clone(), 1));
         let _ = self.control.send(Control::Follow(local.clone()));
         local

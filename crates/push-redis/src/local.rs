@@ -7,16 +7,60 @@
 //! connection was down), subscribers read from Redis, which is the truth.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
-use push_core::{ChannelName, Epoch, Message};
+use push_core::{ChannelName, Epoch, MemoryHubConfig, Message};
+
+/// What the caches of one node may hold together, in bytes, and hold now.
+/// A cache over it drops its oldest messages, all of them if need be: the
+/// cache is only a fast path, so a message it lacks is read from Redis.
+#[derive(Debug)]
+pub(crate) struct CacheBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl CacheBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(CacheBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The bytes the caches hold now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+}
+
+/// What a cached message is counted as: its data and event name, its
+/// bookkeeping, and as much again for the encodings transports cache on it
+/// (a JSON envelope or an SSE event each hold about the data once more).
+fn footprint(message: &Message) -> usize {
+    2 * message.size() + MemoryHubConfig::MESSAGE_OVERHEAD
+}
 
 /// One channel, on this node.
 #[derive(Debug)]
 pub(crate) struct LocalChannel {
     pub(crate) name: ChannelName,
     state: Mutex<State>,
+    budget: Arc<CacheBudget>,
 }
 
 #[derive(Debug, Default)]
@@ -27,6 +71,8 @@ pub(crate) struct State {
     pub(crate) head: u64,
     /// Messages `head + 1 - cache.len() ..= head`.
     cache: VecDeque<Arc<Message>>,
+    /// What they are counted as in the node's [`CacheBudget`].
+    cached_bytes: usize,
     /// Subscribers waiting for a number past `head` (by subscriber id).
     waiting: HashMap<u64, Waker>,
     /// Changes with every change of the above: a subscriber whose read from
@@ -76,31 +122,54 @@ impl State {
     /// A notified message: appended when it follows the cache, else the
     /// cache restarts at it (a new epoch, or notifications were lost:
     /// subscribers fetch what they miss from Redis).
-    pub(crate) fn notified(&mut self, epoch: Epoch, message: Arc<Message>, capacity: usize) {
+    pub(crate) fn notified(
+        &mut self,
+        epoch: Epoch,
+        message: Arc<Message>,
+        capacity: usize,
+        budget: &CacheBudget,
+    ) {
         let number = message.cursor().position().major();
         if self.epoch == Some(epoch) && number <= self.head {
             return; // Already known (a fill got there first).
         }
         if self.epoch != Some(epoch) || self.head.checked_add(1) != Some(number) {
-            self.cache.clear();
+            self.clear(budget);
         }
         self.epoch = Some(epoch);
         self.head = number;
+        let bytes = footprint(&message);
+        self.cached_bytes += bytes;
+        budget.charge(bytes);
         self.cache.push_back(message);
-        while self.cache.len() > capacity.max(1) {
-            self.cache.pop_front();
+        while self.cache.len() > capacity.max(1) || (budget.over() && !self.cache.is_empty()) {
+            self.pop_front(budget);
         }
         self.wake_all();
     }
 
+    fn pop_front(&mut self, budget: &CacheBudget) {
+        if let Some(message) = self.cache.pop_front() {
+            let bytes = footprint(&message);
+            self.cached_bytes -= bytes;
+            budget.release(bytes);
+        }
+    }
+
+    /// Empties the cache.
+    fn clear(&mut self, budget: &CacheBudget) {
+        self.cache.clear();
+        budget.release(std::mem::take(&mut self.cached_bytes));
+    }
+
     /// What Redis says after (re)subscribing: its epoch and head. Anything
     /// newer than the cache means notifications were missed.
-    pub(crate) fn learned(&mut self, epoch: Epoch, head: u64) {
+    pub(crate) fn learned(&mut self, epoch: Epoch, head: u64, budget: &CacheBudget) {
         if self.epoch == Some(epoch) && head <= self.head {
             return;
         }
         if self.epoch != Some(epoch) || head > self.head {
-            self.cache.clear();
+            self.clear(budget);
         }
         self.epoch = Some(epoch);
         self.head = head;
@@ -115,14 +184,27 @@ impl State {
 }
 
 impl LocalChannel {
-    pub(crate) fn new(name: ChannelName) -> Arc<Self> {
+    pub(crate) fn new(name: ChannelName, budget: Arc<CacheBudget>) -> Arc<Self> {
         Arc::new(LocalChannel {
             name,
             state: Mutex::new(State::default()),
+            budget,
         })
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The node's budget its cache counts against.
+    pub(crate) fn budget(&self) -> &CacheBudget {
+        &self.budget
+    }
+}
+
+impl Drop for LocalChannel {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.budget.release(std::mem::take(&mut state.cached_bytes));
     }
 }

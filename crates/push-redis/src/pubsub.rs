@@ -83,6 +83,8 @@ pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: Unbounded
         drop(inner);
         delay = FIRST_DELAY;
         tracing::debug!(channels = followed.len(), "Redis Pub/Sub connected");
+        // Hold no channel past its last subscriber (nor its cache).
+        drop(followed);
         loop {
             tokio::select! {
                 command = control.recv() => {
@@ -125,7 +127,7 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
     for attempt in 1..=LEARN_ATTEMPTS {
         match inner.read_from(&local.name, u64::MAX, 0).await {
             Ok((span, _)) => {
-                local.lock().learned(span.epoch, span.head);
+                local.lock().learned(span.epoch, span.head, local.budget());
                 return;
             }
             Err(err) if attempt == LEARN_ATTEMPTS => {
@@ -179,9 +181,12 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         Bytes::copy_from_slice(data),
     ) {
         Ok(message) => {
-            local
-                .lock()
-                .notified(epoch, Arc::new(message), inner.config.node_cache);
+            local.lock().notified(
+                epoch,
+                Arc::new(message),
+                inner.config.node_cache,
+                local.budget(),
+            );
         }
         Err(err) => {
             tracing::warn!(channel = %name, %err, "a notification that is not a message; ignored");

@@ -174,3 +174,48 @@ async fn a_trimmed_history_is_a_gap_with_its_size() {
     assert_eq!(gap.missed, Some(first_kept - 2));
     assert!(first_kept > 2 && first_kept <= 1_000 - 9, "{first_kept}");
 }
+
+#[tokio::test]
+async fn the_node_caches_stay_within_their_byte_budget() {
+    let Some(server) = RedisServer::any().await else {
+        return;
+    };
+    let limit = 64 << 10;
+    let node = hub(&server, &prefix(), |c| {
+        c.with_node_cache_bytes(limit).with_max_messages(10_000)
+    })
+    .await;
+    let names: Vec<ChannelName> = (0..4).map(|i| channel(&format!("big{i}"))).collect();
+    let mut subscriptions = Vec::new();
+    for name in &names {
+        subscriptions.push(node.subscribe(name, Start::Live).await.unwrap());
+    }
+    let data = "x".repeat(10 << 10);
+    for round in 0..20 {
+        for name in &names {
+            node.publish(name, Publication::new(format!("{round} {data}")))
+                .await
+                .unwrap();
+        }
+        // Every subscriber still gets every message, in order (what the
+        // cache dropped comes from Redis)…
+        for subscription in &mut subscriptions {
+            let got = next_message(subscription).await;
+            assert!(got.starts_with(&format!("{round} ")), "{round}: {got:.10}");
+        }
+        // … and the caches together hold at most the budget (and one
+        // message more while the notification in flight is counted).
+        assert!(
+            node.cached_bytes() <= limit + 2 * (11 << 10),
+            "{}",
+            node.cached_bytes()
+        );
+    }
+    drop(subscriptions);
+    within("the caches to be let go", async {
+        while node.cached_bytes() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+}

@@ -147,6 +147,8 @@ struct Shared<H: Hub> {
     stats: Arc<ServeStats>,
     policy: Policy,
     max_query_len: usize,
+    /// The memory hub, for its budget's figures in `/metrics`.
+    memory: Option<push::MemoryHub>,
 }
 
 /// What a request is, for the app.
@@ -207,8 +209,19 @@ impl<H: Hub> App<H> {
                 stats,
                 policy,
                 max_query_len: push::wire::DEFAULT_MAX_QUERY_LEN,
+                memory: None,
             }),
         }
+    }
+
+    /// Reports the budget and channel table of `hub` in `/metrics`. Call
+    /// before the app is cloned (a clone already made keeps the old view).
+    #[must_use]
+    pub fn with_memory_hub(mut self, hub: push::MemoryHub) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.memory = Some(hub);
+        }
+        self
     }
 
     /// The shutdown handle of the router inside.
@@ -520,6 +533,51 @@ impl<H: Hub> App<H> {
             "Continuity signals sent to subscribers.",
             &[("kind=\"gap\"", gaps), ("kind=\"reset\"", resets)],
         );
+        if let Some(memory) = &shared.memory {
+            let hub = memory.stats();
+            let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+            family(
+                &mut out,
+                "push_retained_bytes",
+                "gauge",
+                "Bytes the history of every channel holds now (data, event names, encodings, bookkeeping).",
+                &[("", count(hub.retained_bytes))],
+            );
+            family(
+                &mut out,
+                "push_retained_bytes_limit",
+                "gauge",
+                "The budget of push_retained_bytes (--max-retained-bytes).",
+                &[("", count(hub.max_retained_bytes))],
+            );
+            family(
+                &mut out,
+                "push_channels",
+                "gauge",
+                "Channels held, by whether anything was published to them yet.",
+                &[
+                    (
+                        "kind=\"published\"",
+                        count(hub.channels.saturating_sub(hub.unpublished_channels)),
+                    ),
+                    ("kind=\"unpublished\"", count(hub.unpublished_channels)),
+                ],
+            );
+            family(
+                &mut out,
+                "push_messages_trimmed_total",
+                "counter",
+                "Messages dropped, oldest first, to keep within --max-retained-bytes.",
+                &[("", hub.trimmed_messages)],
+            );
+            family(
+                &mut out,
+                "push_channels_evicted_total",
+                "counter",
+                "Channels with no subscribers evicted to make room for new ones.",
+                &[("", hub.evicted_channels)],
+            );
+        }
         family(
             &mut out,
             "push_bytes_out_total",

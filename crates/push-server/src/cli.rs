@@ -120,10 +120,25 @@ pub struct Args {
 
     /// The most channels held at once. When full, channels nobody
     /// subscribes to make room, least recently active first (their clients
-    /// get a reset); channels never published to hold at most half.
+    /// get a reset).
     #[arg(long, env = "PUSH_MAX_CHANNELS", default_value_t = 100_000,
           value_parser = count(1, 100_000_000))]
     pub max_channels: usize,
+
+    /// Of those, the most that nothing was published to yet (made by a
+    /// subscribe or a read), so that subscribers alone cannot crowd out
+    /// channels with publishers (0: half of --max-channels).
+    #[arg(long, env = "PUSH_MAX_UNPUBLISHED_CHANNELS", default_value_t = 0,
+          value_parser = count(0, 100_000_000))]
+    pub max_unpublished_channels: usize,
+
+    /// The bytes all channels' history may hold together (data, event names,
+    /// encodings and bookkeeping); past it the oldest messages of the whole
+    /// server go first, and subscribers behind get a gap. With Redis: what
+    /// each node's cache of recent messages may hold.
+    #[arg(long, env = "PUSH_MAX_RETAINED_BYTES", default_value_t = 256 << 20,
+          value_parser = count(1 << 20, 1 << 40))]
+    pub max_retained_bytes: usize,
 
     /// The poll interval advised to short-polling clients.
     #[arg(long, env = "PUSH_POLL_INTERVAL", default_value = "5",
@@ -263,6 +278,20 @@ impl Args {
             return Err(format!(
                 "--max-message-bytes ({}) must not exceed --history-bytes ({})",
                 self.max_message_bytes, self.history_bytes
+            ));
+        }
+        if self.max_unpublished_channels > self.max_channels {
+            return Err("--max-unpublished-channels must not exceed --max-channels".to_owned());
+        }
+        // The budget must hold the largest message with its bookkeeping.
+        if self
+            .max_message_bytes
+            .saturating_add(push::MemoryHubConfig::MESSAGE_OVERHEAD)
+            > self.max_retained_bytes
+        {
+            return Err(format!(
+                "--max-message-bytes ({}) must be well under --max-retained-bytes ({})",
+                self.max_message_bytes, self.max_retained_bytes
             ));
         }
         if self.longpoll_timeout > self.longpoll_max_timeout {

@@ -76,21 +76,27 @@ impl Server {
     pub async fn new(args: &Args) -> Result<Server, StartError> {
         args.validate().map_err(StartError::Settings)?;
         let hub = match &args.redis_url {
-            None => ServerHub::Memory(MemoryHub::with_config(
-                MemoryHubConfig::default()
+            None => ServerHub::Memory(MemoryHub::with_config({
+                let config = MemoryHubConfig::default()
                     .with_max_messages(args.history_messages)
                     .with_max_bytes(args.history_bytes)
                     .with_max_age(args.history_seconds)
                     .with_max_message_bytes(args.max_message_bytes)
-                    .with_max_channels(args.max_channels),
-            )?),
+                    .with_max_channels(args.max_channels)
+                    .with_max_retained_bytes(args.max_retained_bytes);
+                match args.max_unpublished_channels {
+                    0 => config,
+                    max => config.with_max_unpublished_channels(max),
+                }
+            })?),
             Some(url) => ServerHub::Redis(
                 RedisHub::connect(
                     RedisHubConfig::new(url.clone())
                         .with_prefix(args.redis_prefix.clone())
                         .with_max_messages(args.history_messages)
                         .with_max_message_bytes(args.max_message_bytes)
-                        .with_idle_ttl(args.history_seconds),
+                        .with_idle_ttl(args.history_seconds)
+                        .with_node_cache_bytes(args.max_retained_bytes),
                 )
                 .await
                 .map_err(StartError::Redis)?,
@@ -158,7 +164,10 @@ impl Server {
             .map(|t| args.transports.contains(&t)),
         };
         let stats = Arc::new(ServeStats::default());
-        let app = App::new(router, metrics, stats.clone(), policy);
+        let mut app = App::new(router, metrics, stats.clone(), policy);
+        if let ServerHub::Memory(memory) = hub.inner() {
+            app = app.with_memory_hub(memory.clone());
+        }
         let mut serve = ServeConfig::default()
             .with_grace(args.shutdown_grace)
             .with_header_timeout(args.header_timeout)

@@ -15,7 +15,7 @@ mod common;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use common::{Launch, Running, refused};
-use futures_util::SinkExt as _;
+use futures_util::{SinkExt as _, StreamExt as _};
 use http::StatusCode;
 use push_server::auth::JwtVerifier;
 use serde_json::json;
@@ -287,4 +287,197 @@ async fn metrics_count_upgraded_websockets_as_connections() {
         metrics.contains("\npush_http_connections_upgraded 5\n"),
         "{metrics}"
     );
+}
+
+/// The server's resident memory, from /proc.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .unwrap()
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    kb * 1024
+}
+
+/// Publishes `count` messages of `size` bytes round-robin over `channels`
+/// on one keep-alive connection.
+async fn flood(
+    addr: std::net::SocketAddr,
+    prefix: &str,
+    channels: usize,
+    count: usize,
+    size: usize,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let body = bytes::Bytes::from(vec![b'x'; size]);
+    for n in 0..count {
+        let request = http::Request::post(format!("/pub/{prefix}{}", n % channels))
+            .header("host", addr.to_string())
+            .body(http_body_util::Full::new(body.clone()))
+            .unwrap();
+        sender.ready().await.unwrap();
+        let answer = support::read(sender.send_request(request).await.unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{prefix}{n}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_neighbours_cannot_lock_out_honest_clients() {
+    const BUDGET: u64 = 32 << 20;
+    const LIMIT: usize = 300;
+    const NEWS: usize = 200;
+    let budget = BUDGET.to_string();
+    let limit = LIMIT.to_string();
+    let server = Running::start(&[
+        "--max-connections",
+        &limit,
+        // Silent sockets are not cut by their deadline here: only shedding
+        // lets honest clients in.
+        "--header-timeout",
+        "600",
+        "--max-channels",
+        "2000",
+        "--max-retained-bytes",
+        &budget,
+        "--write-timeout",
+        "0.5",
+        "--ws-max-subscriptions",
+        "100",
+    ])
+    .await;
+    let addr = server.addr;
+    let pid = server.pid();
+    let baseline = rss(pid);
+
+    // Honest subscribers first, then the neighbours move in.
+    let (mut sse, mut seen) = open_sse(addr, "/sse/news", "").await;
+    let mut ws = ws_support::open(addr, "/ws/news", &[]).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["op"], "subscribed");
+    let mut silent = Vec::new();
+    for _ in 0..LIMIT {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // A reader that never reads, on the channels the filler fills.
+    let mut stalled = ws_support::open(addr, "/ws", &[("sec-websocket-protocol", "push.v1")])
+        .await
+        .unwrap();
+    for n in 0..100 {
+        let command = json!({"op": "subscribe", "channel": format!("fill-{n}")});
+        stalled
+            .send(Message::text(command.to_string()))
+            .await
+            .unwrap();
+    }
+    // Squatters: a channel per one-byte publish, and sockets subscribing to
+    // as many new names as they may.
+    let squatter = tokio::spawn(flood(addr, "squat-", 5_000, 5_000, 1));
+    let mut squatting_sockets = Vec::new();
+    for socket in 0..12 {
+        let mut ws = ws_support::open(addr, "/ws", &[("sec-websocket-protocol", "push.v1")])
+            .await
+            .unwrap();
+        for n in 0..100 {
+            let command = json!({"op": "subscribe", "channel": format!("idle-{socket}-{n}")});
+            ws.send(Message::text(command.to_string())).await.unwrap();
+        }
+        squatting_sockets.push(ws);
+    }
+    // A memory filler: 160 MiB of history asked for, five times the budget.
+    let filler = tokio::spawn(flood(addr, "fill-", 200, 640, 256 << 10));
+
+    // The honest publisher, one fresh connection per message.
+    let publisher = tokio::spawn(async move {
+        for n in 1..=NEWS {
+            let answer = request(addr, "POST", "/pub/news", &[], n.to_string()).await;
+            assert_eq!(answer.status, StatusCode::OK, "news {n}");
+        }
+    });
+    let ws_reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        while got.len() < NEWS {
+            let frame = next_json(&mut ws).await;
+            assert!(
+                frame.get("op").is_none(),
+                "a signal on the honest socket: {frame}"
+            );
+            got.push(frame["data"].as_str().unwrap().parse::<usize>().unwrap());
+        }
+        got
+    });
+    let mut from_sse = Vec::new();
+    within("every message over SSE", async {
+        let mut buffer = [0u8; 8192];
+        while from_sse.len() < NEWS {
+            let read = sse.read(&mut buffer).await.unwrap();
+            assert!(read > 0, "the honest stream ended");
+            seen.push_str(&String::from_utf8_lossy(&buffer[..read]));
+            while let Some(end) = seen.find("\n\n") {
+                let event: String = seen.drain(..end + 2).collect();
+                assert!(
+                    !event.contains("event: push."),
+                    "a signal on the honest stream: {event}"
+                );
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    from_sse.push(data.parse::<usize>().unwrap());
+                }
+            }
+        }
+    })
+    .await;
+    let expected: Vec<usize> = (1..=NEWS).collect();
+    assert_eq!(from_sse, expected);
+    assert_eq!(
+        within("every message over the WebSocket", ws_reader)
+            .await
+            .unwrap(),
+        expected
+    );
+    within("the honest publisher", publisher).await.unwrap();
+    within("the squatter", squatter).await.unwrap();
+    within("the filler", filler).await.unwrap();
+
+    // A new channel is still there for the asking.
+    let fresh = request(addr, "POST", "/pub/fresh", &[], "hello".to_owned()).await;
+    assert_eq!(fresh.status, StatusCode::OK, "{:?}", fresh.json());
+    // The reader that never read was let go: what it finally reads ends.
+    within("the stalled socket to end", async {
+        while let Some(Ok(frame)) = stalled.next().await {
+            if frame.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    // History stayed within its budget, and so did the process.
+    let metrics = String::from_utf8(get(addr, "/metrics", &[]).await.body.to_vec()).unwrap();
+    let retained: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("push_retained_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retained <= BUDGET, "{retained}");
+    let grown = rss(pid).saturating_sub(baseline);
+    println!(
+        "RSS grew by {:.1} MiB; {retained} bytes retained",
+        grown as f64 / f64::from(1 << 20)
+    );
+    assert!(
+        grown < BUDGET + (32 << 20),
+        "RSS grew by {} MiB with a {} MiB budget",
+        grown >> 20,
+        BUDGET >> 20
+    );
+    drop(silent);
+    drop(squatting_sockets);
 }
