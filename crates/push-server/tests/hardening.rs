@@ -416,7 +416,7 @@ async fn hostile_neighbours_cannot_lock_out_honest_clients() {
     });
     let mut from_sse = Vec::new();
     within("every message over SSE", async {
-        let mut buffer = [0u8; 8192];
+        let mut buffer = vec![0u8; 8192];
         while from_sse.len() < NEWS {
             let read = sse.read(&mut buffer).await.unwrap();
             assert!(read > 0, "the honest stream ended");
