@@ -47,6 +47,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// An idempotency key that is empty, too long or holds a byte outside
+    /// visible ASCII.
+    #[error("invalid idempotency key: {reason}")]
+    InvalidIdempotencyKey {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An idempotency key already used, within the hub's window, for a
+    /// different message (another event name or other data): a client bug,
+    /// never stored.
+    #[error("the idempotency key was already used for a different message")]
+    IdempotencyKeyReused,
     /// A query string that is too long, repeats a parameter, or holds a bad
     /// value.
     #[error("invalid query: {reason}")]
@@ -87,6 +99,12 @@ pub enum Error {
     /// happen (a publish that fails with this was not published).
     #[error("hub unavailable: {0}")]
     Unavailable(#[source] BoxError),
+    /// The hub's backend failed after the operation was sent: it may have
+    /// happened. A publish that fails with this may have been stored; retry
+    /// it with the same idempotency key, which answers the stored message's
+    /// cursor if it was.
+    #[error("hub unavailable, outcome unknown: {0}")]
+    OutcomeUnknown(#[source] BoxError),
 }
 
 impl Error {
@@ -102,11 +120,13 @@ impl Error {
             Error::InvalidChannelName { .. }
             | Error::InvalidEventName { .. }
             | Error::InvalidCursor { .. }
+            | Error::InvalidIdempotencyKey { .. }
             | Error::InvalidQuery { .. } => 400,
             Error::MessageTooLarge { .. } => 413,
+            Error::IdempotencyKeyReused => 422,
             Error::InvalidConfig { .. } => 500,
             Error::InvalidResponse { .. } => 502,
-            Error::TooManyChannels { .. } | Error::Unavailable(_) => 503,
+            Error::TooManyChannels { .. } | Error::Unavailable(_) | Error::OutcomeUnknown(_) => 503,
         }
     }
 
@@ -117,12 +137,27 @@ impl Error {
             Error::InvalidChannelName { .. } => "invalid_channel",
             Error::InvalidEventName { .. } => "invalid_event",
             Error::InvalidCursor { .. } => "invalid_cursor",
+            Error::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::InvalidQuery { .. } => "invalid_query",
             Error::InvalidResponse { .. } => "invalid_response",
             Error::MessageTooLarge { .. } => "message_too_large",
             Error::TooManyChannels { .. } => "too_many_channels",
             Error::InvalidConfig { .. } => "invalid_config",
-            Error::Unavailable(_) => "unavailable",
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) => "unavailable",
+        }
+    }
+
+    /// For a failure of the hub's backend, whether the operation may have
+    /// happened anyway: `Some(false)` for [`Error::Unavailable`] (it did not),
+    /// `Some(true)` for [`Error::OutcomeUnknown`] (it may have); `None` for
+    /// every other error (nothing was attempted). Sent as `outcome` in JSON
+    /// error bodies: `"not_done"` or `"unknown"`.
+    pub fn may_have_happened(&self) -> Option<bool> {
+        match self {
+            Error::Unavailable(_) => Some(false),
+            Error::OutcomeUnknown(_) => Some(true),
+            _ => None,
         }
     }
 
@@ -140,9 +175,14 @@ impl Error {
         }
     }
 
-    /// Wraps a backend failure.
+    /// Wraps a backend failure after which the operation did not happen.
     pub fn unavailable(source: impl Into<BoxError>) -> Self {
         Error::Unavailable(source.into())
+    }
+
+    /// Wraps a backend failure after which the operation may have happened.
+    pub fn outcome_unknown(source: impl Into<BoxError>) -> Self {
+        Error::OutcomeUnknown(source.into())
     }
 }
 

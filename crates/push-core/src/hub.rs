@@ -67,9 +67,17 @@ pub trait Hub: Send + Sync + 'static {
     /// subscription that starts before that cursor sees the message (or a gap
     /// signal, once the history has dropped it).
     ///
+    /// A publication with an [idempotency key](Publication::with_key) that
+    /// the channel has already stored (within the hub's window) is not stored
+    /// again: the first one's cursor comes back. So a publisher that retries
+    /// with the same key until `Ok` stores every message exactly once.
+    ///
     /// # Errors
-    /// [`Error::MessageTooLarge`], [`Error::TooManyChannels`], or
-    /// [`Error::Unavailable`] when the backend failed (then nothing was published).
+    /// [`Error::MessageTooLarge`], [`Error::TooManyChannels`],
+    /// [`Error::IdempotencyKeyReused`] (the key came with other content),
+    /// [`Error::Unavailable`] when the backend failed before the publish
+    /// could happen (nothing was published), or [`Error::OutcomeUnknown`] when
+    /// it failed after (it may have been: retry with the same key).
     fn publish(
         &self,
         channel: &ChannelName,

@@ -72,7 +72,8 @@ pub use crate::memory::{
 };
 pub use crate::message::{Message, Publication, WireFormat};
 pub use crate::names::{
-    ChannelName, EventName, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN, RESERVED_EVENT_PREFIX,
+    ChannelName, EventName, IdempotencyKey, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN,
+    MAX_IDEMPOTENCY_KEY_LEN, RESERVED_EVENT_PREFIX,
 };
 pub use crate::span::Span;
 pub use crate::time::{Clock, ManualClock, SystemClock, Timestamp};

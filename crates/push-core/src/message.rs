@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::memory::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
-use crate::{ChannelName, Cursor, EventName, Timestamp};
+use crate::{ChannelName, Cursor, EventName, IdempotencyKey, Timestamp};
 
 /// What a publisher hands to [`Hub::publish`](crate::Hub::publish): the data and
 /// an optional event name. The hub adds the cursor and the time.
@@ -23,6 +23,7 @@ use crate::{ChannelName, Cursor, EventName, Timestamp};
 pub struct Publication {
     event: Option<EventName>,
     data: Bytes,
+    key: Option<IdempotencyKey>,
 }
 
 impl Publication {
@@ -31,7 +32,64 @@ impl Publication {
         Publication {
             event: None,
             data: data.into(),
+            key: None,
         }
+    }
+
+    /// Sets the idempotency key: a hub that already published a message with
+    /// this key (within its window) answers that message's cursor and stores
+    /// nothing; one published with another event or data under the same key
+    /// fails with [`Error::IdempotencyKeyReused`](crate::Error::IdempotencyKeyReused).
+    ///
+    /// ```
+    /// use push_core::{Hub, MemoryHub, Publication};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), push_core::Error> {
+    /// let hub = MemoryHub::new();
+    /// let news = "news".parse()?;
+    /// let once = || Publication::new("hello").with_key("req-1".parse().unwrap());
+    /// let first = hub.publish(&news, once()).await?;
+    /// assert_eq!(hub.publish(&news, once()).await?, first); // a retry
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_key(mut self, key: IdempotencyKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// The idempotency key, if any.
+    pub fn key(&self) -> Option<&IdempotencyKey> {
+        self.key.as_ref()
+    }
+
+    /// The same publication without its key.
+    #[must_use]
+    pub fn without_key(mut self) -> Self {
+        self.key = None;
+        self
+    }
+
+    /// A 64-bit fingerprint of the event name and data (FNV-1a), the same in
+    /// every process and version: what a hub keeps with an idempotency key to
+    /// tell a retry from a different message under the same key.
+    pub fn fingerprint(&self) -> u64 {
+        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        let event = self
+            .event
+            .as_ref()
+            .map_or(&b""[..], |e| e.as_str().as_bytes());
+        // The separator cannot occur in an event name (UTF-8, no 0xff).
+        event
+            .iter()
+            .chain(std::iter::once(&0xff))
+            .chain(self.data.iter())
+            .fold(OFFSET, |hash, byte| {
+                (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
+            })
     }
 
     /// Sets the event name.
@@ -56,7 +114,7 @@ impl Publication {
         self.data.len() + self.event.as_ref().map_or(0, |e| e.as_str().len())
     }
 
-    /// Splits into its parts.
+    /// Splits into its parts (the key, if any, is dropped: take it first).
     pub fn into_parts(self) -> (Option<EventName>, Bytes) {
         (self.event, self.data)
     }

@@ -1,4 +1,4 @@
-//! Validated names: channels and events.
+//! Validated names: channels, events and idempotency keys.
 
 use std::borrow::Borrow;
 use std::fmt;
@@ -14,6 +14,9 @@ pub const MAX_CHANNEL_NAME_LEN: usize = 128;
 
 /// The longest event name, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 128;
+
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Event names starting with this are the protocol's own (SSE's `push.gap` and
 /// `push.reset`): no publisher may use them, so a client can never mistake a
@@ -119,6 +122,51 @@ impl EventName {
     }
 }
 
+/// The key a publisher sends with a publish so that a retry of it is
+/// recognised (`Idempotency-Key` on HTTP, `key` in a `push.v1` publish): 1
+/// to 255 bytes of visible ASCII (`!` to `~`), as Stripe's and the IETF
+/// draft's keys are (a UUID is the usual choice).
+///
+/// A publish whose key was already published in the hub's window is not
+/// stored again: it answers the first one's cursor.
+///
+/// ```
+/// use push_core::IdempotencyKey;
+///
+/// let key: IdempotencyKey = "4f8c2a1e-7b3d-4e9a-9c6f-2d1b8e5a7c30".parse()?;
+/// assert_eq!(key.as_str().len(), 36);
+/// assert!("".parse::<IdempotencyKey>().is_err());
+/// assert!("a b".parse::<IdempotencyKey>().is_err());
+/// # Ok::<(), push_core::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IdempotencyKey(Arc<str>);
+
+impl IdempotencyKey {
+    /// Validates `key`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidIdempotencyKey`] when it is empty, longer than
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`] bytes, or holds a byte outside `!`..=`~`.
+    pub fn new(key: &str) -> Result<Self, Error> {
+        let reason = if key.is_empty() {
+            "it is empty"
+        } else if key.len() > MAX_IDEMPOTENCY_KEY_LEN {
+            "it is longer than 255 bytes"
+        } else if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            "only visible ASCII (! to ~) is allowed"
+        } else {
+            return Ok(IdempotencyKey(Arc::from(key)));
+        };
+        Err(Error::InvalidIdempotencyKey { reason })
+    }
+
+    /// The key as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 macro_rules! string_like {
     ($ty:ident) => {
         impl FromStr for $ty {
@@ -170,6 +218,7 @@ macro_rules! string_like {
 
 string_like!(ChannelName);
 string_like!(EventName);
+string_like!(IdempotencyKey);
 
 #[cfg(test)]
 mod tests {
@@ -193,6 +242,22 @@ mod tests {
                 Err(Error::InvalidChannelName { reason }) => assert_eq!(reason, why, "{bad:?}"),
                 other => panic!("{bad:?} gave {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn idempotency_keys() {
+        for ok in ["a", "4f8c2a1e-7b3d", "!~", &"k".repeat(255)] {
+            assert_eq!(IdempotencyKey::new(ok).unwrap().as_str(), ok);
+        }
+        for bad in ["", "a b", "\t", "é", &"k".repeat(256)] {
+            assert!(
+                matches!(
+                    IdempotencyKey::new(bad),
+                    Err(Error::InvalidIdempotencyKey { .. })
+                ),
+                "{bad:?}"
+            );
         }
     }
 

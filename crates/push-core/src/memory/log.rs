@@ -5,15 +5,15 @@
 //! is just the number of the next message it wants, so the log never grows for a
 //! slow subscriber: when its number falls below `first`, it gets a gap.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::mem;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Budget;
 use crate::{
-    Batch, ChannelName, Cursor, Epoch, Gap, Message, Position, Publication, Signal, Span, Start,
-    Timestamp,
+    Batch, ChannelName, Cursor, Epoch, Error, Gap, IdempotencyKey, Message, Position, Publication,
+    Signal, Span, Start, Timestamp,
 };
 
 /// How much history a channel keeps.
@@ -28,10 +28,58 @@ pub(super) struct Retention {
 /// twice what is; not below this many slots, so a small log never churns.
 const MIN_SHRINK_CAPACITY: usize = 8;
 
+/// What remembering one idempotency key costs beyond its length: its map
+/// entry (key, number, fingerprint), its place in the order, the key's
+/// shared header, and the map's slack.
+const KEY_OVERHEAD: usize =
+    2 * size_of::<IdempotencyKey>() + 3 * size_of::<u64>() + 2 * size_of::<usize>() + 16;
+
+/// The idempotency keys of the retained messages that came with one: a key
+/// is remembered exactly as long as its message is retained, and counted in
+/// the hub's byte budget meanwhile.
+#[derive(Debug)]
+struct Keys {
+    budget: Arc<Budget>,
+    /// Key → (message number, fingerprint of its event and data).
+    by_key: HashMap<IdempotencyKey, (u64, u64)>,
+    /// The keys in message order, to forget them as messages go.
+    order: VecDeque<(u64, IdempotencyKey)>,
+}
+
+impl Keys {
+    fn cost(key: &IdempotencyKey) -> usize {
+        key.as_str().len() + KEY_OVERHEAD
+    }
+
+    /// Forgets the keys of messages numbered below `first`.
+    fn forget_before(&mut self, first: u64) {
+        while let Some((number, _)) = self.order.front() {
+            if *number >= first {
+                break;
+            }
+            if let Some((number, key)) = self.order.pop_front() {
+                if self.by_key.get(&key).is_some_and(|(n, _)| *n == number) {
+                    self.by_key.remove(&key);
+                }
+                self.budget.release(Self::cost(&key));
+            }
+        }
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        let held: usize = self.order.iter().map(|(_, key)| Self::cost(key)).sum();
+        self.budget.release(held);
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct ChannelLog {
     epoch: Epoch,
     messages: VecDeque<Arc<Message>>,
+    /// Keys of retained messages; boxed, as most channels never see one.
+    keys: Option<Box<Keys>>,
     /// Number of `messages[0]`; `head + 1` when empty.
     first: u64,
     /// Number of the last message published in this epoch; 0 before any.
@@ -45,6 +93,7 @@ impl ChannelLog {
         ChannelLog {
             epoch,
             messages: VecDeque::new(),
+            keys: None,
             first: 1,
             head: 0,
             bytes: 0,
@@ -86,14 +135,34 @@ impl ChannelLog {
     /// Appends a message charged to `budget`, then drops the oldest messages
     /// until both size bounds hold. The new message always stays: the hub
     /// refuses any larger than `max_bytes`.
+    /// The cursor of the retained message published with `key`, if any;
+    /// an error when it was published with other content.
+    pub(super) fn keyed(
+        &self,
+        key: &IdempotencyKey,
+        fingerprint: u64,
+    ) -> Option<Result<Cursor, Error>> {
+        let (number, known) = self.keys.as_ref()?.by_key.get(key)?;
+        Some(if *known == fingerprint {
+            Ok(self.cursor_at(*number))
+        } else {
+            Err(Error::IdempotencyKeyReused)
+        })
+    }
+
     pub(super) fn append(
         &mut self,
         channel: &ChannelName,
-        publication: Publication,
+        mut publication: Publication,
         now: Timestamp,
         retention: &Retention,
         budget: &Arc<Budget>,
     ) -> Cursor {
+        let keyed = publication
+            .key()
+            .cloned()
+            .map(|key| (key, publication.fingerprint()));
+        publication = publication.without_key();
         // Publish times never go backwards within a channel, whatever the
         // clock does, so age expiry can work from the front.
         let published_at = now.max(self.last_published_at);
@@ -104,6 +173,18 @@ impl ChannelLog {
         let message = Message::charged(channel.clone(), cursor, event, data, published_at, budget);
         self.bytes += message.size();
         self.messages.push_back(message);
+        if let Some((key, fingerprint)) = keyed {
+            let keys = self.keys.get_or_insert_with(|| {
+                Box::new(Keys {
+                    budget: budget.clone(),
+                    by_key: HashMap::new(),
+                    order: VecDeque::new(),
+                })
+            });
+            budget.charge(Keys::cost(&key));
+            keys.by_key.insert(key.clone(), (self.head, fingerprint));
+            keys.order.push_back((self.head, key));
+        }
         while self.messages.len() > retention.max_messages.max(1)
             || (self.bytes > retention.max_bytes && self.messages.len() > 1)
         {
@@ -149,6 +230,12 @@ impl ChannelLog {
         };
         self.bytes -= message.size();
         self.first += 1;
+        if let Some(keys) = &mut self.keys {
+            keys.forget_before(self.first);
+            if keys.order.is_empty() {
+                self.keys = None;
+            }
+        }
         let (len, capacity) = (self.messages.len(), self.messages.capacity());
         if capacity > MIN_SHRINK_CAPACITY && len <= capacity / 4 {
             self.messages.shrink_to(len * 2);

@@ -300,19 +300,30 @@ impl MemoryHub {
         }
         let now = inner.clock.now();
         let retention = inner.config.retention();
-        let (channel, cursor, parked) =
-            inner.with_channel(channel, now, Intent::Publish, |channel, state| {
-                state.log.expire(now, retention.max_age);
-                if state.log.is_unpublished() {
-                    inner.unpublished.fetch_sub(1, Ordering::Relaxed);
-                }
-                let cursor =
-                    state
-                        .log
-                        .append(&channel.name, publication, now, &retention, &inner.budget);
+        let fingerprint = publication.key().map(|_| publication.fingerprint());
+        let published = inner.with_channel(channel, now, Intent::Publish, |channel, state| {
+            state.log.expire(now, retention.max_age);
+            if let (Some(key), Some(fingerprint)) = (publication.key(), fingerprint)
+                && let Some(known) = state.log.keyed(key, fingerprint)
+            {
+                // A retry: the first one's cursor, nothing stored.
                 state.last_active = now;
-                (channel.clone(), cursor, state.waiters.take_all())
-            })?;
+                return Err(known);
+            }
+            if state.log.is_unpublished() {
+                inner.unpublished.fetch_sub(1, Ordering::Relaxed);
+            }
+            let cursor =
+                state
+                    .log
+                    .append(&channel.name, publication, now, &retention, &inner.budget);
+            state.last_active = now;
+            Ok((channel.clone(), cursor, state.waiters.take_all()))
+        })?;
+        let (channel, cursor, parked) = match published {
+            Ok(published) => published,
+            Err(known) => return known,
+        };
         if parked.capacity() > 0 {
             let drained = wake_all(parked);
             channel.lock().waiters.give_back(drained);

@@ -157,9 +157,35 @@ pub fn error(code: &str, message: &str) -> Bytes {
     buf.freeze()
 }
 
-/// The body of an answer to `err`.
+/// The body of an answer to `err`; a backend failure also says whether the
+/// operation may have happened: `"outcome":"not_done"` (retrying is safe)
+/// or `"outcome":"unknown"` (a publish may have been stored: retry it with
+/// the same idempotency key).
+///
+/// ```
+/// use push_core::Error;
+/// use push_core::wire::json;
+///
+/// let body = json::error_for(&Error::outcome_unknown("timed out"));
+/// assert!(std::str::from_utf8(&body)?.contains(r#""outcome":"unknown""#));
+/// # Ok::<(), std::str::Utf8Error>(())
+/// ```
 pub fn error_for(err: &Error) -> Bytes {
-    error(err.code(), &err.to_string())
+    let message = err.to_string();
+    let Some(may_have) = err.may_have_happened() else {
+        return error(err.code(), &message);
+    };
+    let mut buf = BytesMut::with_capacity(80 + message.len());
+    buf.put_slice(b"{\"error\":{\"code\":");
+    put_string(&mut buf, err.code());
+    buf.put_slice(b",\"message\":");
+    put_string(&mut buf, &message);
+    buf.put_slice(if may_have {
+        b",\"outcome\":\"unknown\"}}"
+    } else {
+        b",\"outcome\":\"not_done\"}}"
+    });
+    buf.freeze()
 }
 
 /// Writes `s` as a JSON string: quotes, and escapes for `"`, `\` and every
