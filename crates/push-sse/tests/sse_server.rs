@@ -404,7 +404,10 @@ async fn bad_input_gets_a_400_and_other_methods_a_405() {
         assert_eq!(answer.json()["error"]["code"], code, "{path} {headers:?}");
         assert_eq!(answer.header("content-type"), Some("application/json"));
     }
-    let long = format!("/sse/c?pad={}", "x".repeat(2000));
+    let long = format!(
+        "/sse/c?pad={}",
+        "x".repeat(push_core::wire::DEFAULT_MAX_QUERY_LEN)
+    );
     assert_eq!(
         get(server.addr, &long, &[]).await.json()["error"]["code"],
         "invalid_query"
