@@ -14,7 +14,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use push_core::wire::{self, ChannelLocator, Query, json};
-use push_core::{Error, EventName, Hub, Publication};
+use push_core::{Error, EventName, Hub, IdempotencyKey, Publication};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -379,9 +379,9 @@ impl<H: Hub> Router<H> {
                 Some(name) => Some(name.parse::<EventName>()?),
                 None => None,
             };
-            Ok((channel, event))
+            Ok((channel, event, idempotency_key(&parts.headers)?))
         });
-        let (channel, event) = match asked {
+        let (channel, event, key) = match asked {
             Ok(asked) => asked,
             Err(err) => return error_for(&err),
         };
@@ -432,6 +432,9 @@ impl<H: Hub> Router<H> {
         if let Some(event) = event {
             publication = publication.with_event(event);
         }
+        if let Some(key) = key {
+            publication = publication.with_key(key);
+        }
         match routes.hub.publish(&channel, publication).await {
             Ok(cursor) => {
                 let mut body = Vec::with_capacity(32);
@@ -440,7 +443,12 @@ impl<H: Hub> Router<H> {
                 body.extend_from_slice(b"\"}");
                 json_response(StatusCode::OK, Bytes::from(body))
             }
-            Err(err) => error_for(&err),
+            Err(err) => {
+                if !err.is_client_error() {
+                    tracing::warn!(%channel, %err, "publish failed");
+                }
+                error_for(&err)
+            }
         }
     }
 }
@@ -595,6 +603,31 @@ impl<S: futures_core::Stream<Item = push_core::Item> + Unpin> HttpBody for Body<
         }
     }
 }
+
+/// The `Idempotency-Key` of a publish, if it names one (once).
+fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<IdempotencyKey>, Error> {
+    let mut values = headers.get_all(IDEMPOTENCY_KEY).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Error::InvalidIdempotencyKey {
+            reason: "Idempotency-Key is given more than once",
+        });
+    }
+    let text = value.to_str().map_err(|_| Error::InvalidIdempotencyKey {
+        reason: "only visible ASCII (! to ~) is allowed",
+    })?;
+    // The IETF draft sends it as a structured-field string: "key".
+    let text = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    text.parse().map(Some)
+}
+
+/// The header a publisher names its idempotency key with.
+const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
 
 fn error_for(err: &Error) -> Response<Full<Bytes>> {
     let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);

@@ -364,3 +364,31 @@ async fn http2_websockets_work_and_end_on_shutdown() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_publish_retried_with_its_idempotency_key_is_stored_once() {
+    let running = start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default(),
+    )
+    .await;
+    let addr = running.addr;
+    let keyed = |key: &'static str, body: &'static str| async move {
+        support::request(addr, "POST", "/pub/news", &[("idempotency-key", key)], body).await
+    };
+    let first = keyed("k-1", "hello").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let retry = keyed("k-1", "hello").await;
+    assert_eq!(retry.json()["id"], first.json()["id"]);
+    // The IETF draft's quoted form names the same key.
+    let quoted = keyed("\"k-1\"", "hello").await;
+    assert_eq!(quoted.json()["id"], first.json()["id"]);
+    let reused = keyed("k-1", "other").await;
+    assert_eq!(reused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(reused.json()["error"]["code"], "idempotency_key_reused");
+    let bad = keyed("a b", "x").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["error"]["code"], "invalid_idempotency_key");
+    let polled = get(addr, "/poll/news?since=earliest", &[]).await;
+    assert_eq!(polled.json()["messages"].as_array().unwrap().len(), 1);
+}

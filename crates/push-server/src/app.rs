@@ -273,13 +273,8 @@ impl<H: Hub> App<H> {
                 Err(err) => refusal(&err),
             },
             Kind::Publish => match self.check_publisher(request.headers()) {
-                Ok(()) => {
-                    let response = shared.router.handle(request).await;
-                    if response.status().is_server_error() {
-                        tracing::warn!(status = %response.status(), "publish failed");
-                    }
-                    response
-                }
+                // The router logs a failed publish with its reason.
+                Ok(()) => shared.router.handle(request).await,
                 Err(err) => refusal(&err),
             },
             Kind::Subscribe(_) | Kind::Commands if !shared.policy.serves(transport_of(&kind)) => {
@@ -717,7 +712,9 @@ fn preflight<S>() -> Response<Body<S>> {
     );
     headers.insert(
         ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, If-None-Match, Last-Event-ID"),
+        HeaderValue::from_static(
+            "Authorization, Content-Type, Idempotency-Key, If-None-Match, Last-Event-ID",
+        ),
     );
     headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
     response

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, Bytes, BytesMut};
 use push_core::wire::json;
-use push_core::{ChannelName, Cursor, EventName, Publication, Signal, Start};
+use push_core::{ChannelName, Cursor, EventName, IdempotencyKey, Publication, Signal, Start};
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -35,6 +35,8 @@ pub(crate) enum Command {
 pub(crate) struct Refused {
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// For a backend failure: whether the command may have happened anyway.
+    pub(crate) may_have_happened: Option<bool>,
 }
 
 impl Refused {
@@ -42,13 +44,17 @@ impl Refused {
         Refused {
             code,
             message: message.into(),
+            may_have_happened: None,
         }
     }
 }
 
 impl From<push_core::Error> for Refused {
     fn from(err: push_core::Error) -> Self {
-        Refused::new(err.code(), err.to_string())
+        Refused {
+            may_have_happened: err.may_have_happened(),
+            ..Refused::new(err.code(), err.to_string())
+        }
     }
 }
 
@@ -172,6 +178,9 @@ fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
             if let Some(event) = string(object, "event")? {
                 publication = publication.with_event(event.parse::<EventName>()?);
             }
+            if let Some(key) = string(object, "key")? {
+                publication = publication.with_key(key.parse::<IdempotencyKey>()?);
+            }
             Ok(Command::Publish {
                 channel,
                 publication,
@@ -244,6 +253,11 @@ pub(crate) fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
     json::put_string(&mut buf, refused.code);
     buf.put_slice(b",\"message\":");
     json::put_string(&mut buf, &refused.message);
+    match refused.may_have_happened {
+        Some(true) => buf.put_slice(b",\"outcome\":\"unknown\""),
+        Some(false) => buf.put_slice(b",\"outcome\":\"not_done\""),
+        None => {}
+    }
     buf.put_u8(b'}');
     buf.freeze()
 }
@@ -404,6 +418,20 @@ mod tests {
             error,
             serde_json::json!({"op":"error","ref":3,"code":"forbidden","message":"no \"publish\" here"})
         );
+        for (err, outcome) in [
+            (push_core::Error::unavailable("down"), "not_done"),
+            (push_core::Error::outcome_unknown("timed out"), "unknown"),
+        ] {
+            let frame: Value =
+                serde_json::from_slice(&super::error(None, &Refused::from(err))).unwrap();
+            assert_eq!(
+                (&frame["code"], &frame["outcome"]),
+                (
+                    &serde_json::json!("unavailable"),
+                    &serde_json::json!(outcome)
+                )
+            );
+        }
         let cursor = |s: &str| s.parse::<Cursor>().unwrap();
         let gap = Signal::Gap(push_core::Gap::new(cursor("a.1"), cursor("a.5"), Some(4)));
         let frame: Value = serde_json::from_slice(&signal(&"c".parse().unwrap(), &gap)).unwrap();

@@ -665,3 +665,46 @@ proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn a_publish_retried_with_its_key_is_stored_once() {
+    let hub = MemoryHub::new();
+    let (server, _handler) = start(&hub, WsConfig::commands().with_publish(true)).await;
+    let mut ws = commands(server.addr).await;
+    let mut ids = Vec::new();
+    for reference in 1..=3 {
+        send(
+            &mut ws,
+            json!({"op":"publish","channel":"c","data":"once","key":"k-1","ref":reference}),
+        )
+        .await;
+        let ack = next_json(&mut ws).await;
+        assert_eq!(ack["op"], "ack", "{ack}");
+        ids.push(ack["id"].clone());
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+    assert_eq!(hub.channel_stats(&channel("c")).unwrap().messages, 1);
+    for (command, code) in [
+        (
+            json!({"op":"publish","channel":"c","data":"other","key":"k-1","ref":4}),
+            "idempotency_key_reused",
+        ),
+        (
+            json!({"op":"publish","channel":"c","data":"x","key":"a b","ref":5}),
+            "invalid_idempotency_key",
+        ),
+        (
+            json!({"op":"publish","channel":"c","data":"x","key":7,"ref":6}),
+            "invalid_command",
+        ),
+    ] {
+        send(&mut ws, command.clone()).await;
+        let error = next_json(&mut ws).await;
+        assert_eq!(
+            (&error["op"], &error["code"]),
+            (&json!("error"), &json!(code)),
+            "{command}"
+        );
+    }
+    assert_eq!(hub.channel_stats(&channel("c")).unwrap().messages, 1);
+}
