@@ -660,6 +660,29 @@ await section('token on every URL, 304s, advised poll interval', async () => {
   }
 });
 
+// 9. Publishing exactly once: every publish carries an Idempotency-Key; a
+// retry with it answers the first id, and the same key with other data is
+// refused (not retried).
+{
+  const channel = channelFor('idempotent');
+  const first = await pushPublish(channel, 'once', { url: BASE, key: 'k-1' });
+  const again = await pushPublish(channel, 'once', { url: BASE, key: 'k-1' });
+  check(first.id === again.id, 'publish: a retry with its key answers the first id');
+  await pushPublish(channel, 'twice', { url: BASE });
+  const polled = await (await fetch(`${BASE}/poll/${channel}?since=earliest`)).json();
+  check(polled.messages.length === 2, 'publish: stored once per key (and a fresh key per call)');
+  let refusal;
+  try {
+    await pushPublish(channel, 'other', { url: BASE, key: 'k-1' });
+  } catch (err) {
+    refusal = err;
+  }
+  check(
+    refusal instanceof PushError && refusal.code === 'idempotency_key_reused' && refusal.fatal,
+    'publish: the same key with other data is refused, not retried'
+  );
+}
+
 proxy.close();
 await stopServer();
 console.log(failures === 0 ? `push.js: all ${passes} checks passed` : `push.js: ${failures} FAILED, ${passes} passed`);

@@ -135,22 +135,51 @@ export function subscribe(channel, onMessage, options = {}) {
 }
 
 /**
- * Publishes `data` to `channel` (`POST /pub/{channel}`).
+ * Publishes `data` to `channel` (`POST /pub/{channel}`), exactly once: the
+ * request carries an `Idempotency-Key` (yours, or a fresh UUID), and a
+ * network error, a `408`, `429` or `503` is retried with the same key (so a
+ * publish that was stored before its answer got lost is not stored twice).
  *
  * @param {string} channel
  * @param {string|Uint8Array|Blob} data
- * @param {{url?: string, token?: string, event?: string}} [options]
- *   `token` is the publisher secret, sent as `Authorization: Bearer`
+ * @param {{url?: string, token?: string, event?: string, key?: string, retries?: number}} [options]
+ *   `token` is the publisher secret, sent as `Authorization: Bearer`; `key`
+ *   the idempotency key; `retries` how many times to retry (default 3)
  * @returns {Promise<{id: string}>} the message's cursor
  */
 export async function publish(channel, data, options = {}) {
   const query = options.event ? `?event=${encodeURIComponent(options.event)}` : "";
-  const headers = options.token ? { Authorization: `Bearer ${options.token}` } : {};
+  const key = options.key ?? newKey();
+  const headers = { "Idempotency-Key": key };
+  if (options.token) headers.Authorization = `Bearer ${options.token}`;
   const url = `${baseUrl(options.url)}/pub/${encodeURIComponent(channel)}${query}`;
-  const response = await fetch(url, { method: "POST", headers, body: data });
-  const text = await response.text();
-  if (!response.ok) throw httpError(response.status, text, "publish");
-  return JSON.parse(text);
+  const retries = options.retries ?? 3;
+  for (let attempt = 0; ; attempt++) {
+    let error;
+    try {
+      const response = await fetch(url, { method: "POST", headers, body: data });
+      const text = await response.text();
+      if (response.ok) return JSON.parse(text);
+      error = httpError(response.status, text, "publish");
+      if (error.fatal || error.refused) throw error;
+    } catch (err) {
+      error = asPushError(err);
+      if (error.fatal || error.refused) throw error;
+    }
+    if (attempt >= retries) throw error;
+    await sleep(Math.min(4000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2));
+  }
+}
+
+/** Resolves after `ms` milliseconds. */
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A fresh idempotency key. */
+function newKey() {
+  if (globalThis.crypto?.randomUUID) return globalThis.crypto.randomUUID();
+  return `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
 }
 
 /** One subscription: see {@link subscribe}. */

@@ -517,9 +517,13 @@ impl Worker {
             }
             Op::Publish(channel, publication, reply) => {
                 let reference = self.reference(Waiting::Caller(reply, None));
+                let key = publication.key().map(|key| Value::from(key.as_str()));
                 let (event, data) = publication.into_parts();
                 let mut command =
                     to_json!({"op": "publish", "channel": channel.as_str(), "ref": reference});
+                if let Some(key) = key {
+                    command["key"] = key;
+                }
                 match std::str::from_utf8(&data) {
                     Ok(text) => command["data"] = Value::from(text),
                     Err(_) => {
