@@ -650,35 +650,38 @@ impl Builders {
         let ping_timeout = config
             .http2_ping_timeout
             .min(Duration::from_secs(86_400 * 365));
+        // hyper's builders and the auto builder's halves are different types
+        // with the same methods: one list of settings for both.
+        macro_rules! http1 {
+            ($builder:expr) => {
+                $builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_backstop)
+                    .max_buf_size(max_buf)
+            };
+        }
+        macro_rules! http2 {
+            ($builder:expr) => {
+                $builder
+                    .timer(TokioTimer::new())
+                    .enable_connect_protocol()
+                    .max_header_list_size(max_list)
+                    .keep_alive_interval(ping)
+                    .keep_alive_timeout(ping_timeout)
+                    // Request bodies only matter to publishing: the spec's
+                    // windows, not hyper's 1 MiB, bound what a client can
+                    // make us hold.
+                    .initial_stream_window_size(HTTP2_WINDOW)
+                    .initial_connection_window_size(4 * HTTP2_WINDOW)
+            };
+        }
         let mut http1 = hyper::server::conn::http1::Builder::new();
-        http1
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_backstop)
-            .max_buf_size(max_buf);
+        http1!(http1);
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2
-            .timer(TokioTimer::new())
-            .enable_connect_protocol()
-            .max_header_list_size(max_list)
-            .keep_alive_interval(ping)
-            .keep_alive_timeout(ping_timeout)
-            // Request bodies only matter to publishing: the spec's windows,
-            // not hyper's 1 MiB, bound what a client can make us hold.
-            .initial_stream_window_size(HTTP2_WINDOW)
-            .initial_connection_window_size(4 * HTTP2_WINDOW);
+        http2!(http2);
         let mut auto = auto::Builder::new(TokioExecutor::new());
-        auto.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_backstop)
-            .max_buf_size(max_buf);
-        auto.http2()
-            .timer(TokioTimer::new())
-            .enable_connect_protocol()
-            .max_header_list_size(max_list)
-            .keep_alive_interval(ping)
-            .keep_alive_timeout(ping_timeout)
-            .initial_stream_window_size(HTTP2_WINDOW)
-            .initial_connection_window_size(4 * HTTP2_WINDOW);
+        http1!(auto.http1());
+        http2!(auto.http2());
         Builders { http1, http2, auto }
     }
 }
