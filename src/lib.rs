@@ -41,6 +41,11 @@ pub use tokio_util::task::TaskTracker;
 /// The core crate, for paths that name it.
 pub use push_core as core;
 
+/// The hyper glue the transports share: the request reader ([`http::Head`],
+/// [`http::Query`], [`http::ChannelLocator`]), the JSON answers, ETags, and
+/// the clients' error ([`http::ClientError`]).
+pub use push_http as http;
+
 /// Short (interval) polling.
 #[cfg(feature = "poll")]
 pub use push_poll as poll;

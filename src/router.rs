@@ -9,12 +9,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use http::header::CONNECTION;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use push_core::wire::{self, ChannelLocator, Query, json};
 use push_core::{Error, EventName, Hub, IdempotencyKey, Publication};
+use push_http::{ChannelLocator, Query, error as error_response, error_for};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,8 +47,8 @@ pub struct RouterConfig {
     /// answered `408` (`request_timeout`).
     pub publish_body_timeout: Duration,
     /// The longest query string accepted on `/pub/` (default
-    /// [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
     /// `GET /poll/{channel}`.
     #[cfg(feature = "poll")]
     pub poll: push_poll::PollConfig,
@@ -72,7 +72,7 @@ impl Default for RouterConfig {
             publish: false,
             max_publish_bytes: 256 << 10,
             publish_body_timeout: Duration::from_secs(15),
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
             #[cfg(feature = "poll")]
             poll: push_poll::PollConfig::default(),
             #[cfg(feature = "longpoll")]
@@ -150,7 +150,7 @@ struct Routes<H> {
     publish: bool,
     max_publish_bytes: usize,
     publish_body_timeout: Duration,
-    max_query_len: usize,
+    max_query_bytes: usize,
     shutdown: CancellationToken,
     #[cfg(feature = "poll")]
     poll: push_poll::PollHandler<H>,
@@ -187,26 +187,23 @@ impl<H: Hub> Router<H> {
                 publish: config.publish,
                 max_publish_bytes: config.max_publish_bytes,
                 publish_body_timeout: config.publish_body_timeout,
-                max_query_len: config.max_query_len,
+                max_query_bytes: config.max_query_bytes,
                 #[cfg(feature = "poll")]
-                poll: push_poll::PollHandler::from_shared(hub.clone(), config.poll),
+                poll: push_poll::PollHandler::new(hub.clone(), config.poll),
                 #[cfg(feature = "longpoll")]
-                longpoll: push_longpoll::LongPollHandler::from_shared(
+                longpoll: push_longpoll::LongPollHandler::new(
                     hub.clone(),
                     config.longpoll.with_shutdown(shutdown.clone()),
                 ),
                 #[cfg(feature = "sse")]
-                sse: push_sse::SseHandler::from_shared(
+                sse: push_sse::SseHandler::new(
                     hub.clone(),
                     config.sse.with_shutdown(shutdown.clone()),
                 ),
                 #[cfg(feature = "ws")]
-                ws: push_ws::WsHandler::from_shared(
-                    hub.clone(),
-                    config.ws.with_shutdown(shutdown.clone()),
-                ),
+                ws: push_ws::WsHandler::new(hub.clone(), config.ws.with_shutdown(shutdown.clone())),
                 #[cfg(feature = "ws")]
-                ws_commands: push_ws::WsHandler::from_shared(
+                ws_commands: push_ws::WsHandler::new(
                     hub.clone(),
                     config.ws_commands.with_shutdown(shutdown.clone()),
                 ),
@@ -355,15 +352,7 @@ impl<H: Hub> Router<H> {
     {
         let routes = &*self.shared;
         if request.method() != Method::POST {
-            let mut response = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "publish with POST",
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return push_http::method_not_allowed("POST", "publish with POST");
         }
         if !routes.publish {
             return error_response(
@@ -373,7 +362,7 @@ impl<H: Hub> Router<H> {
             );
         }
         let (parts, body) = request.into_parts();
-        let asked = Query::parse(parts.uri.query(), routes.max_query_len).and_then(|query| {
+        let asked = Query::parse(parts.uri.query(), routes.max_query_bytes).and_then(|query| {
             let channel = ChannelLocator::LastPathSegment.locate(parts.uri.path(), &query)?;
             let event = match query.get("event")? {
                 Some(name) => Some(name.parse::<EventName>()?),
@@ -441,7 +430,7 @@ impl<H: Hub> Router<H> {
                 body.extend_from_slice(b"{\"id\":\"");
                 body.extend_from_slice(cursor.to_string().as_bytes());
                 body.extend_from_slice(b"\"}");
-                json_response(StatusCode::OK, Bytes::from(body))
+                push_http::json(StatusCode::OK, Bytes::from(body))
             }
             Err(err) => {
                 if !err.is_client_error() {
@@ -566,6 +555,13 @@ impl<S> Body<S> {
     }
 }
 
+/// A whole body holding these bytes.
+impl<S> From<Bytes> for Body<S> {
+    fn from(bytes: Bytes) -> Self {
+        Body::from_bytes(bytes)
+    }
+}
+
 impl<S: futures_core::Stream<Item = push_core::Item> + Unpin> HttpBody for Body<S> {
     type Data = Bytes;
     type Error = Infallible;
@@ -628,29 +624,6 @@ fn idempotency_key(headers: &http::HeaderMap) -> Result<Option<IdempotencyKey>, 
 
 /// The header a publisher names its idempotency key with.
 const IDEMPOTENCY_KEY: http::HeaderName = http::HeaderName::from_static("idempotency-key");
-
-fn error_for(err: &Error) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    json_response(status, json::error_for(err))
-}
-
-/// A JSON error answer, as every push handler writes one.
-pub(crate) fn error_response(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-) -> Response<Full<Bytes>> {
-    json_response(status, json::error(code, message))
-}
-
-fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
-    response
-}
 
 #[cfg(test)]
 mod tests {

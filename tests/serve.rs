@@ -202,10 +202,10 @@ async fn shutdown_ends_streams_sockets_and_held_polls() {
     let router = running.router.clone();
     until("every subscriber to be in place", || {
         let (channel, command) = router.ws();
-        router.sse().open_streams() == 1
-            && channel.open_sockets() == 1
-            && command.open_sockets() == 1
-            && router.longpoll().waiting() == 1
+        router.sse().connections() == 1
+            && channel.connections() == 1
+            && command.connections() == 1
+            && router.longpoll().connections() == 1
     })
     .await;
 

@@ -232,8 +232,8 @@ impl PushServer {
         PushServer(Arc::new(Routes {
             poll: PollHandler::new(hub.clone(), PollConfig::default()),
             longpoll: LongPollHandler::new(hub.clone(), LongPollConfig::default()),
-            sse: SseHandler::from_shared(Arc::new(hub.clone()), SseConfig::default()),
-            ws: WsHandler::from_shared(Arc::new(hub.clone()), WsConfig::default()),
+            sse: SseHandler::new(hub.clone(), SseConfig::default()),
+            ws: WsHandler::new(hub.clone(), WsConfig::default()),
             hub,
         }))
     }
@@ -292,15 +292,15 @@ impl Service<Request<Incoming>> for PushServer {
                 server.0.longpoll.handle(request).await
             } else if path == "/bench/held" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.longpoll.waiting().to_string(),
+                    server.0.longpoll.connections().to_string(),
                 )))
             } else if path == "/bench/sse" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.sse.open_streams().to_string(),
+                    server.0.sse.connections().to_string(),
                 )))
             } else if path == "/bench/ws" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.ws.open_sockets().to_string(),
+                    server.0.ws.connections().to_string(),
                 )))
             } else {
                 status(404, "not found")
@@ -698,9 +698,9 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
         let router = router.clone();
         async move {
             let count = match request.uri().path() {
-                "/bench/held" => Some(router.longpoll().waiting()),
-                "/bench/sse" => Some(router.sse().open_streams()),
-                "/bench/ws" => Some(router.ws().0.open_sockets()),
+                "/bench/held" => Some(router.longpoll().connections()),
+                "/bench/sse" => Some(router.sse().connections()),
+                "/bench/ws" => Some(router.ws().0.connections()),
                 _ => None,
             };
             if let Some(count) = count {

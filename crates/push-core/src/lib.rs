@@ -46,7 +46,6 @@
 #![deny(missing_docs)]
 
 mod backoff;
-mod client_error;
 mod cursor;
 mod error;
 mod hub;
@@ -62,7 +61,6 @@ pub mod wire;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::client_error::ClientError;
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription, subscribe_pinned};

@@ -18,13 +18,13 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use push_core::wire::json;
 use push_core::{Backoff, Batch, Cursor, Item, Start};
 use tokio::time::{Sleep, sleep};
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`LongPoller`] polls.
 #[derive(Clone, Debug)]
@@ -208,7 +208,7 @@ impl LongPoller {
         params.extend(since.as_deref().map(|since| ("since", since)));
         params.push(("timeout", hold.as_str()));
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
-        let target = wire::path_with_params(self.url.path(), self.url.query(), &params);
+        let target = push_http::path_with_params(self.url.path(), self.url.query(), &params);
         let uri = target.parse().ok().and_then(|path_and_query| {
             let mut parts = self.url.clone().into_parts();
             parts.path_and_query = Some(path_and_query);
@@ -232,7 +232,7 @@ impl LongPoller {
                 let etag = response
                     .headers()
                     .get(ETAG)
-                    .and_then(|v| wire::cursor_from_etag(v.to_str().ok()?));
+                    .and_then(|v| push_http::cursor_from_etag(v.to_str().ok()?));
                 let body = Limited::new(response.into_body(), max_body)
                     .collect()
                     .await

@@ -54,7 +54,7 @@ async fn a_held_request_is_answered_by_the_next_publish() {
     let addr = server.addr;
     let held =
         tokio::spawn(async move { get(addr, &format!("/longpoll/c?since={since}"), &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
 
     let id = publish(&hub, "news").await;
     let answer = within("the answer", held).await.unwrap();
@@ -64,7 +64,7 @@ async fn a_held_request_is_answered_by_the_next_publish() {
     let json = answer.json();
     assert_eq!(datas(&json), ["news"]);
     assert_eq!(json["cursor"], id.to_string());
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 
     // Something already there: answered at once, never held.
     publish(&hub, "waiting for you").await;
@@ -79,7 +79,7 @@ async fn without_since_it_waits_for_the_next_message() {
     let (server, handler) = start(&hub, LongPollConfig::default()).await;
     let addr = server.addr;
     let held = tokio::spawn(async move { get(addr, "/longpoll/c", &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
     publish(&hub, "new").await;
     assert_eq!(
         datas(&within("the answer", held).await.unwrap().json()),
@@ -116,7 +116,7 @@ async fn nothing_by_the_timeout_is_a_204_with_the_cursor() {
             "{query}: {elapsed:?}"
         );
     }
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +131,7 @@ async fn a_thousand_held_requests_each_get_one_publish_once() {
             tokio::spawn(async move { get(addr, &format!("/longpoll/c?since={since}"), &[]).await })
         })
         .collect();
-    until("every request to be held", || handler.waiting() == HELD).await;
+    until("every request to be held", || handler.connections() == HELD).await;
 
     let id = publish(&hub, "to all").await;
     for request in requests {
@@ -140,7 +140,7 @@ async fn a_thousand_held_requests_each_get_one_publish_once() {
         assert_eq!(datas(&json), ["to all"]);
         assert_eq!(json["cursor"], id.to_string());
     }
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,12 +155,12 @@ async fn clients_that_hang_up_release_their_waiters() {
         socket.write_all(request.as_bytes()).await.unwrap();
         sockets.push(socket);
     }
-    until("50 held requests", || handler.waiting() == 50).await;
+    until("50 held requests", || handler.connections() == 50).await;
     let channel = "c".parse().unwrap();
     assert_eq!(hub.channel_stats(&channel).unwrap().subscribers, 50);
 
     drop(sockets);
-    until("every waiter released", || handler.waiting() == 0).await;
+    until("every waiter released", || handler.connections() == 0).await;
     assert_eq!(hub.channel_stats(&channel).unwrap().subscribers, 0);
 }
 
@@ -196,7 +196,7 @@ async fn messages_ready_together_come_in_one_answer_up_to_the_limit() {
     let addr = server.addr;
     let path = format!("/longpoll/c?since={cursor}");
     let held = tokio::spawn(async move { get(addr, &path, &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
     for n in 5..9 {
         publish(&hub, &n.to_string()).await;
     }
@@ -249,7 +249,7 @@ async fn bad_input_gets_a_400_and_other_methods_a_405() {
     let answer = support::send(server.addr, post).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(answer.header("allow"), Some("GET"));
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 /// A step of a long-polling client's life.
@@ -320,9 +320,9 @@ proptest! {
                         let request = format!("GET /longpoll/c?since={cursor} HTTP/1.1\r\nHost: t\r\n\r\n");
                         socket.write_all(request.as_bytes()).await.unwrap();
                         // Held (or answered at once, if messages are waiting).
-                        until("held", || handler.waiting() > 0 || published.len() > received.len()).await;
+                        until("held", || handler.connections() > 0 || published.len() > received.len()).await;
                         drop(socket);
-                        until("released", || handler.waiting() == 0).await;
+                        until("released", || handler.connections() == 0).await;
                     }
                     Step::PollAcrossPublish(n) => {
                         let addr = server.addr;
@@ -330,7 +330,7 @@ proptest! {
                         let behind = published.len() > received.len();
                         let held = tokio::spawn(async move { get(addr, &path, &[]).await });
                         if !behind {
-                            until("held", || handler.waiting() == 1).await;
+                            until("held", || handler.connections() == 1).await;
                         }
                         for _ in 0..n {
                             let data = published.len().to_string();
@@ -348,7 +348,7 @@ proptest! {
                 take(&mut cursor, answer, &mut received).await;
             }
             assert_eq!(received, published);
-            assert_eq!(handler.waiting(), 0);
+            assert_eq!(handler.connections(), 0);
         });
     }
 }

@@ -11,19 +11,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use http::header::IF_NONE_MATCH;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
 use tokio::time::{Sleep, sleep};
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`Poller`] polls.
 #[derive(Clone, Debug)]
@@ -246,17 +246,17 @@ impl Poller {
             let mut request = Request::get(uri)
                 .body(Empty::new())
                 .map_err(Error::request)?;
-            if let Some(etag) = etag
-                && let Ok(value) = HeaderValue::try_from(wire::etag(etag))
-            {
-                request.headers_mut().insert(IF_NONE_MATCH, value);
+            if let Some(etag) = etag {
+                request
+                    .headers_mut()
+                    .insert(IF_NONE_MATCH, push_http::EntityTag::of(etag).to_header());
             }
             let exchange = async {
                 let response = send(request).await?;
                 let status = response.status();
                 let interval = response
                     .headers()
-                    .get(wire::POLL_INTERVAL_HEADER)
+                    .get(push_http::POLL_INTERVAL)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .map(Duration::from_millis);
                 let body = read_body(response.into_body(), max_body).await?;
@@ -351,7 +351,7 @@ impl fmt::Debug for Poller {
 
 /// `url` with `params` added to its query.
 fn with_query(url: &Uri, params: &[(&str, &str)]) -> Result<Uri, Error> {
-    let target = wire::path_with_params(url.path(), url.query(), params);
+    let target = push_http::path_with_params(url.path(), url.query(), params);
     let mut parts = url.clone().into_parts();
     parts.path_and_query = target.parse().ok();
     Uri::from_parts(parts).map_err(|_| Error::InvalidUrl {

@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONTENT_TYPE,
-    ORIGIN, VARY, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, ORIGIN, VARY,
+    WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use push::wire::{ChannelLocator, Query, json};
+use push::http::{ChannelLocator, Query};
 use push::ws::Access;
 use push::{Body, ChannelName, Hub, Router, ServeStats, Shutdown, Start};
 use tokio::time::Instant;
@@ -208,7 +208,7 @@ impl<H: Hub> App<H> {
                 metrics,
                 stats,
                 policy,
-                max_query_len: push::wire::DEFAULT_MAX_QUERY_LEN,
+                max_query_len: push::http::DEFAULT_MAX_QUERY_BYTES,
                 memory: None,
             }),
         }
@@ -420,11 +420,7 @@ impl<H: Hub> App<H> {
             .await
         {
             Ok(batch) => batch,
-            Err(err) => {
-                let status =
-                    StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-                return Body::respond(status, "application/json", json::error_for(&err));
-            }
+            Err(err) => return push::http::error_for(&err),
         };
         let counts = self.shared.metrics.subscribers(&channel);
         let mut body = String::with_capacity(192);
@@ -439,7 +435,7 @@ impl<H: Hub> App<H> {
             batch.cursor,
             batch.messages.len()
         );
-        Body::respond(StatusCode::OK, "application/json", Bytes::from(body))
+        push::http::respond(StatusCode::OK, "application/json", Bytes::from(body))
     }
 
     fn metrics_text(&self) -> AppResponse<H> {
@@ -456,11 +452,14 @@ impl<H: Hub> App<H> {
             "gauge",
             "Subscribers connected now, by transport (held long polls, event streams, WebSockets).",
             &[
-                ("transport=\"longpoll\"", open(router.longpoll().waiting())),
-                ("transport=\"sse\"", open(router.sse().open_streams())),
+                (
+                    "transport=\"longpoll\"",
+                    open(router.longpoll().connections()),
+                ),
+                ("transport=\"sse\"", open(router.sse().connections())),
                 (
                     "transport=\"ws\"",
-                    open(ws_channel.open_sockets() + ws_commands.open_sockets()),
+                    open(ws_channel.connections() + ws_commands.connections()),
                 ),
             ],
         );
@@ -587,7 +586,7 @@ impl<H: Hub> App<H> {
             "Bytes read from clients.",
             &[("", stats.bytes_in())],
         );
-        Body::respond(
+        push::http::respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from(out),
@@ -630,35 +629,12 @@ fn deadline(expires: u64) -> Instant {
     now.checked_add(left).unwrap_or(now)
 }
 
-trait Respond: Sized {
-    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self>;
-}
-
-impl<S> Respond for Body<S> {
-    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self> {
-        let mut response = Response::new(Body::from_bytes(body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-}
-
 fn is_get(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
 fn method_not_allowed<S>(message: &str) -> Response<Body<S>> {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        message,
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
+    push::http::method_not_allowed("GET, HEAD", message)
 }
 
 fn fixed<S>(
@@ -669,7 +645,7 @@ fn fixed<S>(
     if !is_get(method) {
         return method_not_allowed("GET or HEAD only");
     }
-    let mut response = Body::respond(
+    let mut response = push::http::respond(
         StatusCode::OK,
         content_type,
         Bytes::from_static(content.as_bytes()),
@@ -681,7 +657,7 @@ fn fixed<S>(
 }
 
 fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
-    Body::respond(
+    push::http::respond(
         status,
         "text/plain; charset=utf-8",
         Bytes::from_static(content.as_bytes()),
@@ -689,7 +665,7 @@ fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
 }
 
 fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<Body<S>> {
-    Body::respond(status, "application/json", json::error(code, message))
+    push::http::error(status, code, message)
 }
 
 fn refusal<S>(err: &AuthError) -> Response<Body<S>> {

@@ -17,7 +17,7 @@ use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
 use tokio::time::{Sleep, sleep};
 
@@ -25,9 +25,9 @@ use crate::encode::{GAP_EVENT, RESET_EVENT, SUBSCRIBED_EVENT};
 use crate::parse::{Event, Parser};
 use crate::server::LAST_EVENT_ID;
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How an [`EventSource`] connects and reconnects.
 #[derive(Clone, Debug)]
@@ -199,7 +199,7 @@ impl EventSource {
         };
         let mut params = vec![("format", "json")];
         params.extend(since.map(|since| ("since", since)));
-        let target = wire::path_with_params(parsed.path(), parsed.query(), &params);
+        let target = push_http::path_with_params(parsed.path(), parsed.query(), &params);
         let url_with_format = target
             .parse()
             .ok()

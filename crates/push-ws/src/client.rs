@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_core::Stream;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::Uri;
-use push_core::wire::{self, json};
+use push_core::wire::json;
 use push_core::{Backoff, ChannelName, Cursor, Item, Publication, Start};
 use serde_json::{Value, json as to_json};
 use tokio::sync::{mpsc, oneshot};
@@ -26,9 +26,9 @@ use tungstenite::client::IntoClientRequest;
 
 use crate::handshake::SUBPROTOCOL;
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`WsSubscriber`] or [`WsSession`] connects and reconnects.
 #[derive(Clone, Debug)]
@@ -126,8 +126,8 @@ impl WsSubscriber {
     pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
         let uri = check_url(url)?;
         // The server's own rule for `/ws/{channel}` (percent-decoded).
-        let no_query = wire::Query::parse(None, 0).map_err(Error::Protocol)?;
-        let channel = wire::ChannelLocator::LastPathSegment
+        let no_query = push_http::Query::parse(None, 0).map_err(Error::Protocol)?;
+        let channel = push_http::ChannelLocator::LastPathSegment
             .locate(uri.path(), &no_query)
             .map_err(|_| invalid(url, "its last path segment is not a channel name"))?;
         let mut subscriptions = HashMap::new();
@@ -409,7 +409,7 @@ impl Worker {
                 let since = self.subscriptions.values().next().and_then(Start::to_since);
                 let params: Vec<(&str, &str)> =
                     since.as_deref().map(|s| ("since", s)).into_iter().collect();
-                let target = wire::path_with_params(uri.path(), uri.query(), &params);
+                let target = push_http::path_with_params(uri.path(), uri.query(), &params);
                 let mut parts = uri.clone().into_parts();
                 parts.path_and_query = target.parse().ok();
                 Uri::from_parts(parts)

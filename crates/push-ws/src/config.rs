@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use push_core::wire::{self, ChannelLocator};
+use push_http::ChannelLocator;
 use tokio_util::sync::CancellationToken;
 
 /// Which of the two WebSocket endpoints a handler serves.
@@ -111,8 +111,8 @@ pub struct WsConfig {
     pub slow_consumer: SlowConsumer,
     /// The most channels one command socket may subscribe to (default 100).
     pub max_subscriptions: usize,
-    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
     /// When this token is cancelled (the server is shutting down), every
     /// socket is closed with 1001 (going away) and a clean close handshake,
     /// and later handshakes are refused with `503`. Default: none.
@@ -133,7 +133,7 @@ impl Default for WsConfig {
             write_timeout: Duration::from_secs(10),
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
             shutdown: None,
         }
     }

@@ -111,9 +111,9 @@ async fn one_channel_per_socket_with_envelopes_and_resume() {
         (&binary["data"], &binary["encoding"]),
         (&json!("/wA="), &json!("base64"))
     );
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
     ws.close(None).await.unwrap();
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    until("the socket to close", || handler.connections() == 0).await;
     assert_eq!(hub.channel_stats(&channel("c")).unwrap().subscribers, 0);
 }
 
@@ -128,7 +128,7 @@ async fn a_live_socket_is_told_where_it_starts() {
         json!({"op":"subscribed","channel":"c","cursor":head.to_string()})
     );
     drop(ws);
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    until("the socket to close", || handler.connections() == 0).await;
     // Dropped before any message: resuming from the greeting's cursor
     // misses nothing published in between.
     publish(&hub, "c", "while away").await;
@@ -245,12 +245,12 @@ async fn bad_commands_get_an_error_and_the_socket_stays_up() {
     // Still up and subscribed.
     publish(&hub, "one", "alive").await;
     assert_eq!(next_json(&mut ws).await["data"], "alive");
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
 
     // A binary frame is not part of push.v1: 1003.
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Unsupported);
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    until("the socket to close", || handler.connections() == 0).await;
 }
 
 #[tokio::test]
@@ -353,7 +353,7 @@ async fn the_server_echoes_the_clients_close() {
         let echoed = echoed.map(|(code, reason)| (code, reason.to_owned()));
         assert_eq!(answer, echoed, "{sent:?}");
         assert!(within("the end", ws.next()).await.is_none());
-        until("the socket to close", || handler.open_sockets() == 0).await;
+        until("the socket to close", || handler.connections() == 0).await;
     }
 }
 
@@ -375,7 +375,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     // A peer that reads nothing never answers a ping (pongs go out on reads).
     let silent = connect(server.addr, "/ws/c", &[]).await;
     until("the silent peer to be closed", || {
-        handler.open_sockets() == 0
+        handler.connections() == 0
     })
     .await;
     drop(silent);
@@ -392,7 +392,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
             other => panic!("expected pings, got {other:?}"),
         }
     }
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
     publish(&hub, "c", "still here").await;
     assert_eq!(next_json(&mut live).await["data"], "still here");
 }
@@ -483,7 +483,7 @@ async fn websockets_over_http2_extended_connect() {
     let hub = MemoryHub::new();
     let (server, handler) = start(&hub, WsConfig::default()).await;
     let mut ws = open_h2(server.addr, "/ws/c", None).await.unwrap();
-    until("the socket", || handler.open_sockets() == 1).await;
+    until("the socket", || handler.connections() == 1).await;
     match within("the greeting", ws.next()).await {
         Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
         other => panic!("expected the greeting, got {other:?}"),
@@ -593,7 +593,7 @@ async fn bad_handshakes_and_origins_are_refused() {
         0,
         "no channel made for refused handshakes"
     );
-    assert_eq!(handler.open_sockets(), 0);
+    assert_eq!(handler.connections(), 0);
 
     // The same host may; with Origins::Any, anyone may.
     let host = server.addr.to_string();
@@ -659,7 +659,7 @@ proptest! {
                     last = envelope["id"].as_str().unwrap().to_owned();
                 }
                 drop(ws);
-                until("the socket released", || handler.open_sockets() == 0).await;
+                until("the socket released", || handler.connections() == 0).await;
             }
             assert_eq!(received, published);
         });
