@@ -30,7 +30,7 @@ pub use push_core::*;
 mod router;
 mod serve;
 
-pub use router::{Body, Call, Router, RouterConfig, RouterFuture};
+pub use router::{Call, Route, Router, RouterBody, RouterConfig, RouterFuture};
 pub use serve::{ServeConfig, ServeStats, Shutdown, bind, serve};
 /// The cancellation token type of [`Shutdown::token`] and the transports'
 /// `shutdown` settings.

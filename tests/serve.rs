@@ -123,7 +123,7 @@ async fn bad_requests_get_clear_answers() {
     let running = start(
         RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(16),
+            .with_max_message_bytes(16),
         ServeConfig::default(),
     )
     .await;

@@ -188,7 +188,7 @@ async fn an_oversized_declared_body_gets_413_before_any_of_it_is_read() {
     let running = start(
         RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(16),
+            .with_max_message_bytes(16),
         deadlines(LONG, LONG),
     )
     .await;

@@ -52,6 +52,7 @@ use hyper::service::{Service, service_fn};
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use push::http::Technique;
 use push_core::{Hub, MemoryHub, MemorySubscription, Publication};
 use push_longpoll::{LongPollConfig, LongPollHandler};
 use push_poll::{PollConfig, PollHandler};
@@ -698,13 +699,13 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
         let router = router.clone();
         async move {
             let count = match request.uri().path() {
-                "/bench/held" => Some(router.longpoll().connections()),
-                "/bench/sse" => Some(router.sse().connections()),
-                "/bench/ws" => Some(router.ws().0.connections()),
+                "/bench/held" => Some(router.connections(Technique::LongPoll)),
+                "/bench/sse" => Some(router.connections(Technique::Sse)),
+                "/bench/ws" => Some(router.connections(Technique::Ws)),
                 _ => None,
             };
             if let Some(count) = count {
-                return Ok::<_, Infallible>(Response::new(push::Body::from_bytes(
+                return Ok::<_, Infallible>(Response::new(push::RouterBody::from_bytes(
                     count.to_string(),
                 )));
             }

@@ -47,6 +47,7 @@
 
 mod backoff;
 mod cursor;
+mod either;
 mod error;
 mod hub;
 mod item;
@@ -62,6 +63,7 @@ pub mod testing;
 
 pub use crate::backoff::Backoff;
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
+pub use crate::either::Either;
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use push_core::testing::{self, Op, Options, Report, Start};
+use push_core::testing::{self, Op, Options, Report, Since};
 use push_core::{ChannelName, ManualClock, MemoryHub, MemoryHubConfig, Timestamp};
 use std::time::Duration;
 
@@ -98,7 +98,7 @@ fn generated_scenarios_exercise_gaps_resets_and_wakeups() {
 fn slow_subscriber_gets_a_gap_with_the_exact_count() {
     let mut ops = vec![Op::Subscribe {
         who: 0,
-        from: Start::Live,
+        from: Since::Live,
     }];
     ops.extend((0..10).map(|_| Op::Publish {
         len: 1,
@@ -113,7 +113,7 @@ fn resume_after_disconnect_gets_what_was_missed() {
     let ops = [
         Op::Subscribe {
             who: 1,
-            from: Start::Earliest,
+            from: Since::Earliest,
         },
         Op::Publish {
             len: 4,
@@ -147,7 +147,7 @@ fn foreign_cursor_gets_a_reset_even_on_an_empty_channel() {
     let ops = [
         Op::Subscribe {
             who: 2,
-            from: Start::Foreign(9),
+            from: Since::Foreign(9),
         },
         Op::Drain { who: 2 },
         Op::Publish {

@@ -17,13 +17,12 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use push::http::{ChannelLocator, Query};
-use push::ws::Access;
-use push::{Body, ChannelName, Hub, Router, ServeStats, Shutdown, Start};
+use push::http::{Access, ChannelLocator, Head, Technique};
+use push::{Hub, Route, Router, RouterBody, ServeStats, Shutdown, Start};
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Claims, JwtVerifier, PublishToken, bearer};
-use crate::metrics::{self, Metered, MeteredSubscription, Metrics, Transport, family};
+use crate::metrics::{Metered, MeteredSubscription, Metrics, family};
 
 /// The demo page, served at `/`.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
@@ -96,8 +95,8 @@ pub struct Policy {
     pub jwt: Option<JwtVerifier>,
     /// Cross-origin browsers allowed.
     pub cors: Cors,
-    /// The techniques served, in [`Transport::ALL`] order.
-    pub transports: [bool; 4],
+    /// The techniques served, in [`Technique::ALL`] order.
+    pub techniques: [bool; 4],
 }
 
 impl Default for Policy {
@@ -107,14 +106,14 @@ impl Default for Policy {
             publish_protected: false,
             jwt: None,
             cors: Cors::default(),
-            transports: [true; 4],
+            techniques: [true; 4],
         }
     }
 }
 
 impl Policy {
-    fn serves(&self, transport: Transport) -> bool {
-        self.transports[transport as usize]
+    fn serves(&self, technique: Technique) -> bool {
+        self.techniques[technique.index()]
     }
 }
 
@@ -146,26 +145,29 @@ struct Shared<H: Hub> {
     metrics: Arc<Metrics>,
     stats: Arc<ServeStats>,
     policy: Policy,
-    max_query_len: usize,
+    /// The longest query of the app's own routes (`/channels/…`).
+    max_query_bytes: usize,
     /// The memory hub, for its budget's figures in `/metrics`.
     memory: Option<push::MemoryHub>,
 }
 
-/// What a request is, for the app.
+/// What a request is, for the app: one of its own pages, or a route of the
+/// router's (classified once, here).
 enum Kind {
     Page,
     Script,
     Health,
     Metrics,
     ChannelInfo,
-    Publish,
-    Subscribe(Transport),
-    Commands,
+    Push(Route),
     Other,
 }
 
 impl Kind {
     fn of(path: &str) -> Kind {
+        if let Some(route) = Route::of(path) {
+            return Kind::Push(route);
+        }
         let Some(rest) = path.strip_prefix('/') else {
             return Kind::Other;
         };
@@ -175,23 +177,15 @@ impl Kind {
                 "push.js" => Kind::Script,
                 "healthz" => Kind::Health,
                 "metrics" => Kind::Metrics,
-                "ws" => Kind::Commands,
                 _ => Kind::Other,
             },
-            Some((first, _)) => match first {
-                "pub" => Kind::Publish,
-                "channels" => Kind::ChannelInfo,
-                "poll" => Kind::Subscribe(Transport::Poll),
-                "longpoll" => Kind::Subscribe(Transport::LongPoll),
-                "sse" => Kind::Subscribe(Transport::Sse),
-                "ws" => Kind::Subscribe(Transport::Ws),
-                _ => Kind::Other,
-            },
+            Some(("channels", _)) => Kind::ChannelInfo,
+            Some(_) => Kind::Other,
         }
     }
 }
 
-type AppResponse<H> = Response<Body<MeteredSubscription<<H as Hub>::Subscription>>>;
+type AppResponse<H> = Response<RouterBody<MeteredSubscription<<H as Hub>::Subscription>>>;
 
 impl<H: Hub> App<H> {
     /// The app over `router` (whose hub is metered into `metrics`).
@@ -208,7 +202,7 @@ impl<H: Hub> App<H> {
                 metrics,
                 stats,
                 policy,
-                max_query_len: push::http::DEFAULT_MAX_QUERY_BYTES,
+                max_query_bytes: push::http::DEFAULT_MAX_QUERY_BYTES,
                 memory: None,
             }),
         }
@@ -253,67 +247,75 @@ impl<H: Hub> App<H> {
 
     async fn route(&self, request: Request<Incoming>) -> AppResponse<H> {
         let shared = &*self.shared;
-        let kind = Kind::of(request.uri().path());
-        match kind {
-            Kind::Page => fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML),
-            Kind::Script => fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS),
+        let route = match Kind::of(request.uri().path()) {
+            Kind::Page => {
+                return fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML);
+            }
+            Kind::Script => {
+                return fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS);
+            }
             Kind::Health | Kind::Metrics if !is_get(request.method()) => {
-                method_not_allowed("GET or HEAD only")
+                return method_not_allowed("GET or HEAD only");
             }
-            Kind::Health => {
-                if shared.shutdown.is_triggered() {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                } else {
-                    text(StatusCode::OK, "ok\n")
-                }
+            Kind::Health if shared.shutdown.is_triggered() => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
-            Kind::Metrics => self.metrics_text(),
-            Kind::ChannelInfo => match self.check_publisher(request.headers()) {
-                Ok(()) => self.channel_info(&request).await,
-                Err(err) => refusal(&err),
-            },
-            Kind::Publish => match self.check_publisher(request.headers()) {
+            Kind::Health => return text(StatusCode::OK, "ok\n"),
+            Kind::Metrics => return self.metrics_text(),
+            Kind::ChannelInfo => {
+                return match self.check_publisher(request.headers()) {
+                    Ok(()) => self.channel_info(request).await,
+                    Err(err) => refusal(&err),
+                };
+            }
+            Kind::Other => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+            Kind::Push(route) => route,
+        };
+        if let Some(technique) = route.technique()
+            && !shared.policy.serves(technique)
+        {
+            return error(
+                StatusCode::NOT_FOUND,
+                "transport_disabled",
+                "this server does not serve this technique",
+            );
+        }
+        let router = &shared.router;
+        let (parts, body) = request.into_parts();
+        // The one parse of the query: the token, the channel and the
+        // transport all read this head.
+        let head = router.head(route, parts);
+        match route {
+            Route::Publish => match self.check_publisher(head.headers()) {
                 // The router logs a failed publish with its reason.
-                Ok(()) => shared.router.handle(request).await,
+                Ok(()) => router.serve(route, head, body, Access::default()).await,
                 Err(err) => refusal(&err),
             },
-            Kind::Subscribe(_) | Kind::Commands if !shared.policy.serves(transport_of(&kind)) => {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "transport_disabled",
-                    "this server does not serve this technique",
-                )
-            }
-            Kind::Subscribe(transport) => {
-                let claims = match self.check_subscriber(&request) {
+            Route::Subscribe(technique) => {
+                let claims = match self.check_subscriber(&head) {
                     Ok(claims) => claims,
                     Err(err) => return refusal(&err),
                 };
-                let deadline = claims.as_ref().map(|claims| deadline(claims.expires));
+                let access =
+                    Access::default().until(claims.as_ref().map(|claims| deadline(claims.expires)));
                 tracing::debug!(
-                    transport = transport.label(),
-                    path = request.uri().path(),
+                    technique = technique.as_str(),
+                    path = head.uri().path(),
                     "subscribe"
                 );
-                if transport == Transport::Ws {
-                    let access = Access::default().until(deadline);
-                    return metrics::serving(
-                        transport,
-                        shared.router.handle_ws_with(request, access),
-                    )
-                    .await;
+                if technique == Technique::Ws {
+                    return router.serve_ws(route, head, access).await;
                 }
-                metrics::serving(transport, shared.router.handle_until(request, deadline)).await
+                router.serve(route, head, body, access).await
             }
-            Kind::Commands => {
-                let access = match self.command_access(&request) {
+            Route::Commands => {
+                let access = match self.command_access(&head) {
                     Ok(access) => access,
                     Err(err) => return refusal(&err),
                 };
                 tracing::debug!("command socket");
-                shared.router.handle_ws_with(request, access).await
+                router.serve_ws(route, head, access).await
             }
-            Kind::Other => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
     }
 
@@ -327,14 +329,12 @@ impl<H: Hub> App<H> {
     }
 
     /// The token of a request: `Authorization: Bearer`, else `?token=`.
-    fn token<'r>(
-        &self,
-        request: &'r Request<Incoming>,
-    ) -> Result<Option<std::borrow::Cow<'r, str>>, AuthError> {
-        if let Some(token) = bearer(request.headers())? {
+    fn token(head: &Head) -> Result<Option<std::borrow::Cow<'_, str>>, AuthError> {
+        if let Some(token) = bearer(head.headers())? {
             return Ok(Some(token.into()));
         }
-        let query = Query::parse(request.uri().query(), self.shared.max_query_len)
+        let query = head
+            .query()
             .map_err(|_| AuthError::Malformed("the query string is not readable"))?;
         query
             .get("token")
@@ -343,14 +343,14 @@ impl<H: Hub> App<H> {
 
     /// With subscriber tokens on: the token's claims, checked against the
     /// request's channel.
-    fn check_subscriber(&self, request: &Request<Incoming>) -> Result<Option<Claims>, AuthError> {
+    fn check_subscriber(&self, head: &Head) -> Result<Option<Claims>, AuthError> {
         let Some(jwt) = &self.shared.policy.jwt else {
             return Ok(None);
         };
-        let token = self.token(request)?.ok_or(AuthError::Missing)?;
+        let token = Self::token(head)?.ok_or(AuthError::Missing)?;
         let claims = jwt.verify(&token, unix_now())?;
         // An unreadable channel is the router's to answer (400).
-        if let Some(channel) = self.channel_of(request)
+        if let Ok(channel) = head.channel(&ChannelLocator::LastPathSegment)
             && !claims.subscribe.allows(&channel)
         {
             return Err(AuthError::Forbidden(channel.to_string()));
@@ -358,21 +358,14 @@ impl<H: Hub> App<H> {
         Ok(Some(claims))
     }
 
-    fn channel_of(&self, request: &Request<Incoming>) -> Option<ChannelName> {
-        let query = Query::parse(request.uri().query(), self.shared.max_query_len).ok()?;
-        ChannelLocator::LastPathSegment
-            .locate(request.uri().path(), &query)
-            .ok()
-    }
-
     /// What a command socket may do. A socket that shows the publisher
     /// secret may do anything; with subscriber tokens on, others need one,
     /// and get its channels (to read, and to publish to) and its expiry;
     /// without them, anyone may subscribe, and publish unless a publisher
     /// secret is set. (Publishing at all also needs `--ws-publish`.)
-    fn command_access(&self, request: &Request<Incoming>) -> Result<Access, AuthError> {
+    fn command_access(&self, head: &Head) -> Result<Access, AuthError> {
         let policy = &self.shared.policy;
-        let token = self.token(request)?;
+        let token = Self::token(head)?;
         if let (Some(secret), Some(token)) = (&policy.publish_token, token.as_deref())
             && secret.matches(token)
         {
@@ -398,7 +391,7 @@ impl<H: Hub> App<H> {
         }
     }
 
-    async fn channel_info(&self, request: &Request<Incoming>) -> AppResponse<H> {
+    async fn channel_info(&self, request: Request<Incoming>) -> AppResponse<H> {
         if request.method() != Method::GET {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -406,7 +399,9 @@ impl<H: Hub> App<H> {
                 "GET only",
             );
         }
-        let Some(channel) = self.channel_of(request) else {
+        let (parts, _body) = request.into_parts();
+        let head = Head::read(parts, self.shared.max_query_bytes);
+        let Ok(channel) = head.channel(&ChannelLocator::LastPathSegment) else {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_channel",
@@ -441,7 +436,6 @@ impl<H: Hub> App<H> {
     fn metrics_text(&self) -> AppResponse<H> {
         let shared = &*self.shared;
         let router = &shared.router;
-        let (ws_channel, ws_commands) = router.ws();
         let metrics = &shared.metrics;
         let stats = &shared.stats;
         let mut out = String::with_capacity(2048);
@@ -454,13 +448,13 @@ impl<H: Hub> App<H> {
             &[
                 (
                     "transport=\"longpoll\"",
-                    open(router.longpoll().connections()),
+                    open(router.connections(Technique::LongPoll)),
                 ),
-                ("transport=\"sse\"", open(router.sse().connections())),
                 (
-                    "transport=\"ws\"",
-                    open(ws_channel.connections() + ws_commands.connections()),
+                    "transport=\"sse\"",
+                    open(router.connections(Technique::Sse)),
                 ),
+                ("transport=\"ws\"", open(router.connections(Technique::Ws))),
             ],
         );
         family(
@@ -502,11 +496,11 @@ impl<H: Hub> App<H> {
             "Messages published.",
             &[("", metrics.published())],
         );
-        let delivered: Vec<(String, u64)> = Transport::ALL
+        let delivered: Vec<(String, u64)> = Technique::ALL
             .iter()
             .map(|t| {
                 (
-                    format!("transport=\"{}\"", t.label()),
+                    format!("transport=\"{}\"", t.as_str()),
                     metrics.delivered(*t),
                 )
             })
@@ -605,14 +599,6 @@ impl<H: Hub> hyper::service::Service<Request<Incoming>> for App<H> {
     }
 }
 
-/// The transport a subscribing request uses.
-fn transport_of(kind: &Kind) -> Transport {
-    match kind {
-        Kind::Subscribe(transport) => *transport,
-        _ => Transport::Ws,
-    }
-}
-
 /// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -633,7 +619,7 @@ fn is_get(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-fn method_not_allowed<S>(message: &str) -> Response<Body<S>> {
+fn method_not_allowed<S>(message: &str) -> Response<RouterBody<S>> {
     push::http::method_not_allowed("GET, HEAD", message)
 }
 
@@ -641,7 +627,7 @@ fn fixed<S>(
     method: &Method,
     content_type: &'static str,
     content: &'static str,
-) -> Response<Body<S>> {
+) -> Response<RouterBody<S>> {
     if !is_get(method) {
         return method_not_allowed("GET or HEAD only");
     }
@@ -656,7 +642,7 @@ fn fixed<S>(
     response
 }
 
-fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
+fn text<S>(status: StatusCode, content: &'static str) -> Response<RouterBody<S>> {
     push::http::respond(
         status,
         "text/plain; charset=utf-8",
@@ -664,11 +650,11 @@ fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
     )
 }
 
-fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<Body<S>> {
+fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<RouterBody<S>> {
     push::http::error(status, code, message)
 }
 
-fn refusal<S>(err: &AuthError) -> Response<Body<S>> {
+fn refusal<S>(err: &AuthError) -> Response<RouterBody<S>> {
     let mut response = error(err.status(), err.code(), &err.to_string());
     if err.status() == StatusCode::UNAUTHORIZED {
         response
@@ -678,8 +664,8 @@ fn refusal<S>(err: &AuthError) -> Response<Body<S>> {
     response
 }
 
-fn preflight<S>() -> Response<Body<S>> {
-    let mut response = Response::new(Body::from_bytes(Bytes::new()));
+fn preflight<S>() -> Response<RouterBody<S>> {
+    let mut response = Response::new(RouterBody::from_bytes(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(

@@ -18,21 +18,26 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod hub;
 pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use push::{MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use push::http::Technique;
+use push::{
+    Either, MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown,
+};
 use push_redis::{RedisHub, RedisHubConfig};
 use tokio::net::TcpListener;
 
 use crate::app::{App, Cors, Policy};
 use crate::auth::{JwtVerifier, PublishToken};
-use crate::cli::{Args, TransportArg};
-use crate::hub::ServerHub;
+use crate::cli::Args;
 use crate::metrics::{Metered, Metrics};
+
+/// The hub the server runs on, chosen at start: in memory (one node), or on
+/// Redis (several).
+type ServerHub = Either<MemoryHub, RedisHub>;
 
 /// How often idle channels are swept from the memory hub.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -76,7 +81,7 @@ impl Server {
     pub async fn new(args: &Args) -> Result<Server, StartError> {
         args.validate().map_err(StartError::Settings)?;
         let hub = match &args.redis_url {
-            None => ServerHub::Memory(MemoryHub::with_config({
+            None => Either::Left(MemoryHub::with_config({
                 let config = MemoryHubConfig::default()
                     .with_max_messages(args.history_messages)
                     .with_max_bytes(args.history_bytes)
@@ -89,7 +94,7 @@ impl Server {
                     max => config.with_max_unpublished_channels(max),
                 }
             })?),
-            Some(url) => ServerHub::Redis(
+            Some(url) => Either::Right(
                 RedisHub::connect(
                     RedisHubConfig::new(url.clone())
                         .with_prefix(args.redis_prefix.clone())
@@ -107,7 +112,7 @@ impl Server {
         let cors = Cors::from_origins(&args.allowed_origins);
         let mut config = RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(args.max_message_bytes)
+            .with_max_message_bytes(args.max_message_bytes)
             .with_publish_body_timeout(args.publish_body_timeout);
         config.poll = config.poll.with_interval(args.poll_interval);
         config.longpoll = config
@@ -130,13 +135,19 @@ impl Server {
             ws.with_origins(cors.ws_origins())
                 .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
                 .with_write_timeout(args.write_timeout)
-                .with_max_message_size(args.ws_max_message_bytes)
+                .with_max_message_bytes(args.ws_max_message_bytes)
                 .with_max_subscriptions(args.ws_max_subscriptions)
                 .with_slow_consumer(slow)
         };
         config.ws = ws(config.ws);
         config.ws_commands = ws(config.ws_commands).with_publish(args.ws_publish);
-        let router = Router::from_shared(hub.clone(), config);
+        // Each technique's handler reaches the hub through a handle of its
+        // own, labelled for the metrics.
+        let router = Router::<Metered<ServerHub>>::with_hub_for(
+            hub.clone(),
+            |hub, technique| Arc::new(hub.labelled(technique)),
+            config,
+        );
         let flag = |flag: &'static str| {
             move |err: auth::AuthError| StartError::Settings(format!("{flag}: {err}"))
         };
@@ -155,17 +166,11 @@ impl Server {
                 .transpose()
                 .map_err(flag("--jwt-secret"))?,
             cors,
-            transports: [
-                TransportArg::Poll,
-                TransportArg::Longpoll,
-                TransportArg::Sse,
-                TransportArg::Ws,
-            ]
-            .map(|t| args.transports.contains(&t)),
+            techniques: Technique::ALL.map(|t| args.transports.contains(&t)),
         };
         let stats = Arc::new(ServeStats::default());
         let mut app = App::new(router, metrics, stats.clone(), policy);
-        if let ServerHub::Memory(memory) = hub.inner() {
+        if let Some(memory) = hub.inner().left() {
             app = app.with_memory_hub(memory.clone());
         }
         let mut serve = ServeConfig::default()
@@ -203,7 +208,7 @@ impl Server {
         let hub = self.hub.clone();
         let sweeping = shutdown.clone();
         tokio::spawn(async move {
-            let ServerHub::Memory(memory) = hub.inner() else {
+            let Some(memory) = hub.inner().left() else {
                 return; // Redis expires idle channels itself.
             };
             let mut interval = tokio::time::interval(SWEEP_INTERVAL);

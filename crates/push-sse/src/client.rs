@@ -47,8 +47,9 @@ pub struct EventSourceConfig {
     /// for this long (default 45 s: three of the server's default keep-alive
     /// intervals). `None`: wait forever.
     pub idle_timeout: Option<Duration>,
-    /// The longest line or event accepted (default 16 MiB).
-    pub max_event_bytes: usize,
+    /// The longest message (one event, or one line) accepted (default
+    /// 16 MiB).
+    pub max_message_bytes: usize,
 }
 
 impl Default for EventSourceConfig {
@@ -59,7 +60,7 @@ impl Default for EventSourceConfig {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(45)),
-            max_event_bytes: Parser::DEFAULT_LIMIT,
+            max_message_bytes: Parser::DEFAULT_LIMIT,
         }
     }
 }
@@ -87,10 +88,10 @@ impl EventSourceConfig {
         self
     }
 
-    /// Sets [`max_event_bytes`](Self::max_event_bytes).
+    /// Sets [`max_message_bytes`](Self::max_message_bytes).
     #[must_use]
-    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
-        self.max_event_bytes = max;
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
         self
     }
 }
@@ -187,7 +188,7 @@ impl EventSource {
             let response = client.request(request);
             Box::pin(async move { response.await.map_err(Error::request) })
         });
-        let mut parser = Parser::with_limit(config.max_event_bytes);
+        let mut parser = Parser::with_limit(config.max_message_bytes);
         let since = match config.start {
             Start::After(cursor) => {
                 // The first connection resumes as every later one does.

@@ -47,7 +47,7 @@ pub struct WsClientConfig {
     /// (default 60 s: more than twice the server's ping interval).
     pub idle_timeout: Option<Duration>,
     /// The largest message accepted from the server (default 16 MiB).
-    pub max_message_size: usize,
+    pub max_message_bytes: usize,
     /// Items received but not yet taken (default 256). When the application
     /// lags, the client stops reading and the server's history takes over:
     /// a gap, never unbounded memory.
@@ -62,7 +62,7 @@ impl Default for WsClientConfig {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(60)),
-            max_message_size: 16 << 20,
+            max_message_bytes: 16 << 20,
             buffer: 256,
         }
     }
@@ -428,8 +428,8 @@ impl Worker {
         };
         request.headers_mut().remove(http::header::ORIGIN);
         let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.config.max_message_size))
-            .max_frame_size(Some(self.config.max_message_size));
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes));
         let timeout = self.config.connect_timeout;
         let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         match tokio::time::timeout(timeout, connecting).await {

@@ -360,7 +360,7 @@ async fn the_server_echoes_the_clients_close() {
 #[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let hub = MemoryHub::new();
-    let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_size(1024)).await;
+    let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_bytes(1024)).await;
     let mut ws = commands(server.addr).await;
     ws.send(Message::text("x".repeat(4096))).await.unwrap();
     assert_eq!(close_code(&mut ws).await, CloseCode::Size);

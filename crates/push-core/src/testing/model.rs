@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::{CLIENTS, Op, Report, Start};
+use super::{CLIENTS, Op, Report, Since};
 use crate::{
     ChannelName, Cursor, Epoch, EventName, Hub, Item, ManualClock, Position, Publication, Signal,
 };
@@ -199,15 +199,15 @@ impl<'a, H: Hub> Model<'a, H> {
             .ok_or_else(|| format!("cursor {cursor} was never handed out by a publish"))
     }
 
-    async fn subscribe(&mut self, who: usize, from: Start) -> Result<(), String> {
+    async fn subscribe(&mut self, who: usize, from: Since) -> Result<(), String> {
         let from = match from {
-            Start::Live => crate::Start::Live,
-            Start::Earliest => crate::Start::Earliest,
-            Start::AfterPublished(_) if self.published.is_empty() => crate::Start::Live,
-            Start::AfterPublished(n) => {
+            Since::Live => crate::Start::Live,
+            Since::Earliest => crate::Start::Earliest,
+            Since::AfterPublished(_) if self.published.is_empty() => crate::Start::Live,
+            Since::AfterPublished(n) => {
                 crate::Start::After(self.published[n % self.published.len()].cursor)
             }
-            Start::Foreign(seed) => {
+            Since::Foreign(seed) => {
                 let epoch = Epoch::new(seed.rotate_left(17) ^ 0xf0f0_f0f0);
                 let cursor = Cursor::new(epoch, Position::new(seed % 5, 0));
                 if self.index.contains_key(&cursor) {
