@@ -21,7 +21,10 @@
 //!   servers, metrics and command lines; [`Access`], what one connection
 //!   may do.
 //!
-//! Client side: [`ClientError`], the error every push client yields.
+//! Client side ([`client`]): [`ClientError`], the error every push client
+//! yields; [`client::Resume`], a reconnecting client's state with no I/O
+//! (start, last cursor, buffer, backoff, advised interval); and, with the
+//! `client` feature, the thin HTTP shell around it.
 //!
 //! ```
 //! use bytes::Bytes;
@@ -43,7 +46,7 @@
 #![deny(missing_docs)]
 
 mod access;
-mod client_error;
+pub mod client;
 mod handler;
 mod head;
 mod headers;
@@ -53,7 +56,7 @@ mod respond;
 mod technique;
 
 pub use crate::access::{Access, ChannelRule};
-pub use crate::client_error::ClientError;
+pub use crate::client::ClientError;
 pub use crate::handler::{Call, Handler, call, handle};
 pub use crate::head::Head;
 pub use crate::headers::{
