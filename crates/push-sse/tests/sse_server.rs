@@ -1,7 +1,8 @@
 //! The SSE handler over real TCP: headers, events, resuming with
 //! `Last-Event-ID` and `since`, signals, both formats, binary data, keep-alive
-//! and lifetime, HTTP/2, hang-ups, bad input, and a property test over
-//! connections dropped at random points.
+//! and lifetime, HTTP/2, hang-ups and bad input. Resuming across
+//! connections dropped at random points is the facade's tests/continuity.rs,
+//! for every technique alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -16,7 +17,6 @@ use common::{Events, open};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proptest::prelude::*;
 use push_core::{
     Cursor, EventName, Hub, MemoryHub, MemoryHubConfig, Publication, Start, wire::json,
 };
@@ -439,65 +439,6 @@ fn each_message_is_encoded_once_for_every_stream() {
             assert_eq!(first.as_ptr(), again.as_ptr());
         }
     });
-}
-
-/// A reader's life: read some events, then drop the connection.
-fn schedules() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    (
-        // How many messages are published before each connection.
-        proptest::collection::vec(0..6usize, 1..8),
-        // How many events each connection reads before it is dropped.
-        proptest::collection::vec(0..6usize, 1..8),
-    )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, max_shrink_time: 60_000, ..ProptestConfig::default() })]
-
-    /// However connections drop, a reader that reconnects with its
-    /// `Last-Event-ID` gets every message exactly once, in order.
-    #[test]
-    fn dropped_connections_resume_exactly((publish_before, read_per) in schedules()) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let hub = MemoryHub::new();
-            let (server, handler) = start(&hub, SseConfig::default()).await;
-            let head = hub.read(&channel(), Start::Live, 0).await.unwrap().cursor;
-            let mut last_id = head.to_string();
-            let mut published = Vec::new();
-            let mut received = Vec::new();
-            let rounds = publish_before.len().max(read_per.len());
-            for round in 0..=rounds {
-                for _ in 0..publish_before.get(round).copied().unwrap_or(0) {
-                    let data = published.len().to_string();
-                    publish(&hub, data.clone()).await;
-                    published.push(data);
-                }
-                let mut events =
-                    Events::new(open(server.addr, "/sse/c", &[("last-event-id", &last_id)]).await);
-                // The last round reads everything that is left.
-                let want = if round == rounds {
-                    published.len() - received.len()
-                } else {
-                    read_per.get(round).copied().unwrap_or(0).min(published.len() - received.len())
-                };
-                for _ in 0..want {
-                    let event = events.next().await.unwrap();
-                    assert_eq!(event.event, "message");
-                    received.push(event.data);
-                    last_id = event.id;
-                }
-                // Dropped mid-stream, perhaps with events in flight.
-                drop(events);
-                until("the stream released", || handler.connections() == 0).await;
-            }
-            assert_eq!(received, published);
-        });
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,6 +197,9 @@ pub struct Report {
     pub wakeups: usize,
     /// One-shot reads.
     pub reads: usize,
+    /// The most messages the hub retained at any time it was asked (and at
+    /// the end): never more than its history limit, or it ignored it.
+    pub most_retained: usize,
 }
 
 impl std::ops::AddAssign for Report {
@@ -207,6 +210,7 @@ impl std::ops::AddAssign for Report {
         self.resets += other.resets;
         self.wakeups += other.wakeups;
         self.reads += other.reads;
+        self.most_retained = self.most_retained.max(other.most_retained);
     }
 }
 
@@ -230,5 +234,6 @@ pub async fn check<H: Hub>(
             .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
     }
     model.drain_all().await?;
+    model.first_retained().await?;
     Ok(model.report())
 }

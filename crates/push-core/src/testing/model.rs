@@ -180,16 +180,21 @@ impl<'a, H: Hub> Model<'a, H> {
 
     /// The index of the oldest message the hub retains now (`published.len()`
     /// when it retains none), asked of the hub itself.
-    async fn first_retained(&self) -> Result<usize, String> {
+    /// The index of the first message the hub still retains (every one
+    /// published: none); the report keeps the most it ever retained.
+    pub(super) async fn first_retained(&mut self) -> Result<usize, String> {
         let batch = self
             .hub
             .read(self.channel, crate::Start::Earliest, 1)
             .await
             .map_err(|e| format!("read failed: {e}"))?;
-        match batch.messages.first() {
-            Some(m) => self.position(m.cursor()),
-            None => Ok(self.published.len()),
-        }
+        let first = match batch.messages.first() {
+            Some(m) => self.position(m.cursor())?,
+            None => self.published.len(),
+        };
+        let retained = self.published.len() - first;
+        self.report.most_retained = self.report.most_retained.max(retained);
+        Ok(first)
     }
 
     fn position(&self, cursor: Cursor) -> Result<usize, String> {
