@@ -20,6 +20,14 @@
 //!   down) reads from the stream; after reconnecting, the node asks Redis
 //!   for each channel's head and wakes its subscribers, who catch up from
 //!   the stream before going live again.
+//! - **Rollbacks are told**: Redis may come back with older data than it
+//!   acknowledged (restarted from an older snapshot, a lagging replica
+//!   promoted). Each channel records the `run_id` of the Redis process that
+//!   last wrote it, and a script finding another gives the channel a new
+//!   epoch first: no cursor is handed out twice, and every subscriber and
+//!   every client with an older cursor gets a reset (the price: one reset
+//!   per channel after any Redis restart or failover). See the `scripts`
+//!   module and docs/scaling.md.
 //! - **Idempotent publishing**: a publication with a key
 //!   ([`Publication::with_key`]) is stored at most once per
 //!   [`idempotency_window`](RedisHubConfig::idempotency_window); a retry
@@ -333,7 +341,8 @@ impl Inner {
             .arg(self.fresh_epoch().to_string())
             .arg(self.ttl_millis())
             .arg(from)
-            .arg(limit);
+            .arg(limit)
+            .arg(self.notify_channel(channel));
         let answer = self
             .link
             .script(&invocation)

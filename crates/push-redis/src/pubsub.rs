@@ -140,7 +140,8 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
     local.lock().nudge();
 }
 
-/// One notification: `epoch \n number \n time \n event \n data`.
+/// One notification: `epoch \n number \n time \n event \n data`, or
+/// `epoch \n head` when a script gave the channel a new epoch.
 fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
@@ -148,6 +149,7 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(local) = inner.local(&name) else {
         return;
     };
+    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
     let mut fields = payload.splitn(5, |b| *b == b'\n');
     let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
         fields.next(),
@@ -156,6 +158,16 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         fields.next(),
         fields.next(),
     ) else {
+        let mut fields = payload.splitn(2, |b| *b == b'\n');
+        if let (Some(Some(epoch)), Some(Some(head))) =
+            (fields.next().map(number_of), fields.next().map(number_of))
+        {
+            // A new epoch: what the node holds of the old one goes.
+            local
+                .lock()
+                .learned(Epoch::new(epoch), head, local.budget());
+            return;
+        }
         tracing::warn!(channel = %name, "a malformed notification; ignored");
         local.lock().nudge();
         return;

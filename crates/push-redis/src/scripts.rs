@@ -5,7 +5,8 @@
 //!
 //! - `PREFIX:{CHANNEL}:meta`, a hash: `epoch` (decimal u64), `head` (the
 //!   number of the last message, 0 before any), `time` (the last publish
-//!   time, ms; publish times never go backwards);
+//!   time, ms; publish times never go backwards), `run` (the `run_id` of the
+//!   Redis process that last wrote the hash);
 //! - `PREFIX:{CHANNEL}:log`, a stream: message number N is entry `N-0`,
 //!   fields `e` (event name, empty for none), `t` (time, ms), `d` (data);
 //! - `PREFIX:{CHANNEL}:key:KEY` (a caller's idempotency key) and
@@ -17,15 +18,27 @@
 //! messages ourselves (rather than letting Redis pick time-based ids) makes
 //! every node hand out the same cursors, and makes a gap's size exact.
 //!
-//! **Failing before writing.** Both scripts only read (`HGET`, `GET`)
-//! before their first write, and a script that fails (an out-of-memory
+//! **Rollbacks.** Redis may come back with older data than it acknowledged
+//! (a restart from an older snapshot, a failover to a replica that lagged):
+//! a channel's head then goes back while its epoch stays, and the numbers
+//! after it would be handed out again for other messages. Either needs a
+//! new Redis process, and every process has its own `run_id`. So both
+//! scripts, finding a channel last written by another process, first give
+//! it a fresh epoch (same numbers, same stream): every cursor handed out
+//! before is then from another history, and answered with a reset. Script
+//! effects replicate as written, so a replica's copy names the master's
+//! `run_id` and a promoted replica rotates too.
+//!
+//! **Failing before writing.** Both scripts only read (`INFO`, `HMGET`,
+//! `GET`) before their first write, and a script that fails (an out-of-memory
 //! refusal comes at the first write) has then changed nothing: an error
 //! reply means the publish did not happen.
 
 use redis::Script;
 
 /// Publishes one message. KEYS: meta, log, the idempotency key's key. ARGV:
-/// a fresh epoch (used if the channel has none), max retained (approximate, `MAXLEN ~`), idle TTL in ms,
+/// a fresh epoch (used if the channel has none, or was written by another
+/// Redis process), max retained (approximate, `MAXLEN ~`), idle TTL in ms,
 /// the time now in ms, event ('' for none), data, the Pub/Sub channel to
 /// notify, the publication's fingerprint, the key's window in ms.
 ///
@@ -34,13 +47,22 @@ use redis::Script;
 /// a message with another fingerprint (nothing stored).
 ///
 /// The notification is `epoch \n number \n time \n event \n data`: event
-/// names hold no newline, and data is raw bytes.
+/// names hold no newline, and data is raw bytes. A new epoch of an existing
+/// history is announced first, as `epoch \n head` (see [`READ`]).
 pub(crate) const PUBLISH: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local info = redis.call('INFO', 'server')
+local at = string.find(info, 'run_id:', 1, true)
+local run = at and string.sub(info, at + 7, at + 46) or ''
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run', 'head')
+local epoch = meta[1]
 local known = redis.call('GET', KEYS[3])
 if not epoch then
   epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0, 'run', run)
+elseif meta[2] ~= run then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
+  redis.call('PUBLISH', ARGV[7], epoch .. '\n' .. (meta[3] or '0'))
 end
 if known then
   local e, n, f = string.match(known, '^(%d+) (%d+) (%d+)$')
@@ -64,17 +86,29 @@ return {epoch, number, 0}
 ";
 
 /// Reads a channel's state and up to COUNT messages from number FROM on.
-/// KEYS: meta, log. ARGV: a fresh epoch (used only if the channel has none:
-/// reading creates the channel's history, so that the cursor it hands out
-/// for a live start names an epoch every node agrees on), idle TTL in ms,
-/// FROM, COUNT (0: none). Returns `{epoch, head, first, entries}`
+/// KEYS: meta, log. ARGV: a fresh epoch (used if the channel has none, or
+/// was written by another Redis process: reading creates the channel's
+/// history, so that the cursor it hands out for a live start names an epoch
+/// every node agrees on), idle TTL in ms, FROM, COUNT (0: none), the Pub/Sub
+/// channel to notify of a new epoch. Returns `{epoch, head, first, entries}`
 /// where `first` is the oldest retained number (`head + 1` when none is) and
 /// `entries` what `XRANGE` gives.
+///
+/// A new epoch of an existing history is announced as `epoch \n head`, so
+/// that every node following the channel drops what it cached of the old one.
 pub(crate) const READ: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local info = redis.call('INFO', 'server')
+local at = string.find(info, 'run_id:', 1, true)
+local run = at and string.sub(info, at + 7, at + 46) or ''
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run', 'head')
+local epoch = meta[1]
 if not epoch then
   epoch = ARGV[1]
-  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0)
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0, 'time', 0, 'run', run)
+elseif meta[2] ~= run then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
+  redis.call('PUBLISH', ARGV[5], epoch .. '\n' .. (meta[3] or '0'))
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
