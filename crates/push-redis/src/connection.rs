@@ -324,8 +324,9 @@ impl Link {
     }
 
     /// A live connection: the current one, or the outcome of the next
-    /// attempt (one that ends after this call began: a command never fails
-    /// for an attempt made before Redis came back).
+    /// attempt to end (never of one that failed before this call; one that
+    /// began before Redis came back may still fail it, and then the retry in
+    /// [`script`](Self::script) waits for an attempt begun after).
     async fn connection(&self) -> Result<Conn, Failure> {
         let mut state = self.state.clone();
         let seen = match &*state.borrow_and_update() {
