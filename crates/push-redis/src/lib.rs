@@ -20,9 +20,30 @@
 //!   down) reads from the stream; after reconnecting, the node asks Redis
 //!   for each channel's head and wakes its subscribers, who catch up from
 //!   the stream before going live again.
-//! - **Failures are typed**: a publish that did not reach Redis fails with
-//!   [`Error::Unavailable`] (push-server answers `503`); it is never reported
-//!   as published. Subscribers wait through an outage and resume.
+//! - **Rollbacks are told**: Redis may come back with older data than it
+//!   acknowledged (restarted from an older snapshot, a lagging replica
+//!   promoted). Each channel records the `run_id` of the Redis process that
+//!   last wrote it, and a script finding another gives the channel a new
+//!   epoch first: no cursor is handed out twice, and every subscriber and
+//!   every client with an older cursor gets a reset (the price: one reset
+//!   per channel after any Redis restart or failover). See the `scripts`
+//!   module and docs/scaling.md.
+//! - **Idempotent publishing**: a publication with a key
+//!   ([`Publication::with_key`]) is stored at most once per
+//!   [`idempotency_window`](RedisHubConfig::idempotency_window); a retry
+//!   answers the first cursor. Every publish carries a key (a random one of
+//!   the node's when the caller gave none), so that the node retries once,
+//!   safely, on a fresh connection when the connection broke under it.
+//! - **Failures are typed**: a publish fails with [`Error::Unavailable`]
+//!   only when it certainly did not happen (no connection, Redis refused),
+//!   with [`Error::OutcomeUnknown`] when it may have (no answer in time, the
+//!   connection broke twice); the message says why. The command connection
+//!   is replaced as soon as it dies, not when a request finds it dead.
+//!   Subscribers wait through an outage and resume.
+//! - **Health**: [`RedisHub::health`] says whether Redis answers and whether
+//!   the node's Pub/Sub connection still receives (a probe published through
+//!   the command connection comes back on it every
+//!   [`probe_interval`](RedisHubConfig::probe_interval)).
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
@@ -41,6 +62,12 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
+mod config;
+mod connection;
+mod entries;
+mod health;
 mod local;
 mod pubsub;
 mod scripts;
@@ -52,15 +79,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
 use push_core::{
     Batch, ChannelName, Cursor, Epoch, Error, EventName, Hub, Message, Publication, Span, Start,
     Timestamp,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Value};
+use redis::Value;
 use tokio::sync::mpsc;
 
+pub use crate::config::RedisHubConfig;
+use crate::connection::{Connector, Failure, Link};
+pub(crate) use crate::entries::message;
+use crate::entries::{parse_entries, parse_epoch};
+use crate::health::Health;
+pub use crate::health::RedisHealth;
 use crate::local::{CacheBudget, LocalChannel};
 use crate::pubsub::Control;
 use crate::scripts::Scripts;
@@ -70,108 +101,9 @@ pub use crate::subscription::RedisSubscription;
 const MAX_READ: usize = 1 << 20;
 /// Attempts of one read whose history keeps moving under it.
 const READ_ATTEMPTS: usize = 5;
-
-/// How a [`RedisHub`] talks to Redis and keeps history.
-///
-/// ```
-/// use std::time::Duration;
-/// use push_redis::RedisHubConfig;
-///
-/// let config = RedisHubConfig::new("redis://127.0.0.1:6379/").with_max_messages(500);
-/// assert_eq!(config.idle_ttl, Duration::from_secs(24 * 60 * 60));
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct RedisHubConfig {
-    /// The Redis URL (`redis://[:password@]host:port/db`).
-    pub url: String,
-    /// The prefix of every key and Pub/Sub channel (default `push`).
-    pub prefix: String,
-    /// Messages each channel retains, approximately (`MAXLEN ~`: Redis trims
-    /// whole nodes, so a few more may stay; default 1,000).
-    pub max_messages: usize,
-    /// The largest message accepted, data plus event name (default 256 KiB).
-    pub max_message_bytes: usize,
-    /// A channel's keys expire after this long without a publish or a read
-    /// (default 24 hours); a client returning later gets a reset.
-    pub idle_ttl: Duration,
-    /// Recent messages each node keeps per channel it serves, shared by its
-    /// subscribers (default 1,000); older ones are read from Redis.
-    pub node_cache: usize,
-    /// The bytes the node's caches may hold together (default 256 MiB;
-    /// each message counted as twice its data, for the encodings transports
-    /// cache on it, plus its bookkeeping). Past it a cache drops its oldest
-    /// messages; subscribers then read those from Redis.
-    pub node_cache_bytes: usize,
-    /// How long one command may take before it fails (default 2 s). Only
-    /// non-blocking commands run on the shared connection.
-    pub response_timeout: Duration,
-    /// How long connecting may take (default 2 s).
-    pub connection_timeout: Duration,
-    /// The longest wait between reconnection attempts (default 2 s; they
-    /// start at 50 ms and double).
-    pub max_reconnect_delay: Duration,
-}
-
-impl RedisHubConfig {
-    /// The defaults, for the Redis at `url`.
-    pub fn new(url: impl Into<String>) -> Self {
-        RedisHubConfig {
-            url: url.into(),
-            prefix: "push".into(),
-            max_messages: 1_000,
-            max_message_bytes: 256 << 10,
-            idle_ttl: Duration::from_secs(24 * 60 * 60),
-            node_cache: 1_000,
-            node_cache_bytes: 256 << 20,
-            response_timeout: Duration::from_secs(2),
-            connection_timeout: Duration::from_secs(2),
-            max_reconnect_delay: Duration::from_secs(2),
-        }
-    }
-
-    /// Sets [`prefix`](Self::prefix).
-    #[must_use]
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// Sets [`max_messages`](Self::max_messages) (at least 1).
-    #[must_use]
-    pub fn with_max_messages(mut self, max: usize) -> Self {
-        self.max_messages = max.max(1);
-        self
-    }
-
-    /// Sets [`max_message_bytes`](Self::max_message_bytes).
-    #[must_use]
-    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
-        self.max_message_bytes = max;
-        self
-    }
-
-    /// Sets [`idle_ttl`](Self::idle_ttl) (at least 1 s).
-    #[must_use]
-    pub fn with_idle_ttl(mut self, ttl: Duration) -> Self {
-        self.idle_ttl = ttl.max(Duration::from_secs(1));
-        self
-    }
-
-    /// Sets [`node_cache`](Self::node_cache) (at least 1).
-    #[must_use]
-    pub fn with_node_cache(mut self, messages: usize) -> Self {
-        self.node_cache = messages.max(1);
-        self
-    }
-
-    /// Sets [`node_cache_bytes`](Self::node_cache_bytes).
-    #[must_use]
-    pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
-        self.node_cache_bytes = bytes;
-        self
-    }
-}
+/// The longest expiry handed to Redis (about 100 years, in ms): longer
+/// settings mean "forever", and Redis refuses times past its clock's range.
+const MAX_EXPIRY_MS: u64 = 100 * 365 * 24 * 60 * 60 * 1000;
 
 /// The hub on Redis. Cheap to clone: clones share the connections and the
 /// node's Pub/Sub subscription.
@@ -183,57 +115,72 @@ pub struct RedisHub {
 #[derive(Debug)]
 pub(crate) struct Inner {
     config: RedisHubConfig,
-    commands: ConnectionManager,
+    /// The command connection.
+    link: Arc<Link>,
     scripts: Scripts,
     /// Channels with local subscribers, and how many.
     channels: Mutex<HashMap<ChannelName, (Arc<LocalChannel>, usize)>>,
     /// What the caches of those channels hold together.
     cache_budget: Arc<CacheBudget>,
     control: mpsc::UnboundedSender<Control>,
+    health: Arc<Health>,
     next_subscriber: AtomicU64,
     epochs: AtomicU64,
     seed: u64,
+    /// This node's name on Redis (its probe channel), random per hub.
+    node: String,
 }
 
 impl RedisHub {
-    /// Connects to Redis (the command connection and the Pub/Sub one).
+    /// Connects to Redis (the command connection and the Pub/Sub one), and
+    /// starts the node's background tasks: the Pub/Sub listener, the
+    /// command connection's keeper and the health probe. They end with the
+    /// last clone of the hub.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached (or the URL is
     /// bad), [`Error::InvalidConfig`] for settings out of range.
     pub async fn connect(config: RedisHubConfig) -> Result<RedisHub, Error> {
-        if config.max_message_bytes == 0 {
-            return Err(Error::InvalidConfig {
-                reason: "max_message_bytes must be at least 1",
-            });
-        }
-        let client = Client::open(config.url.as_str()).map_err(Error::unavailable)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(config.response_timeout))
-            .set_connection_timeout(Some(config.connection_timeout))
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(config.max_reconnect_delay)
-            .set_number_of_retries(2);
-        let commands = client
-            .get_connection_manager_with_config(manager)
-            .await
-            .map_err(Error::unavailable)?;
+        config.validate()?;
+        let connector = Arc::new(Connector::new(&config)?);
+        let health = Health::new(config.probe_timeout);
+        let link = Arc::new(
+            Link::connect(
+                connector.clone(),
+                health.clone(),
+                config.max_reconnect_delay,
+            )
+            .await?,
+        );
         let (control, receiver) = mpsc::unbounded_channel();
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        let node = format!("{:016x}", Epoch::derived(seed, u64::MAX).get());
+        let interval = config.probe_interval;
         let inner = Arc::new(Inner {
             cache_budget: CacheBudget::new(config.node_cache_bytes),
             config,
-            commands,
+            link,
             scripts: Scripts::new(),
             channels: Mutex::new(HashMap::new()),
             control,
+            health,
             next_subscriber: AtomicU64::new(0),
             epochs: AtomicU64::new(0),
             seed,
+            node,
         });
-        // The task holds the hub weakly: it ends with the last clone.
-        tokio::spawn(pubsub::run(client, Arc::downgrade(&inner), receiver));
+        // The tasks hold the hub weakly: they end with the last clone.
+        tokio::spawn(pubsub::run(connector, Arc::downgrade(&inner), receiver));
+        tokio::spawn(health::run(Arc::downgrade(&inner), interval));
         Ok(RedisHub { inner })
+    }
+
+    /// Whether this node's Redis paths work, as the health probe last saw
+    /// them: Redis answering commands, and probes coming back through the
+    /// node's Pub/Sub connection (see [`RedisHealth`]). Cheap: it reads
+    /// what the probe recorded.
+    pub fn health(&self) -> RedisHealth {
+        self.inner.health.report()
     }
 
     /// The bytes this node's caches of recent messages hold now, as
@@ -285,10 +232,34 @@ impl Inner {
         Epoch::derived(self.seed, self.epochs.fetch_add(1, Ordering::Relaxed)).get()
     }
 
-    fn ttl_millis(&self) -> u64 {
-        u64::try_from(self.config.idle_ttl.as_millis()).unwrap_or(u64::MAX)
+    /// This node's probe channel: not a push channel's (`/` is in no
+    /// channel name), so no notification is ever mistaken for a probe.
+    pub(crate) fn probe_channel(&self) -> String {
+        format!("{}:probe/{}", self.config.prefix, self.node)
     }
 
+    /// The key that remembers a publication's idempotency key.
+    fn idempotency_key(&self, channel: &ChannelName, kind: &str, key: &str) -> String {
+        format!("{}:{{{channel}}}:{kind}:{key}", self.config.prefix)
+    }
+
+    /// A key of the node's own for one publish without a caller's key: 128
+    /// random bits, so that it names one publish among all nodes'.
+    fn retry_key(&self) -> String {
+        let n = self.epochs.fetch_add(1, Ordering::Relaxed);
+        let high = Epoch::derived(self.seed ^ 0xa5a5_a5a5_a5a5_a5a5, n).get();
+        let low = Epoch::derived(self.seed, n).get();
+        format!("{high:016x}{low:016x}")
+    }
+
+    fn ttl_millis(&self) -> u64 {
+        millis(self.config.idle_ttl)
+    }
+
+    /// Publishes: one script, which stores the message under an idempotency
+    /// key (the caller's, or one of the node's own for a few seconds) so
+    /// that a second attempt after a broken connection is always safe, and
+    /// answers the first attempt's cursor if that one got through.
     pub(crate) async fn publish(
         &self,
         channel: &ChannelName,
@@ -301,14 +272,26 @@ impl Inner {
                 limit: self.config.max_message_bytes,
             });
         }
+        let (key, fingerprint, window) = match publication.key() {
+            Some(key) => (
+                self.idempotency_key(channel, "key", key.as_str()),
+                publication.fingerprint(),
+                self.config.idempotency_window,
+            ),
+            // Only this node retries with it, the same publication: no
+            // fingerprint needed.
+            None => (
+                self.idempotency_key(channel, "auto", &self.retry_key()),
+                0,
+                self.config.retry_window(),
+            ),
+        };
         let (event, data) = publication.into_parts();
         let now = Timestamp::from(SystemTime::now()).as_unix_millis();
-        let mut connection = self.commands.clone();
-        let (epoch, number, _time): (String, u64, u64) = self
-            .scripts
-            .publish
-            .key(self.meta_key(channel))
+        let mut invocation = self.scripts.publish.key(self.meta_key(channel));
+        invocation
             .key(self.log_key(channel))
+            .key(key)
             .arg(self.fresh_epoch().to_string())
             .arg(self.config.max_messages)
             .arg(self.ttl_millis())
@@ -316,11 +299,25 @@ impl Inner {
             .arg(event.as_ref().map_or("", EventName::as_str))
             .arg(data.as_ref())
             .arg(self.notify_channel(channel))
-            .invoke_async(&mut connection)
+            .arg(fingerprint.to_string())
+            .arg(millis(window));
+        let answer = self
+            .link
+            .script(&invocation)
             .await
-            .map_err(Error::unavailable)?;
+            .map_err(Failure::into_write_error)?;
+        let (epoch, number, outcome): (String, u64, u8) =
+            redis::FromRedisValue::from_redis_value(answer).map_err(|err| {
+                Failure::bad_answer(format!("a publish answered {err}")).into_write_error()
+            })?;
+        if outcome == 2 {
+            return Err(Error::IdempotencyKeyReused);
+        }
+        let epoch = parse_epoch(&epoch).map_err(|_| {
+            Failure::bad_answer(format!("a publish answered epoch {epoch:?}")).into_write_error()
+        })?;
         Ok(Span {
-            epoch: parse_epoch(&epoch)?,
+            epoch,
             first: 1,
             head: number,
         }
@@ -338,22 +335,25 @@ impl Inner {
         // Redis takes a COUNT up to i64::MAX; a batch this large is more than
         // any history holds anyway (`more` says when there is more).
         let limit = limit.min(MAX_READ);
-        let mut connection = self.commands.clone();
-        let (epoch, head, first, entries): (String, u64, u64, Value) = self
-            .scripts
-            .read
-            .key(self.meta_key(channel))
+        let mut invocation = self.scripts.read.key(self.meta_key(channel));
+        invocation
             .key(self.log_key(channel))
             .arg(self.fresh_epoch().to_string())
             .arg(self.ttl_millis())
             .arg(from)
             .arg(limit)
-            .invoke_async(&mut connection)
+            .arg(self.notify_channel(channel));
+        let answer = self
+            .link
+            .script(&invocation)
             .await
-            .map_err(Error::unavailable)?;
+            .map_err(Failure::into_read_error)?;
+        let (epoch, head, first, entries): (String, u64, u64, Value) =
+            redis::FromRedisValue::from_redis_value(answer)
+                .map_err(|err| Error::invalid_response(format!("a read answered {err}")))?;
         let span = Span {
             epoch: parse_epoch(&epoch)?,
-            first: first.min(head + 1),
+            first: first.min(head.saturating_add(1)),
             head,
         };
         let messages = parse_entries(channel, span.epoch, entries)?;
@@ -474,6 +474,14 @@ impl Inner {
     }
 }
 
+/// `duration` in whole milliseconds for Redis: at least 1, at most
+/// [`MAX_EXPIRY_MS`].
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_EXPIRY_MS)
+}
+
 impl Hub for RedisHub {
     type Subscription = RedisSubscription;
 
@@ -510,100 +518,5 @@ impl Hub for RedisHub {
             Err(err) => return Err(err),
         };
         Ok(subscription.starting_at(batch))
-    }
-}
-
-fn parse_epoch(text: &str) -> Result<Epoch, Error> {
-    text.parse::<u64>()
-        .map(Epoch::new)
-        .map_err(|_| Error::invalid_response(format!("not an epoch: {text:?}")))
-}
-
-/// A notification or a stream entry as a message.
-pub(crate) fn message(
-    channel: &ChannelName,
-    span_epoch: Epoch,
-    number: u64,
-    event: &[u8],
-    time: u64,
-    data: Bytes,
-) -> Result<Message, Error> {
-    let event = if event.is_empty() {
-        None
-    } else {
-        let text = std::str::from_utf8(event)
-            .map_err(|_| Error::invalid_response("an event name is not UTF-8"))?;
-        Some(text.parse::<EventName>()?)
-    };
-    let cursor = Span {
-        epoch: span_epoch,
-        first: 1,
-        head: number,
-    }
-    .head_cursor();
-    Ok(Message::new(
-        channel.clone(),
-        cursor,
-        event,
-        data,
-        Timestamp::from_unix_millis(time),
-    ))
-}
-
-/// `XRANGE` entries (`[[id, [field, value, …]], …]`) as messages.
-fn parse_entries(
-    channel: &ChannelName,
-    epoch: Epoch,
-    entries: Value,
-) -> Result<Vec<Arc<Message>>, Error> {
-    let bad = |what: &str| Error::invalid_response(format!("unexpected stream entry: {what}"));
-    let Value::Array(entries) = entries else {
-        return Err(bad("not an array"));
-    };
-    let mut messages = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let Value::Array(parts) = entry else {
-            return Err(bad("an entry is not an array"));
-        };
-        let [id, Value::Array(fields)] = parts.as_slice() else {
-            return Err(bad("an entry is not [id, fields]"));
-        };
-        let id = bytes_of(id).ok_or_else(|| bad("id"))?;
-        let number = std::str::from_utf8(&id)
-            .ok()
-            .and_then(|id| id.strip_suffix("-0"))
-            .and_then(|n| n.parse::<u64>().ok())
-            .ok_or_else(|| bad("id is not N-0"))?;
-        let (mut event, mut time, mut data) = (Bytes::new(), 0, Bytes::new());
-        for pair in fields.chunks(2) {
-            let [name, value] = pair else {
-                return Err(bad("odd field list"));
-            };
-            let value = bytes_of(value).ok_or_else(|| bad("a field value"))?;
-            match bytes_of(name).as_deref() {
-                Some(b"e") => event = value,
-                Some(b"t") => {
-                    time = std::str::from_utf8(&value)
-                        .ok()
-                        .and_then(|t| t.parse().ok())
-                        .ok_or_else(|| bad("time"))?;
-                }
-                Some(b"d") => data = value,
-                _ => {}
-            }
-        }
-        messages.push(Arc::new(message(
-            channel, epoch, number, &event, time, data,
-        )?));
-    }
-    Ok(messages)
-}
-
-fn bytes_of(value: &Value) -> Option<Bytes> {
-    match value {
-        Value::BulkString(bytes) => Some(Bytes::copy_from_slice(bytes)),
-        Value::SimpleString(text) => Some(Bytes::copy_from_slice(text.as_bytes())),
-        Value::Int(n) => Some(Bytes::from(n.to_string())),
-        _ => None,
     }
 }

@@ -1,18 +1,19 @@
 //! The node's one Pub/Sub connection: subscribed to each channel the node
 //! follows, it feeds notifications to the local channels; after every
 //! (re)connection it asks Redis for each channel's head, so that what was
-//! published while it was down is read from the stream, not lost.
+//! published while it was down is read from the stream, not lost. It is
+//! also subscribed to the node's probe channel and reports the probes back
+//! (see the `health` module).
 
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use push_core::{ChannelName, Epoch};
-use redis::Client;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
+use crate::connection::{Backoff, Connector};
 use crate::local::LocalChannel;
 
 /// What the hub asks of the Pub/Sub task.
@@ -22,66 +23,59 @@ pub(crate) enum Control {
     Follow(Arc<LocalChannel>),
     /// A channel lost its last local subscriber.
     Unfollow(ChannelName),
+    /// The connection takes no messages though Redis works (the probes do
+    /// not come back): connect again.
+    Reconnect,
 }
-
-const FIRST_DELAY: Duration = Duration::from_millis(50);
 /// Attempts to learn a channel's head before leaving it to later news.
 const LEARN_ATTEMPTS: u32 = 8;
 
 /// Runs until the hub is gone.
-pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: UnboundedReceiver<Control>) {
-    let mut delay = FIRST_DELAY;
+pub(crate) async fn run(
+    connector: Arc<Connector>,
+    hub: Weak<Inner>,
+    mut control: UnboundedReceiver<Control>,
+) {
+    let Some(max_delay) = hub.upgrade().map(|inner| inner.config.max_reconnect_delay) else {
+        return;
+    };
+    let mut backoff = Backoff::new(max_delay);
     loop {
-        let Some((connection_timeout, max_delay)) = hub.upgrade().map(|inner| {
-            (
-                inner.config.connection_timeout,
-                inner.config.max_reconnect_delay,
-            )
-        }) else {
-            return;
-        };
-        let connected = tokio::time::timeout(connection_timeout, client.get_async_pubsub()).await;
-        let pubsub = match connected {
-            Ok(Ok(pubsub)) => pubsub,
-            Ok(Err(err)) => {
-                tracing::warn!(%err, ?delay, "Redis Pub/Sub connection failed; retrying");
+        let pubsub = match connector.pubsub().await {
+            Ok(pubsub) => pubsub,
+            Err(reason) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(%reason, ?delay, "Redis Pub/Sub connection failed; retrying");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(max_delay);
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!(?delay, "Redis Pub/Sub connection timed out; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(max_delay);
                 continue;
             }
         };
         let (mut sink, mut stream) = pubsub.split();
-        // Everything followed now, then what each channel's head is.
+        // The probe channel, everything followed now, then what each
+        // channel's head is.
         let Some(inner) = hub.upgrade() else { return };
+        let probe = inner.probe_channel();
         let followed = inner.followed();
-        let mut subscribed = true;
+        let mut subscribed = sink.subscribe(&probe).await.is_ok();
         for local in &followed {
-            if sink
-                .subscribe(inner.notify_channel(&local.name))
-                .await
-                .is_err()
-            {
-                subscribed = false;
+            if !subscribed {
                 break;
             }
+            subscribed = sink
+                .subscribe(inner.notify_channel(&local.name))
+                .await
+                .is_ok();
         }
         if !subscribed {
             drop(inner);
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(max_delay);
+            tokio::time::sleep(backoff.next_delay()).await;
             continue;
         }
         for local in &followed {
             learn(&inner, local).await;
         }
         drop(inner);
-        delay = FIRST_DELAY;
+        backoff.reset();
         tracing::debug!(channels = followed.len(), "Redis Pub/Sub connected");
         // Hold no channel past its last subscriber (nor its cache).
         drop(followed);
@@ -103,6 +97,7 @@ pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: Unbounded
                         Control::Unfollow(name) => {
                             sink.unsubscribe(inner.notify_channel(&name)).await.is_ok()
                         }
+                        Control::Reconnect => false,
                     };
                     if !ok {
                         break;
@@ -111,7 +106,12 @@ pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: Unbounded
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(inner) = hub.upgrade() else { return };
-                    notified(&inner, message.get_channel_name(), message.get_payload_bytes());
+                    let channel = message.get_channel_name();
+                    if channel == probe {
+                        inner.health.probe_back(message.get_payload_bytes());
+                    } else {
+                        notified(&inner, channel, message.get_payload_bytes());
+                    }
                 }
             }
         }
@@ -123,7 +123,7 @@ pub(crate) async fn run(client: Client, hub: Weak<Inner>, mut control: Unbounded
 /// are behind then read the rest from the stream. Right after a reconnection
 /// the command connection may still be reconnecting too: a few retries.
 async fn learn(inner: &Inner, local: &LocalChannel) {
-    let mut delay = FIRST_DELAY;
+    let mut backoff = Backoff::new(inner.config.max_reconnect_delay);
     for attempt in 1..=LEARN_ATTEMPTS {
         match inner.read_from(&local.name, u64::MAX, 0).await {
             Ok((span, _)) => {
@@ -134,16 +134,14 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
                 // A later notification or reconnection tells the node instead.
                 tracing::warn!(channel = %local.name, %err, "reading a channel's head failed");
             }
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(inner.config.max_reconnect_delay);
-            }
+            Err(_) => tokio::time::sleep(backoff.next_delay()).await,
         }
     }
     local.lock().nudge();
 }
 
-/// One notification: `epoch \n number \n time \n event \n data`.
+/// One notification: `epoch \n number \n time \n event \n data`, or
+/// `epoch \n head` when a script gave the channel a new epoch.
 fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
@@ -151,6 +149,7 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(local) = inner.local(&name) else {
         return;
     };
+    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
     let mut fields = payload.splitn(5, |b| *b == b'\n');
     let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
         fields.next(),
@@ -159,6 +158,16 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         fields.next(),
         fields.next(),
     ) else {
+        let mut fields = payload.splitn(2, |b| *b == b'\n');
+        if let (Some(Some(epoch)), Some(Some(head))) =
+            (fields.next().map(number_of), fields.next().map(number_of))
+        {
+            // A new epoch: what the node holds of the old one goes.
+            local
+                .lock()
+                .learned(Epoch::new(epoch), head, local.budget());
+            return;
+        }
         tracing::warn!(channel = %name, "a malformed notification; ignored");
         local.lock().nudge();
         return;

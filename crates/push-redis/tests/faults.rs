@@ -186,6 +186,27 @@ async fn with_redis_down_publishing_fails_and_subscribers_recover() {
     node.publish(&news, Publication::new("up")).await.unwrap();
     collect_until(&mut subscriber, |items| !items.is_empty()).await;
     server.stop().await;
+    // Sent before the node saw the connection close, a publish may or may
+    // not have reached Redis as far as the node can tell…
+    let failed = within(
+        "a publish to fail",
+        node.publish(&news, Publication::new("lost")),
+    )
+    .await;
+    assert!(
+        matches!(
+            failed,
+            Err(Error::Unavailable(_) | Error::OutcomeUnknown(_))
+        ),
+        "{failed:?}"
+    );
+    // … once it knows Redis is gone, a publish certainly did not happen.
+    within("the node to see Redis gone", async {
+        while node.health().redis_answered {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     let failed = within(
         "a publish to fail",
         node.publish(&news, Publication::new("lost")),
@@ -213,4 +234,34 @@ async fn with_redis_down_publishing_fails_and_subscribers_recover() {
     );
     assert!(items.iter().all(|i| data(i).as_deref() != Some("lost")));
     assert_eq!(items.last().unwrap().cursor(), back);
+}
+
+#[tokio::test]
+async fn the_first_publish_after_a_redis_restart_succeeds() {
+    let Some(mut server) = RedisServer::own().await else {
+        return;
+    };
+    let prefix = prefix();
+    let (node, other) = (
+        hub(&server, &prefix, |c| c).await,
+        hub(&server, &prefix, |c| c).await,
+    );
+    let news = channel("news");
+    node.publish(&news, Publication::new("before"))
+        .await
+        .unwrap();
+    // Several times over, so that no lucky timing passes it: each node's
+    // first command after Redis is back (it answers PING) succeeds.
+    for round in 0..3 {
+        server.restart().await;
+        let published = node
+            .publish(&news, Publication::new(format!("after {round}")))
+            .await;
+        assert!(published.is_ok(), "round {round}: {published:?}");
+        let read = other.read(&news, Start::Earliest, 10).await;
+        assert!(read.is_ok(), "round {round}: {read:?}");
+        let messages = read.unwrap().messages;
+        assert_eq!(messages.len(), 1, "round {round}");
+        assert_eq!(messages[0].cursor(), published.unwrap());
+    }
 }

@@ -149,6 +149,8 @@ struct Shared<H: Hub> {
     max_query_bytes: usize,
     /// The memory hub, for its budget's figures in `/metrics`.
     memory: Option<push::MemoryHub>,
+    /// The Redis hub, for its health in `/healthz` and `/metrics`.
+    redis: Option<push_redis::RedisHub>,
 }
 
 /// What a request is, for the app: one of its own pages, or a route of the
@@ -204,8 +206,20 @@ impl<H: Hub> App<H> {
                 policy,
                 max_query_bytes: push::http::DEFAULT_MAX_QUERY_BYTES,
                 memory: None,
+                redis: None,
             }),
         }
+    }
+
+    /// Reports the health of `hub` in `/healthz` (503 with the reason when
+    /// Redis is unreachable or its Pub/Sub probe stopped coming back) and its
+    /// figures in `/metrics`. Call before the app is cloned.
+    #[must_use]
+    pub fn with_redis_hub(mut self, hub: push_redis::RedisHub) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.redis = Some(hub);
+        }
+        self
     }
 
     /// Reports the budget and channel table of `hub` in `/metrics`. Call
@@ -260,7 +274,20 @@ impl<H: Hub> App<H> {
             Kind::Health if shared.shutdown.is_triggered() => {
                 return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
-            Kind::Health => return text(StatusCode::OK, "ok\n"),
+            Kind::Health => {
+                let redis = shared.redis.as_ref().map(push_redis::RedisHub::health);
+                return match redis.filter(|health| !health.healthy) {
+                    Some(unhealthy) => {
+                        let reason = unhealthy.reason.unwrap_or_else(|| "unhealthy".to_owned());
+                        push::http::respond(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain; charset=utf-8",
+                            Bytes::from(format!("redis: {reason}\n")),
+                        )
+                    }
+                    None => text(StatusCode::OK, "ok\n"),
+                };
+            }
             Kind::Metrics => return self.metrics_text(),
             Kind::ChannelInfo => {
                 return match self.check_publisher(request.headers()) {
@@ -564,6 +591,26 @@ impl<H: Hub> App<H> {
                 "counter",
                 "Channels with no subscribers evicted to make room for new ones.",
                 &[("", hub.evicted_channels)],
+            );
+        }
+        if let Some(redis) = &shared.redis {
+            let health = redis.health();
+            let seconds = |d: Option<Duration>| d.map_or(f64::NAN, |d| d.as_secs_f64());
+            let _ = write!(
+                out,
+                "# HELP push_redis_healthy 1 when Redis answers and the Pub/Sub probe comes back in time.\n# TYPE push_redis_healthy gauge\npush_redis_healthy {}\n\
+                 # HELP push_redis_probe_round_trip_seconds The last probe's trip: publish on the command connection to arrival on the Pub/Sub connection.\n# TYPE push_redis_probe_round_trip_seconds gauge\npush_redis_probe_round_trip_seconds {}\n\
+                 # HELP push_redis_since_last_probe_seconds How long since a probe last came back.\n# TYPE push_redis_since_last_probe_seconds gauge\npush_redis_since_last_probe_seconds {}\n",
+                u8::from(health.healthy),
+                seconds(health.probe_round_trip),
+                seconds(health.since_last_probe),
+            );
+            family(
+                &mut out,
+                "push_redis_cached_bytes",
+                "gauge",
+                "Bytes this node's caches of recent messages hold (--max-retained-bytes bounds them).",
+                &[("", u64::try_from(redis.cached_bytes()).unwrap_or(u64::MAX))],
             );
         }
         family(

@@ -116,6 +116,13 @@ pub struct Args {
     #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// How often each node probes Redis: a message published on the command
+    /// connection must come back on its Pub/Sub connection within three
+    /// intervals, else /healthz answers 503 with the reason.
+    #[arg(long, env = "PUSH_REDIS_PROBE_INTERVAL", default_value = "2",
+          value_parser = secs(0.01, 3_600.0))]
+    pub redis_probe_interval: Duration,
+
     /// The prefix of every Redis key and Pub/Sub channel.
     #[arg(long, env = "PUSH_REDIS_PREFIX", default_value = "push")]
     pub redis_prefix: String,

@@ -101,6 +101,7 @@ impl Server {
                         .with_max_messages(args.history_messages)
                         .with_max_message_bytes(args.max_message_bytes)
                         .with_idle_ttl(args.history_seconds)
+                        .with_probe_interval(args.redis_probe_interval)
                         .with_node_cache_bytes(args.max_retained_bytes),
                 )
                 .await
@@ -170,8 +171,9 @@ impl Server {
         };
         let stats = Arc::new(ServeStats::default());
         let mut app = App::new(router, metrics, stats.clone(), policy);
-        if let Some(memory) = hub.inner().left() {
-            app = app.with_memory_hub(memory.clone());
+        match hub.inner() {
+            Either::Left(memory) => app = app.with_memory_hub(memory.clone()),
+            Either::Right(redis) => app = app.with_redis_hub(redis.clone()),
         }
         let mut serve = ServeConfig::default()
             .with_grace(args.shutdown_grace)

@@ -27,6 +27,10 @@ struct Node {
 }
 
 async fn node(redis: &RedisServer, prefix: &str) -> Node {
+    node_with(redis, prefix, &[]).await
+}
+
+async fn node_with(redis: &RedisServer, prefix: &str, args: &[&str]) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_push-server"))
         .args([
             "--listen",
@@ -37,6 +41,7 @@ async fn node(redis: &RedisServer, prefix: &str) -> Node {
             &redis.url,
         ])
         .args(["--redis-prefix", prefix])
+        .args(args)
         .env_remove("PUSH_PUBLISH_TOKEN")
         .env_remove("PUSH_JWT_SECRET")
         .stdout(Stdio::piped())
@@ -205,4 +210,65 @@ async fn with_redis_down_publishing_answers_503_and_subscribers_recover() {
             .contains(&format!("\"id\":\"{id}\"")),
         "{frame}"
     );
+}
+
+#[tokio::test]
+async fn a_publish_retried_on_another_node_with_its_key_is_stored_once() {
+    let Some(redis) = RedisServer::any().await else {
+        return;
+    };
+    let prefix = redis::prefix();
+    let (a, b) = (node(&redis, &prefix).await, node(&redis, &prefix).await);
+    let keyed = |node: &Node, body: &'static str| {
+        let addr = node.addr;
+        async move {
+            support::request(
+                addr,
+                "POST",
+                "/pub/news",
+                &[("idempotency-key", "k-1")],
+                body,
+            )
+            .await
+        }
+    };
+    let first = keyed(&a, "once").await;
+    assert_eq!(first.status, StatusCode::OK);
+    let retry = keyed(&b, "once").await;
+    assert_eq!(retry.json()["id"], first.json()["id"]);
+    let reused = keyed(&b, "other").await;
+    assert_eq!(reused.json()["error"]["code"], "idempotency_key_reused");
+    let polled = get(a.addr, "/poll/news?since=earliest", &[]).await;
+    assert_eq!(polled.json()["messages"].as_array().unwrap().len(), 1);
+}
+
+/// `/healthz` until it answers `status`; its body then.
+async fn health_becomes(node: &Node, status: StatusCode) -> String {
+    within(&format!("/healthz to answer {status}"), async {
+        loop {
+            let answer = get(node.addr, "/healthz", &[]).await;
+            if answer.status == status {
+                return String::from_utf8(answer.body.to_vec()).unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn health_tells_the_truth_when_redis_stalls() {
+    let Some(redis) = RedisServer::own().await else {
+        return;
+    };
+    let node = node_with(&redis, &redis::prefix(), &["--redis-probe-interval", "0.2"]).await;
+    health_becomes(&node, StatusCode::OK).await;
+    let metrics = String::from_utf8(get(node.addr, "/metrics", &[]).await.body.to_vec()).unwrap();
+    assert!(metrics.contains("\npush_redis_healthy 1\n"), "{metrics}");
+    redis.signal("STOP").await;
+    let why = health_becomes(&node, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(why.starts_with("redis: "), "{why}");
+    redis.signal("CONT").await;
+    health_becomes(&node, StatusCode::OK).await;
+    assert!(!publish(&node, "news", "after").await.is_empty());
 }

@@ -1,6 +1,7 @@
 //! A real `redis-server` for the tests: started on a free port with
-//! persistence off, stopped and restarted by the fault tests, killed with
-//! the test. The binary comes from `PUSH_TEST_REDIS_SERVER` (set by `cargo
+//! persistence off (a `SAVE` still writes a snapshot, into a directory of
+//! the server's own, which a restart then loads), stopped, restarted,
+//! paused and resumed by the fault tests, killed with the test. The binary comes from `PUSH_TEST_REDIS_SERVER` (set by `cargo
 //! xtask test`) or the `PATH`; without one, a test uses `PUSH_TEST_REDIS_URL`
 //! when it can, else says so loudly and is skipped (a failure under
 //! `CI=true`).
@@ -36,6 +37,16 @@ pub struct RedisServer {
     port: u16,
     binary: Option<String>,
     child: Option<Child>,
+    /// Where a `SAVE` writes its snapshot, and a start loads it from.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn binary() -> Option<String> {
@@ -73,11 +84,14 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
+        let dir = std::env::temp_dir().join(format!("push-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut server = RedisServer {
             url: format!("redis://127.0.0.1:{port}/"),
             port,
             binary: Some(binary),
             child: None,
+            dir: Some(dir),
         };
         server.start_process().await;
         Some(server)
@@ -93,6 +107,7 @@ impl RedisServer {
                 port: 0,
                 binary: None,
                 child: None,
+                dir: None,
             });
         }
         Self::own().await
@@ -100,8 +115,11 @@ impl RedisServer {
 
     async fn start_process(&mut self) {
         let binary = self.binary.as_ref().expect("a server of our own");
+        let dir = self.dir.as_ref().expect("a server of our own");
         let child = Command::new(binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(dir)
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             // `MAXLEN ~` trims whole stream nodes: small nodes let small
             // histories run out, as the gap tests need.
@@ -124,35 +142,56 @@ impl RedisServer {
         .await;
     }
 
-    /// Stops the server (its data is gone: persistence is off).
+    /// Stops the server with `SIGKILL` (what it holds in memory is gone;
+    /// a snapshot written by `SAVE` stays).
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().await.unwrap();
         }
     }
 
-    /// Starts it again on the same port, empty.
+    /// Starts it again on the same port, and returns once it answers PING:
+    /// empty, or with the last `SAVE`'s snapshot if there was one.
     pub async fn restart(&mut self) {
         self.stop().await;
         self.start_process().await;
     }
 
+    /// Sends the server process a signal (`"STOP"`, `"CONT"`).
+    pub async fn signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("a running server of our own");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// A command over a plain connection (RESP), e.g. `CLIENT KILL TYPE pubsub`.
     pub async fn command(&self, args: &[&str]) -> String {
-        let addr = self
-            .url
-            .trim_start_matches("redis://")
-            .trim_end_matches('/');
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let mut request = format!("*{}\r\n", args.len());
-        for arg in args {
-            request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut buffer = vec![0u8; 4096];
-        let read = stream.read(&mut buffer).await.unwrap();
-        String::from_utf8_lossy(&buffer[..read]).into_owned()
+        command_at(&self.url, args).await
     }
+}
+
+/// A command to the Redis at `url` over a plain connection (RESP); the
+/// start of its answer, as text.
+pub async fn command_at(url: &str, args: &[&str]) -> String {
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let read = stream.read(&mut buffer).await.unwrap();
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
 }
 
 async fn ping(port: u16) -> bool {
