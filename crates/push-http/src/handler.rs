@@ -59,10 +59,21 @@ pub fn call<T: Handler, B>(handler: &T, request: Request<B>) -> Call<T::Body> {
 /// Makes a transport's handler type a hyper `Service`: `push_http::service!(PollHandler);`
 /// for a `PollHandler<H>` that implements [`Handler`] for every `H: Hub`.
 /// (A macro, because a blanket `impl Service for every Handler` is not
-/// allowed outside hyper.)
+/// allowed outside hyper.) It also gives the handler `Clone` for every `H`
+/// (two `Arc`s cloned, not the hub): the type's fields are `hub: Arc<H>` and
+/// `shared: Arc<_>`.
 #[macro_export]
 macro_rules! service {
     ($handler:ident) => {
+        impl<H> ::core::clone::Clone for $handler<H> {
+            fn clone(&self) -> Self {
+                $handler {
+                    hub: self.hub.clone(),
+                    shared: self.shared.clone(),
+                }
+            }
+        }
+
         impl<H, B> $crate::__private::Service<$crate::__private::Request<B>> for $handler<H>
         where
             H: $crate::__private::Hub,

@@ -142,15 +142,6 @@ impl AsRef<LiveCount> for Shared {
     }
 }
 
-impl<H> Clone for LongPollHandler<H> {
-    fn clone(&self) -> Self {
-        LongPollHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
 push_http::service!(LongPollHandler);
 
 impl<H: Hub> LongPollHandler<H> {

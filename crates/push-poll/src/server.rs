@@ -113,15 +113,6 @@ struct Shared {
     interval: HeaderValue,
 }
 
-impl<H> Clone for PollHandler<H> {
-    fn clone(&self) -> Self {
-        PollHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
 push_http::service!(PollHandler);
 
 impl<H: Hub> PollHandler<H> {

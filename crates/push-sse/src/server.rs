@@ -157,15 +157,6 @@ pub struct SseHandler<H> {
     shared: Arc<Shared>,
 }
 
-impl<H> Clone for SseHandler<H> {
-    fn clone(&self) -> Self {
-        SseHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
 push_http::service!(SseHandler);
 
 impl<H: Hub> SseHandler<H> {

@@ -67,15 +67,6 @@ pub struct WsHandler<H> {
     shared: Arc<Shared>,
 }
 
-impl<H> Clone for WsHandler<H> {
-    fn clone(&self) -> Self {
-        WsHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
-
 push_http::service!(WsHandler);
 
 impl<H: Hub> WsHandler<H> {
