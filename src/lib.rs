@@ -10,10 +10,10 @@
 //!
 //! ```
 //! use futures_util::StreamExt;
-//! use push::{Hub, Item, MemoryHub, Publication, Start};
+//! use push_live::{Hub, Item, MemoryHub, Publication, Start};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), push::Error> {
+//! # async fn main() -> Result<(), push_live::Error> {
 //! let hub = MemoryHub::new();
 //! let news = "news".parse()?;
 //! let mut subscription = hub.subscribe(&news, Start::Live).await?;

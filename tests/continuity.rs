@@ -23,9 +23,9 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use proptest::prelude::*;
-use push::http::Technique;
-use push::wire::json;
-use push::{
+use push_live::http::Technique;
+use push_live::wire::json;
+use push_live::{
     Cursor, Epoch, Hub, Item, MemoryHub, MemoryHubConfig, Position, Publication, RouterConfig,
     ServeConfig, Signal, Start,
 };
@@ -174,7 +174,7 @@ async fn connect(
             };
             let answer = get(addr, &path, &[]).await;
             if answer.status == StatusCode::NO_CONTENT {
-                let etag = push::http::cursor_from_etag(answer.header("etag").unwrap());
+                let etag = push_live::http::cursor_from_etag(answer.header("etag").unwrap());
                 assert_eq!(
                     etag,
                     Some(since),

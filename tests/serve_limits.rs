@@ -1,4 +1,4 @@
-//! `push::serve` against hostile and careless clients, over real TCP: every
+//! `push_live::serve` against hostile and careless clients, over real TCP: every
 //! connection has a deadline until it is useful (silent sockets, partial
 //! HTTP/2 prefaces and header blocks, idle keep-alive, trickled heads and
 //! bodies, stalled readers), the connection limit sheds idle connections
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use push::{Hub as _, Publication, RouterConfig, ServeConfig};
+use push_live::{Hub as _, Publication, RouterConfig, ServeConfig};
 use serving::start;
 use support::{get, read_until, until, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};

@@ -15,7 +15,7 @@ use hyper::body::{Body, Frame, SizeHint};
 ///
 /// ```
 /// use hyper::body::Body as _;
-/// use push::{MemorySubscription, RouterBody};
+/// use push_live::{MemorySubscription, RouterBody};
 ///
 /// let body = RouterBody::<MemorySubscription>::from_bytes("ok");
 /// assert_eq!(body.size_hint().exact(), Some(2));

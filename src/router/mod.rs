@@ -31,7 +31,7 @@ use crate::serve::Shutdown;
 /// [`shutdown`](push_sse::SseConfig::shutdown) tokens to its own.
 ///
 /// ```
-/// use push::RouterConfig;
+/// use push_live::RouterConfig;
 ///
 /// let config = RouterConfig::default().with_publish(true);
 /// assert!(config.publish);
@@ -136,7 +136,7 @@ impl RouterConfig {
 /// it, and has the router answer it ([`serve`](Self::serve)).
 ///
 /// ```
-/// use push::{MemoryHub, Router, RouterConfig};
+/// use push_live::{MemoryHub, Router, RouterConfig};
 ///
 /// let router = Router::new(MemoryHub::new(), RouterConfig::default());
 /// assert!(!router.shutdown().is_triggered());

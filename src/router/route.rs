@@ -12,8 +12,8 @@ use push_http::Technique;
 /// twice.
 ///
 /// ```
-/// use push::Route;
-/// use push::http::Technique;
+/// use push_live::Route;
+/// use push_live::http::Technique;
 ///
 /// assert_eq!(Route::of("/sse/news"), Some(Route::Subscribe(Technique::Sse)));
 /// assert_eq!(Route::of("/ws"), Some(Route::Commands));

@@ -1,6 +1,6 @@
 //! Listening the same way for every Rust server in the bench: a large accept
 //! backlog (tokio's default drops connections in bursts of thousands; bound
-//! with `push::bind`), TCP_NODELAY on each connection, and upgrades
+//! with `push_live::bind`), TCP_NODELAY on each connection, and upgrades
 //! (WebSockets) enabled.
 
 use std::convert::Infallible;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
-use push::http::Technique;
+use push_live::http::Technique;
 
 use crate::fanout::{MAX_HEAD, Protocol, Subscriber, Tally, nanos_since};
 

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
 
-use push::http::Technique;
+use push_live::http::Technique;
 
 use crate::fanout::{MAX_HEAD, Protocol, Subscriber, Tally, nanos_since};
 

@@ -17,8 +17,8 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use push::http::{Access, ChannelLocator, Head, Technique};
-use push::{Hub, Route, Router, RouterBody, ServeStats, Shutdown, Start};
+use push_live::http::{Access, ChannelLocator, Head, Technique};
+use push_live::{Hub, Route, Router, RouterBody, ServeStats, Shutdown, Start};
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Claims, JwtVerifier, PublishToken, bearer};
@@ -59,11 +59,11 @@ impl Cors {
     }
 
     /// The WebSocket handshake's origin rule to match.
-    pub fn ws_origins(&self) -> push::ws::Origins {
+    pub fn ws_origins(&self) -> push_live::ws::Origins {
         match self {
-            Cors::SameOrigin => push::ws::Origins::SameHost,
-            Cors::Any => push::ws::Origins::Any,
-            Cors::List(list) => push::ws::Origins::List(list.clone()),
+            Cors::SameOrigin => push_live::ws::Origins::SameHost,
+            Cors::Any => push_live::ws::Origins::Any,
+            Cors::List(list) => push_live::ws::Origins::List(list.clone()),
         }
     }
 
@@ -148,7 +148,7 @@ struct Shared<H: Hub> {
     /// The longest query of the app's own routes (`/channels/…`).
     max_query_bytes: usize,
     /// The memory hub, for its budget's figures in `/metrics`.
-    memory: Option<push::MemoryHub>,
+    memory: Option<push_live::MemoryHub>,
     /// The Redis hub, for its health in `/healthz` and `/metrics`.
     redis: Option<push_redis::RedisHub>,
 }
@@ -204,7 +204,7 @@ impl<H: Hub> App<H> {
                 metrics,
                 stats,
                 policy,
-                max_query_bytes: push::http::DEFAULT_MAX_QUERY_BYTES,
+                max_query_bytes: push_live::http::DEFAULT_MAX_QUERY_BYTES,
                 memory: None,
                 redis: None,
             }),
@@ -225,7 +225,7 @@ impl<H: Hub> App<H> {
     /// Reports the budget and channel table of `hub` in `/metrics`. Call
     /// before the app is cloned (a clone already made keeps the old view).
     #[must_use]
-    pub fn with_memory_hub(mut self, hub: push::MemoryHub) -> Self {
+    pub fn with_memory_hub(mut self, hub: push_live::MemoryHub) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.memory = Some(hub);
         }
@@ -279,7 +279,7 @@ impl<H: Hub> App<H> {
                 return match redis.filter(|health| !health.healthy) {
                     Some(unhealthy) => {
                         let reason = unhealthy.reason.unwrap_or_else(|| "unhealthy".to_owned());
-                        push::http::respond(
+                        push_live::http::respond(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "text/plain; charset=utf-8",
                             Bytes::from(format!("redis: {reason}\n")),
@@ -442,7 +442,7 @@ impl<H: Hub> App<H> {
             .await
         {
             Ok(batch) => batch,
-            Err(err) => return push::http::error_for(&err),
+            Err(err) => return push_live::http::error_for(&err),
         };
         let counts = self.shared.metrics.subscribers(&channel);
         let mut body = String::with_capacity(192);
@@ -457,7 +457,7 @@ impl<H: Hub> App<H> {
             batch.cursor,
             batch.messages.len()
         );
-        push::http::respond(StatusCode::OK, "application/json", Bytes::from(body))
+        push_live::http::respond(StatusCode::OK, "application/json", Bytes::from(body))
     }
 
     fn metrics_text(&self) -> AppResponse<H> {
@@ -627,7 +627,7 @@ impl<H: Hub> App<H> {
             "Bytes read from clients.",
             &[("", stats.bytes_in())],
         );
-        push::http::respond(
+        push_live::http::respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from(out),
@@ -667,7 +667,7 @@ fn is_get(method: &Method) -> bool {
 }
 
 fn method_not_allowed<S>(message: &str) -> Response<RouterBody<S>> {
-    push::http::method_not_allowed("GET, HEAD", message)
+    push_live::http::method_not_allowed("GET, HEAD", message)
 }
 
 fn fixed<S>(
@@ -678,7 +678,7 @@ fn fixed<S>(
     if !is_get(method) {
         return method_not_allowed("GET or HEAD only");
     }
-    let mut response = push::http::respond(
+    let mut response = push_live::http::respond(
         StatusCode::OK,
         content_type,
         Bytes::from_static(content.as_bytes()),
@@ -690,7 +690,7 @@ fn fixed<S>(
 }
 
 fn text<S>(status: StatusCode, content: &'static str) -> Response<RouterBody<S>> {
-    push::http::respond(
+    push_live::http::respond(
         status,
         "text/plain; charset=utf-8",
         Bytes::from_static(content.as_bytes()),
@@ -698,7 +698,7 @@ fn text<S>(status: StatusCode, content: &'static str) -> Response<RouterBody<S>>
 }
 
 fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<RouterBody<S>> {
-    push::http::error(status, code, message)
+    push_live::http::error(status, code, message)
 }
 
 fn refusal<S>(err: &AuthError) -> Response<RouterBody<S>> {

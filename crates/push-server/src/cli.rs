@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use clap::builder::TypedValueParser as _;
-use push::http::Technique;
+use push_live::http::Technique;
 
 /// push-server: publish with one HTTP request, subscribe with short polling,
 /// long polling, Server-Sent Events or WebSockets, and resume from a cursor
@@ -283,7 +283,7 @@ impl Args {
         // The budget must hold the largest message with its bookkeeping.
         if self
             .max_message_bytes
-            .saturating_add(push::MemoryHubConfig::MESSAGE_OVERHEAD)
+            .saturating_add(push_live::MemoryHubConfig::MESSAGE_OVERHEAD)
             > self.max_retained_bytes
         {
             return Err(format!(

@@ -9,7 +9,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let args = Args::parse_from(["push-server", "--listen", "127.0.0.1:0"]);
 //! let server = Server::new(&args).await?;
-//! let listener = push::bind(args.listen, args.backlog)?;
+//! let listener = push_live::bind(args.listen, args.backlog)?;
 //! server.run(listener).await?;
 //! # Ok(())
 //! # }
@@ -23,8 +23,8 @@ pub mod metrics;
 use std::sync::Arc;
 use std::time::Duration;
 
-use push::http::Technique;
-use push::{
+use push_live::http::Technique;
+use push_live::{
     Either, MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown,
 };
 use push_redis::{RedisHub, RedisHubConfig};
@@ -50,10 +50,10 @@ pub enum StartError {
     Settings(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
-    Config(#[from] push::Error),
+    Config(#[from] push_live::Error),
     /// Redis could not be reached.
     #[error("cannot use Redis: {0}")]
-    Redis(push::Error),
+    Redis(push_live::Error),
 }
 
 /// The server, built from its settings, not yet running.
@@ -128,11 +128,11 @@ impl Server {
             config.sse = config.sse.with_max_lifetime(args.sse_max_lifetime);
         }
         let slow = if args.ws_close_slow {
-            push::ws::SlowConsumer::Close
+            push_live::ws::SlowConsumer::Close
         } else {
-            push::ws::SlowConsumer::Signal
+            push_live::ws::SlowConsumer::Signal
         };
-        let ws = |ws: push::ws::WsConfig| {
+        let ws = |ws: push_live::ws::WsConfig| {
             ws.with_origins(cors.ws_origins())
                 .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
                 .with_write_timeout(args.write_timeout)
@@ -204,7 +204,7 @@ impl Server {
     /// Serves on `listener` until the shutdown is triggered and done.
     ///
     /// # Errors
-    /// From [`push::serve`].
+    /// From [`push_live::serve`].
     pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
         let shutdown = self.shutdown();
         let hub = self.hub.clone();
@@ -226,6 +226,6 @@ impl Server {
                 }
             }
         });
-        push::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
+        push_live::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
     }
 }

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use push::http::Technique;
-use push::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Signal, Start};
+use push_live::http::Technique;
+use push_live::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Signal, Start};
 
 /// The counters.
 #[derive(Debug, Default)]
@@ -218,7 +218,7 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(
 mod tests {
     use super::*;
     use futures_util::StreamExt as _;
-    use push::MemoryHub;
+    use push_live::MemoryHub;
 
     #[tokio::test]
     async fn counts_follow_subscriptions_deliveries_and_signals() {
