@@ -44,7 +44,9 @@ pub struct RedisHubConfig {
     /// How long connecting may take (default 2 s).
     pub connection_timeout: Duration,
     /// The longest wait between reconnection attempts (default 2 s; they
-    /// start at 50 ms and double).
+    /// start at 50 ms and double, each drawn from the upper half of its
+    /// step so that nodes cut off together do not come back together; at
+    /// least 50 ms).
     pub max_reconnect_delay: Duration,
     /// How long a publication's [idempotency key](push_core::Publication::with_key)
     /// is remembered (default 24 hours, the same as [`idle_ttl`](Self::idle_ttl)):

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use push_core::Error;
+use push_core::{Backoff, Error};
 use redis::aio::{MultiplexedConnection, PubSub};
 use redis::{AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, PushKind, RedisError};
 use redis::{Cmd, ScriptInvocation, Value};
@@ -24,39 +24,12 @@ use tokio::time::Instant;
 use crate::RedisHubConfig;
 use crate::health::Health;
 
-/// The first wait between reconnection attempts; it doubles from there.
+/// The first wait between reconnection attempts; it doubles from there
+/// (with jitter, [`Backoff`]) up to `max_reconnect_delay`.
 pub(crate) const FIRST_DELAY: Duration = Duration::from_millis(50);
 
 /// The least time between two connection attempts of the command link.
 const MIN_GAP: Duration = Duration::from_millis(10);
-
-/// Waits between attempts: from [`FIRST_DELAY`], doubling, up to a limit.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            next: FIRST_DELAY.min(max),
-            max,
-        }
-    }
-
-    /// The wait before the next attempt (and doubles the one after).
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    /// Back to the first wait (after a success).
-    pub(crate) fn reset(&mut self) {
-        self.next = FIRST_DELAY.min(self.max);
-    }
-}
 
 /// Where Redis is, and how to connect to it.
 #[derive(Debug)]
@@ -440,7 +413,7 @@ async fn keep(
     health: Arc<Health>,
     max_delay: Duration,
 ) {
-    let mut backoff = Backoff::new(max_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
     let mut failures = 0u64;
     loop {
         let alive = matches!(&*state.borrow(), State::Up(conn) if !conn.is_dead());

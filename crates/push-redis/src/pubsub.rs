@@ -9,11 +9,11 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use push_core::{ChannelName, Epoch};
+use push_core::{Backoff, ChannelName, Epoch};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
-use crate::connection::{Backoff, Connector};
+use crate::connection::{Connector, FIRST_DELAY};
 use crate::local::LocalChannel;
 
 /// What the hub asks of the Pub/Sub task.
@@ -39,7 +39,7 @@ pub(crate) async fn run(
     let Some(max_delay) = hub.upgrade().map(|inner| inner.config.max_reconnect_delay) else {
         return;
     };
-    let mut backoff = Backoff::new(max_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
     loop {
         let pubsub = match connector.pubsub().await {
             Ok(pubsub) => pubsub,
@@ -123,7 +123,7 @@ pub(crate) async fn run(
 /// are behind then read the rest from the stream. Right after a reconnection
 /// the command connection may still be reconnecting too: a few retries.
 async fn learn(inner: &Inner, local: &LocalChannel) {
-    let mut backoff = Backoff::new(inner.config.max_reconnect_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, inner.config.max_reconnect_delay);
     for attempt in 1..=LEARN_ATTEMPTS {
         match inner.read_from(&local.name, u64::MAX, 0).await {
             Ok((span, _)) => {
