@@ -40,13 +40,18 @@ pub(crate) async fn run(
         return;
     };
     let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
+    let mut moves = connector.moves();
     loop {
-        let pubsub = match connector.pubsub().await {
-            Ok(pubsub) => pubsub,
+        let (pubsub, address) = match connector.pubsub().await {
+            Ok(connected) => connected,
             Err(reason) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%reason, ?delay, "Redis Pub/Sub connection failed; retrying");
-                tokio::time::sleep(delay).await;
+                // News of the master cuts the wait short.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = moves.next() => {}
+                }
                 continue;
             }
         };
@@ -68,6 +73,7 @@ pub(crate) async fn run(
         }
         if !subscribed {
             drop(inner);
+            connector.forget(&address);
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
         }
@@ -103,6 +109,12 @@ pub(crate) async fn run(
                         break;
                     }
                 }
+                () = moves.next() => {
+                    // A sentinel named another master: leave this one.
+                    if connector.moved_from(&address) {
+                        break;
+                    }
+                }
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(inner) = hub.upgrade() else { return };
@@ -115,7 +127,9 @@ pub(crate) async fn run(
                 }
             }
         }
-        tracing::warn!("Redis Pub/Sub connection lost; reconnecting");
+        tracing::warn!(%address, "Redis Pub/Sub connection lost or left; reconnecting");
+        // Whatever ended it, the next dial asks where the master is.
+        connector.forget(&address);
     }
 }
 
