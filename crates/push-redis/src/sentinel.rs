@@ -157,12 +157,18 @@ impl Sentinels {
         let address = hint.address();
         let mut current = self.lock_hint();
         let news = current.as_ref().is_none_or(|old| old.address() != address);
-        // A switch after its promotion only ends the "not yet".
+        // A switch after its promotion only ends the "not yet", and wakes
+        // the connection tasks waiting out a backoff to dial it now.
+        let promoted = !news
+            && promoting_until.is_none()
+            && current
+                .as_ref()
+                .is_some_and(|old| old.promoting_until.is_some());
         if news || promoting_until.is_none() {
             *current = Some(hint);
         }
         drop(current);
-        if news {
+        if news || promoted {
             self.moves.send_modify(|n| *n = n.wrapping_add(1));
         }
         news.then_some(address)
@@ -407,11 +413,15 @@ mod tests {
         assert!(moves.has_changed().unwrap());
         moves.borrow_and_update();
         assert!(sentinels.moved_from("h:1") && !sentinels.moved_from("h:2"));
-        // Every sentinel says it again: no news.
+        // The promotion is done: the same master, and a wake-up to dial it.
         let switched = || Event::Switched {
             host: "h".into(),
             port: 2,
         };
+        assert_eq!(sentinels.announce(switched(), wait), None);
+        assert!(moves.has_changed().unwrap());
+        moves.borrow_and_update();
+        // Every sentinel says it again: no news.
         assert_eq!(sentinels.announce(switched(), wait), None);
         assert!(!moves.has_changed().unwrap());
         assert_eq!(sentinels.lock_hint().clone().unwrap().promoting_until, None);

@@ -131,10 +131,9 @@ async fn a_hub_without_a_reachable_sentinel_fails_to_connect_with_a_reason() {
     );
 }
 
-async fn through(trigger: Trigger) {
-    let Some(mut topology) = Topology::start().await else {
-        return;
-    };
+/// Two hubs through the topology's sentinels, on a prefix of their own,
+/// quick to notice a failure.
+async fn two_nodes(topology: &Topology) -> (RedisHub, RedisHub) {
     let prefix = prefix();
     let config = || {
         topology
@@ -143,10 +142,17 @@ async fn through(trigger: Trigger) {
             .with_response_timeout(Duration::from_millis(500))
             .with_connection_timeout(Duration::from_millis(500))
     };
-    let (a, b) = (
+    (
         RedisHub::connect(config()).await.unwrap(),
         RedisHub::connect(config()).await.unwrap(),
-    );
+    )
+}
+
+async fn through(trigger: Trigger) {
+    let Some(mut topology) = Topology::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&topology).await;
     let news = channel("news");
     let old_master = topology.master_port().await;
     let old_address = format!("127.0.0.1:{old_master}");
@@ -361,4 +367,107 @@ async fn through(trigger: Trigger) {
         resets.len(),
         got.len()
     );
+}
+
+/// Case 1 of issue 13 through Sentinel: the replica stops copying (made to,
+/// with `REPLICAOF NO ONE`, so that what it lacks is known), the master
+/// takes five more publishes, confirmed, and is killed; the sentinels
+/// promote the lagging replica. A live subscriber gets a reset, never
+/// silence; no cursor names two messages; a client resuming from a cursor
+/// of the lost part gets a reset; a retried key whose first store was lost
+/// with the master is stored again (under a new cursor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_promoted_ends_in_a_reset_not_silence() {
+    let Some(mut topology) = Topology::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&topology).await;
+    let news = channel("news");
+    let old_master = topology.master_port().await;
+    let replica = topology.replica_port(old_master);
+    let mut subscription = b.subscribe(&news, Start::Live).await.unwrap();
+    let mut confirmed = Vec::new();
+    for i in 0..5 {
+        confirmed.push(publish_keyed(&a, &news, i).await);
+    }
+    topology.sync_replica(old_master).await;
+    // The replica stops copying: what follows exists on the master only.
+    let detached = common::sentinel::query(replica, &["REPLICAOF", "NO", "ONE"]).await;
+    assert_eq!(detached.text(), "OK");
+    for i in 5..10 {
+        confirmed.push(publish_keyed(&a, &news, i).await);
+    }
+    for i in 0..10 {
+        match next(&mut subscription).await {
+            Item::Message(message) => assert_eq!(text(&message), format!("m{i}")),
+            other => panic!("expected m{i}, got {other:?}"),
+        }
+    }
+    let mut switches = topology.switches().await;
+    topology.kill(old_master).await;
+    assert_eq!(switches.next().await, replica, "the lagging replica");
+
+    // Publishing goes on; m5's key was lost with the master: stored again.
+    let again = publish_keyed(&a, &news, 5).await;
+    assert_ne!(again.cursor, confirmed[5].cursor);
+    assert_ne!(again.cursor.epoch(), confirmed[5].cursor.epoch());
+    confirmed.push(again);
+    for i in 10..15 {
+        confirmed.push(publish_keyed(&a, &news, i).await);
+    }
+    // A key that replicated answers its first cursor, from the old epoch.
+    assert_eq!(
+        publish_keyed(&a, &news, 2).await.cursor,
+        confirmed[2].cursor
+    );
+    let mut cursors: Vec<Cursor> = confirmed.iter().map(|p| p.cursor).collect();
+    cursors.sort_by_key(|c| (c.epoch(), c.position()));
+    cursors.dedup();
+    assert_eq!(
+        cursors.len(),
+        confirmed.len(),
+        "a cursor named two messages"
+    );
+
+    // The live subscriber: a reset, then the new history after its resume.
+    let reset = match next(&mut subscription).await {
+        Item::Signal(Signal::Reset(reset)) => reset,
+        other => panic!("expected a reset, got {other:?}"),
+    };
+    let last = confirmed.last().unwrap().cursor;
+    assert_eq!(reset.resume.epoch(), last.epoch());
+    let history = b.read(&news, Start::Earliest, 1_000).await.unwrap();
+    let expected: Vec<String> = history
+        .messages
+        .iter()
+        .filter(|m| m.cursor().position() > reset.resume.position())
+        .map(|m| text(m))
+        .collect();
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        match next(&mut subscription).await {
+            Item::Message(message) => got.push(text(&message)),
+            other => panic!("after the reset: {other:?}"),
+        }
+    }
+    assert_eq!(got, expected);
+    let stored: Vec<String> = history.messages.iter().map(|m| text(m)).collect();
+    let survivors: Vec<String> = (0..5)
+        .chain([5])
+        .chain(10..15)
+        .map(|i| format!("m{i}"))
+        .collect();
+    assert_eq!(stored, survivors, "what survived, each once, in order");
+
+    // A client holding a cursor from the lost part: a reset, on either node.
+    for node in [&a, &b] {
+        let mut resumed = node
+            .subscribe(&news, Start::After(confirmed[7].cursor))
+            .await
+            .unwrap();
+        match next(&mut resumed).await {
+            Item::Signal(Signal::Reset(reset)) => assert_eq!(reset.since, confirmed[7].cursor),
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
 }

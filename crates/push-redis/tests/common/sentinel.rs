@@ -296,6 +296,15 @@ impl Topology {
         answer.items()[1].text().parse().unwrap()
     }
 
+    /// The port of the server that is not on `port`.
+    pub fn replica_port(&self, port: u16) -> u16 {
+        self.servers
+            .iter()
+            .map(RedisServer::port)
+            .find(|other| *other != port)
+            .expect("two servers")
+    }
+
     /// The server on `port`.
     pub fn server(&self, port: u16) -> &RedisServer {
         self.servers
