@@ -157,7 +157,7 @@ impl Connector {
         let Some(sentinels) = self.sentinels() else {
             return;
         };
-        let Some(address) = sentinels.announce(event, self.connection_timeout) else {
+        let Some(address) = sentinels.announce(event, crate::sentinel::PROMOTION_WAIT) else {
             return;
         };
         if self.health.address().as_deref() != Some(address.as_str()) {

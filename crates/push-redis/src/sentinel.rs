@@ -35,6 +35,10 @@ use crate::connection::{Connector, FIRST_DELAY};
 const PROMOTING: &str = "+failover-state-send-slaveof-noone";
 /// The announcement of a finished failover.
 const SWITCHED: &str = "+switch-master";
+/// How long a replica announced as being promoted is waited for (no
+/// connection goes to the old master meanwhile) before the hub asks the
+/// sentinels again; the switch's announcement ends the wait sooner.
+pub(crate) const PROMOTION_WAIT: Duration = Duration::from_secs(5);
 
 /// The sentinels of one master, and what they last announced.
 pub(crate) struct Sentinels {
@@ -196,7 +200,11 @@ impl Sentinels {
             let info = self.info(&hint.host, hint.port)?;
             match is_master(&info, connection_timeout, response_timeout).await {
                 Ok(true) => return Ok(info),
-                Ok(false) if hint.promoting_until.is_some_and(|t| Instant::now() < t) => {
+                // Not yet a master, or not answering while it turns into
+                // one: wait for it. Asking the sentinels now would name
+                // the old master (until the switch), whose writes from now
+                // on are lost.
+                Ok(false) | Err(_) if hint.promoting_until.is_some_and(|t| Instant::now() < t) => {
                     return Err(format!(
                         "Redis at {address} is being promoted to master by Sentinel, not yet done"
                     ));
