@@ -414,11 +414,15 @@ impl Topology {
     /// One failover, measured.
     async fn round(&self, seen: &Shared) -> Result<Round, String> {
         self.wait_ready().await?;
-        let before = lock(seen)
-            .confirmed
-            .last()
-            .map(|c| c.2.epoch())
-            .ok_or("no publish confirmed yet")?;
+        let before = within("a first publish", async {
+            loop {
+                if let Some(last) = lock(seen).confirmed.last() {
+                    return last.2.epoch();
+                }
+                tokio::time::sleep(PACE).await;
+            }
+        })
+        .await?;
         let client = redis::Client::open(("127.0.0.1", self.sentinel_ports[0]))
             .map_err(|e| e.to_string())?;
         let mut switches = within("a subscription", client.get_async_pubsub())
