@@ -20,8 +20,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use push::ws::{Origins, WsClientConfig, WsConfig, WsHandler, WsSession};
-use push::{ChannelName, Item, MemoryHub, MemoryHubConfig, Publication, Start};
+use push_live::ws::{Origins, WsClientConfig, WsConfig, WsHandler, WsSession};
+use push_live::{ChannelName, Item, MemoryHub, MemoryHubConfig, Publication, Start};
 
 const ROOMS: [&str; 3] = ["lobby", "rust", "random"];
 
@@ -104,11 +104,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         .with_publish(true)
         .with_origins(Origins::SameHost);
     // Ctrl-C closes every socket with 1001, then the server.
-    let mut shutdown = push::Shutdown::new();
+    let mut shutdown = push_live::Shutdown::new();
     let ws = WsHandler::new(hub.clone(), config.with_shutdown(shutdown.token().clone()));
     shutdown.track(ws.socket_tasks());
     let port: u16 = std::env::var("CHAT_PORT").map_or(Ok(8091), |p| p.parse())?;
-    let listener = push::bind(([127, 0, 0, 1], port).into(), 1024)?;
+    let listener = push_live::bind(([127, 0, 0, 1], port).into(), 1024)?;
     let addr = listener.local_addr()?;
     println!("chat on http://{addr}/");
     let service = service_fn(move |request: Request<Incoming>| {
@@ -130,11 +130,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let _ = tokio::signal::ctrl_c().await;
         stop.trigger();
     });
-    let server = tokio::spawn(push::serve(
+    let server = tokio::spawn(push_live::serve(
         listener,
         service,
         shutdown.clone(),
-        push::ServeConfig::default(),
+        push_live::ServeConfig::default(),
         None,
     ));
 

@@ -21,8 +21,8 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use push::sse::{SseConfig, SseHandler};
-use push::{EventName, Hub, MemoryHub, MemoryHubConfig, Publication};
+use push_live::sse::{SseConfig, SseHandler};
+use push_live::{EventName, Hub, MemoryHub, MemoryHubConfig, Publication};
 
 const PAGE: &str = r#"<!doctype html>
 <meta charset="utf-8">
@@ -65,11 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A short history: a page that (re)connects gets the last readings first.
     let hub = MemoryHub::with_config(MemoryHubConfig::default().with_max_messages(20))?;
     // Ctrl-C ends every open stream with a `retry:` hint, then the server.
-    let shutdown = push::Shutdown::new();
+    let shutdown = push_live::Shutdown::new();
     let config = SseConfig::default().with_shutdown(shutdown.token().clone());
     let sse = SseHandler::new(hub.clone(), config);
     let port: u16 = std::env::var("DASHBOARD_PORT").map_or(Ok(8090), |p| p.parse())?;
-    let listener = push::bind(([127, 0, 0, 1], port).into(), 1024)?;
+    let listener = push_live::bind(([127, 0, 0, 1], port).into(), 1024)?;
     println!("dashboard on http://{}/", listener.local_addr()?);
 
     let service = service_fn(move |request: Request<Incoming>| {
@@ -91,11 +91,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let _ = tokio::signal::ctrl_c().await;
         stop.trigger();
     });
-    let server = tokio::spawn(push::serve(
+    let server = tokio::spawn(push_live::serve(
         listener,
         service,
         shutdown.clone(),
-        push::ServeConfig::default(),
+        push_live::ServeConfig::default(),
         None,
     ));
 

@@ -6,12 +6,12 @@
 #![allow(clippy::print_stdout)]
 
 use futures_util::StreamExt;
-use push::{
+use push_live::{
     Cursor, Hub, Item, MemoryHub, MemoryHubConfig, Publication, Signal, Start, Subscription,
 };
 
 #[tokio::main]
-async fn main() -> Result<(), push::Error> {
+async fn main() -> Result<(), push_live::Error> {
     // A small history, so that the last client falls out of it.
     let hub = MemoryHub::with_config(MemoryHubConfig::default().with_max_messages(5))?;
     let prices = "prices".parse()?;

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use push::longpoll::{LongPollConfig, LongPollHandler, LongPoller, LongPollerConfig};
-use push::{Hub, Item, MemoryHub, Publication, Start};
+use push_live::longpoll::{LongPollConfig, LongPollHandler, LongPoller, LongPollerConfig};
+use push_live::{Hub, Item, MemoryHub, Publication, Start};
 use tokio::net::TcpListener;
 
 #[tokio::main]

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use push::poll::{PollConfig, PollHandler, Poller, PollerConfig};
-use push::{Hub, Item, MemoryHub, Publication};
+use push_live::poll::{PollConfig, PollHandler, Poller, PollerConfig};
+use push_live::{Hub, Item, MemoryHub, Publication};
 use tokio::net::TcpListener;
 
 #[tokio::main]

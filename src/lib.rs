@@ -10,10 +10,10 @@
 //!
 //! ```
 //! use futures_util::StreamExt;
-//! use push::{Hub, Item, MemoryHub, Publication, Start};
+//! use push_live::{Hub, Item, MemoryHub, Publication, Start};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), push::Error> {
+//! # async fn main() -> Result<(), push_live::Error> {
 //! let hub = MemoryHub::new();
 //! let news = "news".parse()?;
 //! let mut subscription = hub.subscribe(&news, Start::Live).await?;
@@ -30,7 +30,7 @@ pub use push_core::*;
 mod router;
 mod serve;
 
-pub use router::{Body, Call, Router, RouterConfig, RouterFuture};
+pub use router::{Call, Route, Router, RouterBody, RouterConfig, RouterFuture};
 pub use serve::{ServeConfig, ServeStats, Shutdown, bind, serve};
 /// The cancellation token type of [`Shutdown::token`] and the transports'
 /// `shutdown` settings.
@@ -40,6 +40,11 @@ pub use tokio_util::task::TaskTracker;
 
 /// The core crate, for paths that name it.
 pub use push_core as core;
+
+/// The hyper glue the transports share: the request reader ([`http::Head`],
+/// [`http::Query`], [`http::ChannelLocator`]), the JSON answers, ETags, and
+/// the clients' error ([`http::ClientError`]).
+pub use push_http as http;
 
 /// Short (interval) polling.
 #[cfg(feature = "poll")]

@@ -5,16 +5,16 @@
 mod support;
 
 use http::StatusCode;
-use push::{MemoryHub, Router, RouterConfig, ServeConfig};
+use push_live::{MemoryHub, Router, RouterConfig, ServeConfig};
 use support::get;
 
 #[tokio::test]
 async fn routes_follow_the_features() {
     let router = Router::new(MemoryHub::new(), RouterConfig::default());
-    let listener = push::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let listener = push_live::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = router.shutdown();
-    tokio::spawn(push::serve(
+    tokio::spawn(push_live::serve(
         listener,
         router,
         shutdown.clone(),

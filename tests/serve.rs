@@ -19,7 +19,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use push::{MemoryHub, Router, RouterConfig, ServeConfig};
+use push_live::{MemoryHub, Router, RouterConfig, ServeConfig};
 use serving::start;
 use support::{get, read_until, until, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -123,7 +123,7 @@ async fn bad_requests_get_clear_answers() {
     let running = start(
         RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(16),
+            .with_max_message_bytes(16),
         ServeConfig::default(),
     )
     .await;
@@ -202,10 +202,10 @@ async fn shutdown_ends_streams_sockets_and_held_polls() {
     let router = running.router.clone();
     until("every subscriber to be in place", || {
         let (channel, command) = router.ws();
-        router.sse().open_streams() == 1
-            && channel.open_sockets() == 1
-            && command.open_sockets() == 1
-            && router.longpoll().waiting() == 1
+        router.sse().connections() == 1
+            && channel.connections() == 1
+            && command.connections() == 1
+            && router.longpoll().connections() == 1
     })
     .await;
 
@@ -242,10 +242,10 @@ async fn a_deadline_ends_event_streams_and_sockets() {
             async move { Ok::<_, Infallible>(router.handle_until(request, Some(deadline)).await) }
         })
     };
-    let listener = push::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
+    let listener = push_live::bind("127.0.0.1:0".parse().unwrap(), 128).unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = router.shutdown();
-    tokio::spawn(push::serve(
+    tokio::spawn(push_live::serve(
         listener,
         service,
         shutdown,
@@ -299,10 +299,10 @@ async fn a_publish_in_flight_completes_during_shutdown() {
     let mut answer = String::new();
     read_until(&mut stream, &mut answer, "\"}").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let batch = push::Hub::read(
+    let batch = push_live::Hub::read(
         &**running.router.hub(),
         &"news".parse().unwrap(),
-        push::Start::Earliest,
+        push_live::Start::Earliest,
         10,
     )
     .await

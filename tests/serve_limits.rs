@@ -1,4 +1,4 @@
-//! `push::serve` against hostile and careless clients, over real TCP: every
+//! `push_live::serve` against hostile and careless clients, over real TCP: every
 //! connection has a deadline until it is useful (silent sockets, partial
 //! HTTP/2 prefaces and header blocks, idle keep-alive, trickled heads and
 //! bodies, stalled readers), the connection limit sheds idle connections
@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use push::{Hub as _, Publication, RouterConfig, ServeConfig};
+use push_live::{Hub as _, Publication, RouterConfig, ServeConfig};
 use serving::start;
 use support::{get, read_until, until, within};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -188,7 +188,7 @@ async fn an_oversized_declared_body_gets_413_before_any_of_it_is_read() {
     let running = start(
         RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(16),
+            .with_max_message_bytes(16),
         deadlines(LONG, LONG),
     )
     .await;

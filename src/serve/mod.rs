@@ -43,8 +43,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// handlers' `socket_tasks()`):
 ///
 /// ```
-/// use push::{MemoryHub, Shutdown};
-/// use push::sse::{SseConfig, SseHandler};
+/// use push_live::{MemoryHub, Shutdown};
+/// use push_live::sse::{SseConfig, SseHandler};
 ///
 /// let shutdown = Shutdown::new();
 /// let sse = SseHandler::new(
@@ -123,7 +123,7 @@ impl Shutdown {
 ///
 /// ```
 /// use std::time::Duration;
-/// use push::ServeConfig;
+/// use push_live::ServeConfig;
 ///
 /// let config = ServeConfig::default().with_max_connections(10_000);
 /// assert_eq!(config.grace, Duration::from_secs(10));
@@ -419,19 +419,19 @@ const IDLE_CLOSE_TIME: Duration = Duration::from_secs(1);
 /// None yet: accept errors are waited out.
 ///
 /// ```no_run
-/// use push::{MemoryHub, Router, RouterConfig, ServeConfig};
+/// use push_live::{MemoryHub, Router, RouterConfig, ServeConfig};
 ///
 /// # #[tokio::main]
 /// # async fn main() -> std::io::Result<()> {
 /// let router = Router::new(MemoryHub::new(), RouterConfig::default().with_publish(true));
 /// let shutdown = router.shutdown();
-/// let listener = push::bind("127.0.0.1:8080".parse().unwrap(), 4096)?;
+/// let listener = push_live::bind("127.0.0.1:8080".parse().unwrap(), 4096)?;
 /// let stop = shutdown.clone();
 /// tokio::spawn(async move {
 ///     let _ = tokio::signal::ctrl_c().await;
 ///     stop.trigger();
 /// });
-/// push::serve(listener, router, shutdown, ServeConfig::default(), None).await
+/// push_live::serve(listener, router, shutdown, ServeConfig::default(), None).await
 /// # }
 /// ```
 pub async fn serve<S, B>(

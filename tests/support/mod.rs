@@ -254,7 +254,7 @@ pub async fn open_sse(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream
 }
 
 /// What every transport's client yields.
-pub type ClientItem = Result<push_core::Item, push_core::ClientError>;
+pub type ClientItem = Result<push_core::Item, push_http::ClientError>;
 
 /// A client driven in a task of its own, as an application would drive it
 /// (a client only works while it is polled): its items, as a stream.

@@ -13,9 +13,9 @@ use std::net::SocketAddr;
 use futures_util::StreamExt as _;
 use http::StatusCode;
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::within;
 
@@ -38,7 +38,7 @@ pub async fn open(
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status()),
+        Err(WsError::Http(response)) => Err(response.status()),
         Err(other) => panic!("{other}"),
     }
 }
@@ -61,6 +61,26 @@ pub async fn close_code(ws: &mut Ws) -> CloseCode {
             Some(Ok(Message::Close(Some(frame)))) => return frame.code,
             Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => {}
             other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// The code of the close frame that comes next (other frames skipped), once
+/// the close handshake is finished: the client's reply goes out as it reads
+/// on, to the end of the stream.
+pub async fn close_code_to_the_end(ws: &mut Ws) -> CloseCode {
+    let code = close_code(ws).await;
+    while let Some(Ok(_)) = within("the end", ws.next()).await {}
+    code
+}
+
+/// The next text frame as the server wrote it (pings and pongs skipped).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match within("a text frame", ws.next()).await {
+            Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 }

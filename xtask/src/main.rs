@@ -1,7 +1,8 @@
 //! The project's own commands, run as `cargo xtask <command>`.
 //!
 //! - `test`: everything CI checks: formatting, clippy (warnings are errors),
-//!   rustdoc (warnings are errors), and every test of the workspace with all
+//!   rustdoc (warnings are errors), every published crate built from its
+//!   `.crate` (`cargo package`), and every test of the workspace with all
 //!   features, doc tests and property tests included. First it installs the
 //!   third-party clients the tests run against (npm packages, pinned in
 //!   tests/third-party) into target/third-party. A program it needs and
@@ -31,7 +32,7 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  test     formatting, clippy, rustdoc and every test (what CI runs),
+  test     formatting, clippy, rustdoc, packaging and every test (what CI runs),
            the browser tests included
   e2e      the browser tests alone: push-server's demo page and push.js in
            headless Chromium (tests/e2e/demo.mjs); refreshes docs/demo.png
@@ -126,6 +127,22 @@ const TEST_STEPS: &[Step] = &[
         program: "cargo",
         args: &["doc", "--workspace", "--all-features", "--no-deps"],
         env: &[("RUSTDOCFLAGS", "-D warnings")],
+    },
+    // Every published crate builds from its own `.crate`, as crates.io
+    // would build it (push-bench and xtask are not published).
+    Step {
+        name: "package",
+        program: "cargo",
+        args: &[
+            "package",
+            "--workspace",
+            "--exclude",
+            "push-bench",
+            "--exclude",
+            "xtask",
+            "--allow-dirty",
+        ],
+        env: &[],
     },
     Step {
         name: "tests",

@@ -41,6 +41,7 @@ use http::header::{CONTENT_TYPE, HOST};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use push_live::http::Technique;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore};
@@ -77,8 +78,9 @@ const SATURATION_PEERS: [&str; 3] = ["axum", "axum-4k", "nchan"];
 
 /// How one kind of subscriber connects and reads, and which servers speak it.
 pub(crate) trait Protocol: Copy + Send + Sync + 'static {
-    /// The scenario's name in the log and its channels' names (`sse`).
-    const NAME: &'static str;
+    /// The technique measured: its name is the scenario's in the log and
+    /// in its channels' names (`sse`).
+    const TECHNIQUE: Technique;
     /// Its name in the tables' titles (`SSE`).
     const TITLE: &'static str;
     /// What one subscriber's connection is called (`stream`).
@@ -741,7 +743,7 @@ async fn open_group<P: Protocol>(
     epoch: Instant,
 ) -> Result<Subscribers, String> {
     *generation += 1;
-    let channel = format!("{}-{count}-{generation}", P::NAME);
+    let channel = format!("{}-{count}-{generation}", P::TECHNIQUE.as_str());
     let subscribers = Subscribers::open(protocol, server.addr, channel, count, epoch)?;
     subscribers.wait_open(P::UNIT).await?;
     Ok(subscribers)
@@ -778,7 +780,7 @@ async fn saturate<P: Protocol>(
         let passed = step.passes(search.p99);
         eprintln!(
             "{} saturation {} {count} (p99 ≤ {}): {rate:.0}/s {} (p50 {}, p99 {}, {} missing, publisher behind by {} at worst, {:.0} deliveries/s, server CPU {:.2} µs, client CPU {:.2} µs per delivery)",
-            P::NAME,
+            P::TECHNIQUE.as_str(),
             server.name,
             human(search.p99),
             if passed { "passes" } else { "fails" },
@@ -835,7 +837,7 @@ pub(crate) async fn scenario<P: Protocol>(
     let began = Instant::now();
     let load_before = load_average();
     let epoch = Instant::now();
-    let name = P::NAME;
+    let name = P::TECHNIQUE.as_str();
     for search in &options.saturation {
         if !options.sse_counts.contains(&search.subscribers) {
             eprintln!(

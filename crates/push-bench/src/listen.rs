@@ -1,10 +1,9 @@
 //! Listening the same way for every Rust server in the bench: a large accept
-//! backlog (tokio's default drops connections in bursts of thousands),
-//! TCP_NODELAY on each connection, and upgrades (WebSockets) enabled.
+//! backlog (tokio's default drops connections in bursts of thousands; bound
+//! with `push_live::bind`), TCP_NODELAY on each connection, and upgrades
+//! (WebSockets) enabled.
 
 use std::convert::Infallible;
-use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::body::{Body, Incoming};
@@ -12,21 +11,10 @@ use hyper::service::Service;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 
 /// The accept backlog: matches this machine's `somaxconn`.
 pub(crate) const BACKLOG: u32 = 4096;
-
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
-}
 
 /// How a connection's HTTP version is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -152,7 +152,8 @@ fn serve(args: &[String]) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let listener = listen::bind(listen).map_err(|e| format!("binding {listen}: {e}"))?;
+        let listener = push_live::bind(listen, listen::BACKLOG)
+            .map_err(|e| format!("binding {listen}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         println!("listening on http://{addr}");
         servers::run(name, listener, &extra).await

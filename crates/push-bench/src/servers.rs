@@ -13,8 +13,8 @@
 //! | `GET /ws/{channel}` | a WebSocket, each message one text frame (its JSON envelope) |
 //! | `GET /bench/ws` | how many WebSockets are open (a number) |
 //!
-//! (`push-router` is the facade as its users run it: `push::Router` served by
-//! `push::serve`; `push-server` is the standalone server with its defaults,
+//! (`push-router` is the facade as its users run it: `push_live::Router` served by
+//! `push_live::serve`; `push-server` is the standalone server with its defaults,
 //! which reports no counts: the benchmark then trusts its own.)
 //!
 //! (the hello-world answers `Hello, World!` to everything; `hello-stream`
@@ -53,6 +53,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use push_core::{Hub, MemoryHub, MemorySubscription, Publication};
+use push_live::http::Technique;
 use push_longpoll::{LongPollConfig, LongPollHandler};
 use push_poll::{PollConfig, PollHandler};
 use push_sse::{SseBody, SseConfig, SseHandler};
@@ -99,11 +100,11 @@ pub(crate) async fn run(name: &str, listener: TcpListener, extra: &[String]) -> 
         "push-direct" => listen::serve(listener, PushServer::new(), Dispatch::Peek).await,
         "push-router" => serve_router(listener).await?,
         "push-server" => serve_push_server(listener, extra).await?,
-        "push-served" => push::serve(
+        "push-served" => push_live::serve(
             listener,
             PushServer::new(),
-            push::Shutdown::new(),
-            push::ServeConfig::default(),
+            push_live::Shutdown::new(),
+            push_live::ServeConfig::default(),
             None,
         )
         .await
@@ -232,8 +233,8 @@ impl PushServer {
         PushServer(Arc::new(Routes {
             poll: PollHandler::new(hub.clone(), PollConfig::default()),
             longpoll: LongPollHandler::new(hub.clone(), LongPollConfig::default()),
-            sse: SseHandler::from_shared(Arc::new(hub.clone()), SseConfig::default()),
-            ws: WsHandler::from_shared(Arc::new(hub.clone()), WsConfig::default()),
+            sse: SseHandler::new(hub.clone(), SseConfig::default()),
+            ws: WsHandler::new(hub.clone(), WsConfig::default()),
             hub,
         }))
     }
@@ -292,15 +293,15 @@ impl Service<Request<Incoming>> for PushServer {
                 server.0.longpoll.handle(request).await
             } else if path == "/bench/held" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.longpoll.waiting().to_string(),
+                    server.0.longpoll.connections().to_string(),
                 )))
             } else if path == "/bench/sse" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.sse.open_streams().to_string(),
+                    server.0.sse.connections().to_string(),
                 )))
             } else if path == "/bench/ws" {
                 Response::new(Full::new(Bytes::from(
-                    server.0.ws.open_sockets().to_string(),
+                    server.0.ws.connections().to_string(),
                 )))
             } else {
                 status(404, "not found")
@@ -685,12 +686,12 @@ impl Service<Request<Incoming>> for WriteFloor {
     }
 }
 
-/// The facade as a user runs it: `push::Router` (publishing on) served by
-/// `push::serve`, plus the three counts the benchmark reads.
+/// The facade as a user runs it: `push_live::Router` (publishing on) served by
+/// `push_live::serve`, plus the three counts the benchmark reads.
 async fn serve_router(listener: TcpListener) -> Result<(), String> {
-    let router = push::Router::new(
+    let router = push_live::Router::new(
         MemoryHub::new(),
-        push::RouterConfig::default().with_publish(true),
+        push_live::RouterConfig::default().with_publish(true),
     );
     let shutdown = router.shutdown();
     // `Router::handle` boxes its future: this one stays small.
@@ -698,24 +699,24 @@ async fn serve_router(listener: TcpListener) -> Result<(), String> {
         let router = router.clone();
         async move {
             let count = match request.uri().path() {
-                "/bench/held" => Some(router.longpoll().waiting()),
-                "/bench/sse" => Some(router.sse().open_streams()),
-                "/bench/ws" => Some(router.ws().0.open_sockets()),
+                "/bench/held" => Some(router.connections(Technique::LongPoll)),
+                "/bench/sse" => Some(router.connections(Technique::Sse)),
+                "/bench/ws" => Some(router.connections(Technique::Ws)),
                 _ => None,
             };
             if let Some(count) = count {
-                return Ok::<_, Infallible>(Response::new(push::Body::from_bytes(
+                return Ok::<_, Infallible>(Response::new(push_live::RouterBody::from_bytes(
                     count.to_string(),
                 )));
             }
             Ok(router.handle(request).await)
         }
     });
-    push::serve(
+    push_live::serve(
         listener,
         service,
         shutdown,
-        push::ServeConfig::default(),
+        push_live::ServeConfig::default(),
         None,
     )
     .await

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 
+use push_live::http::Technique;
+
 use crate::fanout::{MAX_HEAD, Protocol, Subscriber, Tally, nanos_since};
 
 /// Server-Sent Events: `GET /sse/{channel}`, each message one event.
@@ -15,7 +17,7 @@ use crate::fanout::{MAX_HEAD, Protocol, Subscriber, Tally, nanos_since};
 pub(crate) struct Sse;
 
 impl Protocol for Sse {
-    const NAME: &'static str = "sse";
+    const TECHNIQUE: Technique = Technique::Sse;
     const TITLE: &'static str = "SSE";
     const UNIT: &'static str = "stream";
     const OPENED: &'static str = "has its response head";

@@ -23,6 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tungstenite::Message;
 use tungstenite::protocol::WebSocketConfig;
 
+use push_live::http::Technique;
+
 use crate::fanout::{MAX_HEAD, Protocol, Subscriber, Tally, nanos_since};
 
 /// A fixed `Sec-WebSocket-Key` (RFC 6455's example) and the accept it calls for.
@@ -60,7 +62,7 @@ pub(crate) struct Ws {
 }
 
 impl Protocol for Ws {
-    const NAME: &'static str = "ws";
+    const TECHNIQUE: Technique = Technique::Ws;
     const TITLE: &'static str = "WebSocket";
     const UNIT: &'static str = "socket";
     const OPENED: &'static str = "is open (its `101` arrived)";

@@ -29,8 +29,8 @@ use crate::{Batch, ChannelName, Cursor, Error, Item, Publication, Start};
 /// calls: a publish is an append and a wake-up, with no boxed future and no
 /// virtual call per message delivered. The cost is that `dyn Hub` is not a
 /// type; a program that picks its hub at run time (the standalone server:
-/// memory or Redis, from a flag) wraps the choice in an enum that implements
-/// `Hub`, or instantiates its transports twice.
+/// memory or Redis, from a flag) holds the choice in an
+/// [`Either`](crate::Either), which is a `Hub` when both sides are.
 ///
 /// # Long polling without a race
 ///

@@ -46,8 +46,8 @@
 #![deny(missing_docs)]
 
 mod backoff;
-mod client_error;
 mod cursor;
+mod either;
 mod error;
 mod hub;
 mod item;
@@ -62,8 +62,8 @@ pub mod wire;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
-pub use crate::client_error::ClientError;
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
+pub use crate::either::Either;
 pub use crate::error::{BoxError, Error};
 pub use crate::hub::{Hub, Subscription, subscribe_pinned};
 pub use crate::item::{Batch, Gap, Item, Reset, Signal};

@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use push_core::testing::{self, Op, Options, Report, Start};
+use push_core::testing::{self, Op, Options, Report, Since};
 use push_core::{ChannelName, ManualClock, MemoryHub, MemoryHubConfig, Timestamp};
 use std::time::Duration;
 
@@ -50,7 +50,9 @@ proptest! {
         ops in testing::ops(80, 7, 120),
     ) {
         let result = run(small(max_messages, max_bytes, max_age_ms), &ops);
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        prop_assert!(result.is_ok(), "{}", result.as_ref().unwrap_err());
+        let report = result.unwrap();
+        check_report(&report, &ops, max_messages)?;
     }
 
     /// The same under a hub-wide byte budget of a few messages, which trims
@@ -64,8 +66,29 @@ proptest! {
         let budget = budget_messages * (MemoryHubConfig::MESSAGE_OVERHEAD + 8);
         let config = small(max_messages, 48, 60_000).with_max_retained_bytes(budget);
         let result = run(config, &ops);
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        prop_assert!(result.is_ok(), "{}", result.as_ref().unwrap_err());
+        let report = result.unwrap();
+        // The budget holds fewer than the channel's own limit would.
+        check_report(&report, &ops, max_messages.min(budget_messages))?;
     }
+}
+
+/// What every run's report must say: every publish happened, every read
+/// was made, and the hub never retained more than its limit (a hub that
+/// ignored it would pass the continuity checks, with nothing ever lost).
+fn check_report(report: &Report, ops: &[Op], limit: usize) -> Result<(), TestCaseError> {
+    let count = |f: fn(&Op) -> bool| ops.iter().filter(|op| f(op)).count();
+    prop_assert_eq!(
+        report.published,
+        count(|op| matches!(op, Op::Publish { .. }))
+    );
+    prop_assert_eq!(report.reads, count(|op| matches!(op, Op::Read { .. })));
+    prop_assert!(
+        report.most_retained <= limit,
+        "retained {} with a limit of {limit}",
+        report.most_retained
+    );
+    Ok(())
 }
 
 /// The generator must reach every path the properties speak of, or the
@@ -98,7 +121,7 @@ fn generated_scenarios_exercise_gaps_resets_and_wakeups() {
 fn slow_subscriber_gets_a_gap_with_the_exact_count() {
     let mut ops = vec![Op::Subscribe {
         who: 0,
-        from: Start::Live,
+        from: Since::Live,
     }];
     ops.extend((0..10).map(|_| Op::Publish {
         len: 1,
@@ -113,7 +136,7 @@ fn resume_after_disconnect_gets_what_was_missed() {
     let ops = [
         Op::Subscribe {
             who: 1,
-            from: Start::Earliest,
+            from: Since::Earliest,
         },
         Op::Publish {
             len: 4,
@@ -147,7 +170,7 @@ fn foreign_cursor_gets_a_reset_even_on_an_empty_channel() {
     let ops = [
         Op::Subscribe {
             who: 2,
-            from: Start::Foreign(9),
+            from: Since::Foreign(9),
         },
         Op::Drain { who: 2 },
         Op::Publish {

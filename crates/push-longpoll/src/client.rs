@@ -1,30 +1,25 @@
 //! `LongPoller`: a long-polling client that keeps its cursor and yields hub
 //! items.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
 use http::header::ETAG;
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
+use http::{Request, StatusCode, Uri};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use hyper_util::client::legacy::connect::Connect;
+use push_core::wire::json;
 use push_core::{Backoff, Batch, Cursor, Item, Start};
-use tokio::time::{Sleep, sleep};
+use push_http::client::{BoxFuture, Exchange, Polling, Resume, Sender};
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`LongPoller`] polls.
 #[derive(Clone, Debug)]
@@ -95,21 +90,10 @@ impl LongPollerConfig {
     }
 }
 
-type Sender =
-    dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<Result<Response<Incoming>, Error>> + Send + Sync;
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// The answer to one long poll: a batch, or (on `204`) only where to go on.
 enum Answer {
     Batch(Batch),
     Nothing(Cursor),
-}
-
-enum State {
-    Ready,
-    Waiting(Pin<Box<Sleep>>),
-    Requesting(BoxFuture<Result<Answer, Error>>),
-    Done,
 }
 
 /// A long-polling client: a `Stream` of the hub's [`Item`]s (messages, and gap
@@ -137,14 +121,14 @@ enum State {
 /// # Ok(()) }
 /// ```
 pub struct LongPoller {
+    polling: Polling<Asking>,
+}
+
+/// How a long poller asks: its URL and settings.
+struct Asking {
     url: Uri,
     config: LongPollerConfig,
-    send: Arc<Sender>,
-    start: Start,
-    yielded: Option<Cursor>,
-    buffer: VecDeque<Item>,
-    backoff: Backoff,
-    state: State,
+    send: Sender,
 }
 
 impl LongPoller {
@@ -154,8 +138,7 @@ impl LongPoller {
     /// # Errors
     /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
     pub fn new(url: &str, config: LongPollerConfig) -> Result<Self, Error> {
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        Self::with_client(url, config, client)
+        Self::with_sender(url, config, Sender::new())
     }
 
     /// A long poller that sends its requests through `client` (for TLS, a
@@ -171,73 +154,57 @@ impl LongPoller {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        let invalid = |reason| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if parsed.scheme().is_none() || parsed.host().is_none() {
-            return Err(invalid("it needs a scheme and a host"));
-        }
-        let send: Arc<Sender> = Arc::new(move |request| {
-            let response = client.request(request);
-            Box::pin(async move { response.await.map_err(Error::request) })
-        });
-        Ok(LongPoller {
-            url: parsed,
-            start: config.start,
-            backoff: Backoff::new(config.initial_backoff, config.max_backoff),
+        Self::with_sender(url, config, Sender::with_client(client))
+    }
+
+    fn with_sender(url: &str, config: LongPollerConfig, send: Sender) -> Result<Self, Error> {
+        let resume = Resume::new(
+            config.start,
+            Backoff::new(config.initial_backoff, config.max_backoff),
+        );
+        let asking = Asking {
+            url: push_http::client::parse_url(url)?,
             config,
             send,
-            yielded: None,
-            buffer: VecDeque::new(),
-            state: State::Ready,
+        };
+        Ok(LongPoller {
+            polling: Polling::new(asking, resume),
         })
     }
 
     /// The cursor of the last item yielded: resume from here.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.yielded
+        self.polling.resume().cursor()
     }
+}
 
-    fn request(&self) -> BoxFuture<Result<Answer, Error>> {
-        let since = self.start.to_since();
+impl Exchange for Asking {
+    type Answer = Answer;
+
+    fn request(&self, resume: &Resume) -> BoxFuture<Result<Answer, Error>> {
+        let since = resume.start().to_since();
         let hold = self.config.hold.as_secs().to_string();
         let limit = self.config.limit.map(|limit| limit.to_string());
         let mut params = Vec::new();
         params.extend(since.as_deref().map(|since| ("since", since)));
         params.push(("timeout", hold.as_str()));
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
-        let target = wire::path_with_params(self.url.path(), self.url.query(), &params);
-        let uri = target.parse().ok().and_then(|path_and_query| {
-            let mut parts = self.url.clone().into_parts();
-            parts.path_and_query = Some(path_and_query);
-            Uri::from_parts(parts).ok()
-        });
+        let uri = push_http::client::with_params(&self.url, &params);
         let send = self.send.clone();
         let timeout = self.config.hold.saturating_add(self.config.timeout_margin);
         let max_body = self.config.max_body_bytes;
-        let url = self.url.to_string();
         Box::pin(async move {
-            let uri = uri.ok_or(Error::InvalidUrl {
-                url,
-                reason: "the query cannot be extended",
-            })?;
-            let request = Request::get(uri)
+            let request = Request::get(uri?)
                 .body(Empty::new())
                 .map_err(Error::request)?;
-            let exchange = async {
-                let response = send(request).await?;
+            push_http::client::within(timeout, async {
+                let response = send.send(request).await?;
                 let status = response.status();
                 let etag = response
                     .headers()
                     .get(ETAG)
-                    .and_then(|v| wire::cursor_from_etag(v.to_str().ok()?));
-                let body = Limited::new(response.into_body(), max_body)
-                    .collect()
-                    .await
-                    .map_err(Error::Request)?
-                    .to_bytes();
+                    .and_then(|v| push_http::cursor_from_etag(v.to_str().ok()?));
+                let body = push_http::client::read_body(response.into_body(), max_body).await?;
                 match status {
                     StatusCode::OK => Ok(Answer::Batch(json::parse_batch(&body)?)),
                     StatusCode::NO_CONTENT => etag.map(Answer::Nothing).ok_or_else(|| {
@@ -246,11 +213,19 @@ impl LongPoller {
                     }),
                     status => Err(Error::status(status.as_u16(), &body)),
                 }
-            };
-            tokio::time::timeout(timeout, exchange)
-                .await
-                .map_err(|_| Error::Timeout(timeout))?
+            })
+            .await
         })
+    }
+
+    /// Asks again at once after every answer.
+    fn answered(&mut self, resume: &mut Resume, answer: Answer) -> Option<Duration> {
+        resume.succeeded();
+        match answer {
+            Answer::Nothing(cursor) => resume.moved_to(cursor),
+            Answer::Batch(batch) => resume.take_batch(batch),
+        }
+        None
     }
 }
 
@@ -258,54 +233,13 @@ impl Stream for LongPoller {
     type Item = Result<Item, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(item) = this.buffer.pop_front() {
-                this.yielded = Some(item.cursor());
-                return Poll::Ready(Some(Ok(item)));
-            }
-            match &mut this.state {
-                State::Done => return Poll::Ready(None),
-                State::Ready => this.state = State::Requesting(this.request()),
-                State::Waiting(sleep) => {
-                    ready!(sleep.as_mut().poll(cx));
-                    this.state = State::Ready;
-                }
-                State::Requesting(request) => match ready!(request.as_mut().poll(cx)) {
-                    Ok(answer) => {
-                        this.backoff.reset();
-                        this.state = State::Ready;
-                        match answer {
-                            Answer::Nothing(cursor) => this.start = Start::After(cursor),
-                            Answer::Batch(batch) => {
-                                this.start = Start::After(batch.cursor);
-                                this.buffer.extend(batch.signal.map(Item::Signal));
-                                this.buffer
-                                    .extend(batch.messages.into_iter().map(Item::Message));
-                            }
-                        }
-                    }
-                    Err(err) => {
-                        this.state = if err.is_fatal() {
-                            State::Done
-                        } else {
-                            State::Waiting(Box::pin(sleep(this.backoff.next_delay())))
-                        };
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                },
-            }
-        }
+        self.get_mut().polling.poll_next(cx)
     }
 }
 
 impl fmt::Debug for LongPoller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LongPoller")
-            .field("url", &self.url)
-            .field("start", &self.start)
-            .field("yielded", &self.yielded)
-            .field("buffered", &self.buffer.len())
-            .finish_non_exhaustive()
+        let url = &self.polling.exchange().url;
+        self.polling.debug(f, "LongPoller", url)
     }
 }

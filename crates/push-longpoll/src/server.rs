@@ -1,20 +1,18 @@
 //! The long-polling handler: a request held on the hub until there is news.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use push_core::wire::{self, ChannelLocator, Query, json};
-use push_core::{Batch, Cursor, Error, Hub, Item, Start};
+use push_core::wire::json;
+use push_core::{Batch, ChannelName, Cursor, Error, Hub, Item, Start};
+use push_http::{Access, ChannelLocator, EntityTag, Handler, Head, Live, LiveCount};
 use tokio_util::sync::CancellationToken;
 
 /// How a [`LongPollHandler`] reads requests and how long it holds them.
@@ -40,8 +38,8 @@ pub struct LongPollConfig {
     /// The longest hold a client may ask for; a larger `timeout` is lowered
     /// to it (default 120 s). Keep it below your proxies' idle timeouts.
     pub max_timeout: Duration,
-    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
     /// When this token is cancelled (the server is shutting down), every held
     /// request is answered at once (`204` with its cursor, as on a timeout),
     /// and later requests are answered without waiting: clients poll again,
@@ -56,7 +54,7 @@ impl Default for LongPollConfig {
             max_batch: 100,
             default_timeout: Duration::from_secs(30),
             max_timeout: Duration::from_secs(120),
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
             shutdown: None,
         }
     }
@@ -91,10 +89,10 @@ impl LongPollConfig {
         self
     }
 
-    /// Sets [`max_query_len`](Self::max_query_len).
+    /// Sets [`max_query_bytes`](Self::max_query_bytes).
     #[must_use]
-    pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
-        self.max_query_len = max_query_len;
+    pub fn with_max_query_bytes(mut self, max: usize) -> Self {
+        self.max_query_bytes = max;
         self
     }
 
@@ -115,94 +113,72 @@ impl LongPollConfig {
 /// `200` batch. With nothing by the timeout it answers `204 No Content`, the
 /// `ETag` carrying the cursor to poll from next. A held request waits on the
 /// hub's wake-up, never in a sleep loop, and a client that hangs up releases
-/// everything at once ([`waiting`](Self::waiting) counts the held requests).
+/// everything at once ([`connections`](Self::connections) counts the held
+/// requests).
 ///
 /// ```
 /// use push_core::MemoryHub;
 /// use push_longpoll::{LongPollConfig, LongPollHandler};
 ///
 /// let longpoll = LongPollHandler::new(MemoryHub::new(), LongPollConfig::default());
-/// assert_eq!(longpoll.waiting(), 0);
+/// assert_eq!(longpoll.connections(), 0);
 /// ```
 #[derive(Debug)]
 pub struct LongPollHandler<H> {
     hub: Arc<H>,
-    config: Arc<LongPollConfig>,
-    waiting: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
-impl<H> Clone for LongPollHandler<H> {
-    fn clone(&self) -> Self {
-        LongPollHandler {
-            hub: self.hub.clone(),
-            config: self.config.clone(),
-            waiting: self.waiting.clone(),
-        }
+/// The configuration, and the count of held requests.
+#[derive(Debug)]
+struct Shared {
+    config: LongPollConfig,
+    held: LiveCount,
+}
+
+impl AsRef<LiveCount> for Shared {
+    fn as_ref(&self) -> &LiveCount {
+        &self.held
     }
 }
+
+push_http::service!(LongPollHandler);
 
 impl<H: Hub> LongPollHandler<H> {
-    /// A handler over `hub`.
-    pub fn new(hub: H, config: LongPollConfig) -> Self {
-        Self::from_shared(Arc::new(hub), config)
-    }
-
-    /// A handler over a hub shared with other handlers.
-    pub fn from_shared(hub: Arc<H>, config: LongPollConfig) -> Self {
+    /// A handler over `hub` (a hub, or an `Arc` of one shared with other
+    /// handlers).
+    pub fn new(hub: impl Into<Arc<H>>, config: LongPollConfig) -> Self {
         LongPollHandler {
-            hub,
-            config: Arc::new(config),
-            waiting: Arc::new(AtomicUsize::new(0)),
+            hub: hub.into(),
+            shared: Arc::new(Shared {
+                config,
+                held: LiveCount::default(),
+            }),
         }
     }
 
     /// The configuration it runs with.
     pub fn config(&self) -> &LongPollConfig {
-        &self.config
+        &self.shared.config
     }
 
     /// How many requests are held right now, waiting for a message.
-    pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+    pub fn connections(&self) -> usize {
+        self.shared.held.get()
     }
 
     /// Answers one request. The body of a long-poll request is ignored.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
-        // Everything the wait needs is read here, and the request dropped:
-        // a held request keeps only a few words, not its headers.
-        let asked = {
-            let (parts, _body) = request.into_parts();
-            if parts.method != Method::GET {
-                let mut response = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "long polling answers GET only",
-                );
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("GET"));
-                return response;
-            }
-            match self.read_request(&parts.uri) {
-                Ok(asked) => asked,
-                Err(err) => return error_for(&err),
-            }
-        };
-        match self.answer(asked).await {
-            Ok(response) => response,
-            Err(err) => error_for(&err),
-        }
+        push_http::handle(self, request).await
     }
 
-    fn read_request(&self, uri: &Uri) -> Result<Asked, Error> {
-        let config = &*self.config;
-        let query = Query::parse(uri.query(), config.max_query_len)?;
+    fn read(&self, head: &Head) -> Result<Asked, Error> {
+        let config = &self.shared.config;
+        let query = head.query()?;
         Ok(Asked {
-            channel: config.channel.locate(uri.path(), &query)?,
+            channel: config.channel.locate(head.uri().path(), &query)?,
             start: query.start()?,
-            limit: query
-                .count("limit", config.max_batch)?
-                .unwrap_or(config.max_batch),
+            limit: query.limit(config.max_batch)?,
             timeout: query
                 .seconds("timeout", config.max_timeout)?
                 .unwrap_or(config.default_timeout),
@@ -217,7 +193,7 @@ impl<H: Hub> LongPollHandler<H> {
             timeout,
         } = asked;
         let batch = self.hub.read(&channel, start, limit).await?;
-        let shutdown = self.config.shutdown.as_ref();
+        let shutdown = self.shared.config.shutdown.as_ref();
         if !batch.is_empty()
             || timeout.is_zero()
             || shutdown.is_some_and(CancellationToken::is_cancelled)
@@ -228,7 +204,7 @@ impl<H: Hub> LongPollHandler<H> {
         // published since the read is the subscription's first item.
         let since = batch.cursor;
         drop(batch);
-        let _held = Held::new(&self.waiting);
+        let _held = Live::new(&self.shared);
         let mut subscription = self.hub.subscribe(&channel, Start::After(since)).await?;
         drop(channel);
         let waited = tokio::time::timeout(timeout, next(&mut subscription));
@@ -246,40 +222,46 @@ impl<H: Hub> LongPollHandler<H> {
     }
 }
 
+impl<H: Hub> Handler for LongPollHandler<H> {
+    type Body = Full<Bytes>;
+
+    fn max_query_bytes(&self) -> usize {
+        self.shared.config.max_query_bytes
+    }
+
+    /// Answers a long poll. Everything the wait needs is read first, and the
+    /// head dropped: a held request keeps only a few words, not its headers.
+    /// `access` limits nothing here (a held request ends by its timeout).
+    fn serve(
+        &self,
+        head: Head,
+        _access: Access,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
+        let read = (head.method() == Method::GET).then(|| self.read(&head));
+        drop(head);
+        let handler = self.clone();
+        async move {
+            let asked = match read {
+                None => {
+                    return push_http::method_not_allowed("GET", "long polling answers GET only");
+                }
+                Some(Err(err)) => return push_http::error_plain(&err),
+                Some(Ok(asked)) => asked,
+            };
+            match handler.answer(asked).await {
+                Ok(response) => response,
+                Err(err) => push_http::error_plain(&err),
+            }
+        }
+    }
+}
+
 /// What a request asks for: all a held request keeps of it.
 struct Asked {
-    channel: push_core::ChannelName,
+    channel: ChannelName,
     start: Start,
     limit: usize,
     timeout: Duration,
-}
-
-impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for LongPollHandler<H> {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<B>) -> Self::Future {
-        let handler = self.clone();
-        Box::pin(async move { Ok(handler.handle(request).await) })
-    }
-}
-
-/// Counts a held request for as long as it lives: dropped when it is
-/// answered, or when hyper drops the request because the client hung up.
-struct Held(Arc<AtomicUsize>);
-
-impl Held {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Held(count.clone())
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 async fn next<S: Stream<Item = Item> + Unpin>(subscription: &mut S) -> Option<Item> {
@@ -349,23 +331,10 @@ fn batch_response(batch: &Batch) -> Response<Full<Bytes>> {
     if !empty {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     }
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
-    if let Ok(etag) = HeaderValue::try_from(wire::etag(batch.cursor)) {
-        headers.insert(ETAG, etag);
-    }
-    response
-}
-
-fn error_for(err: &Error) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, err.code(), &err.to_string())
-}
-
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(json::error(code, message)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static(push_http::CACHE_NEVER),
+    );
+    headers.insert(ETAG, EntityTag::of(batch.cursor).to_header());
     response
 }

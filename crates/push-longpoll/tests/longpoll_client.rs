@@ -32,7 +32,7 @@ async fn delivers_every_message_in_order_as_it_is_published() {
     let mut items =
         drive(LongPoller::new(&server.url("/longpoll/c"), LongPollerConfig::default()).unwrap());
     for round in 0..5 {
-        until("the poller to be held", || handler.waiting() == 1).await;
+        until("the poller to be held", || handler.connections() == 1).await;
         for n in 0..=round {
             publish(&hub, &format!("{round}.{n}")).await;
         }
@@ -103,11 +103,11 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
     let config = LongPollerConfig::default()
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
     let mut items = drive(LongPoller::new(&server.url("/longpoll/c"), config).unwrap());
-    until("the poller to be held", || first.waiting() == 1).await;
+    until("the poller to be held", || first.connections() == 1).await;
     publish(&first_hub, "one").await;
     assert_eq!(next_data(&mut items).await, "one");
 
-    until("the poller to be held again", || first.waiting() == 1).await;
+    until("the poller to be held again", || first.connections() == 1).await;
     server.stop().await;
     let second_hub = MemoryHub::new();
     publish(&second_hub, "two").await;

@@ -1,6 +1,7 @@
 //! The long-polling handler over real TCP: held requests answered by a
-//! publish, timeouts, a thousand concurrent holds, hang-ups, batching, bad
-//! input, and resume across reconnects.
+//! publish, timeouts, a thousand concurrent holds, hang-ups, batching and bad
+//! input. Resuming across reconnects is the facade's tests/continuity.rs,
+//! for every technique alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -11,7 +12,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use proptest::prelude::*;
 use push_core::{Cursor, Hub, MemoryHub, MemoryHubConfig, Publication, Start};
 use push_longpoll::{LongPollConfig, LongPollHandler};
 use serde_json::Value;
@@ -54,7 +54,7 @@ async fn a_held_request_is_answered_by_the_next_publish() {
     let addr = server.addr;
     let held =
         tokio::spawn(async move { get(addr, &format!("/longpoll/c?since={since}"), &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
 
     let id = publish(&hub, "news").await;
     let answer = within("the answer", held).await.unwrap();
@@ -64,7 +64,7 @@ async fn a_held_request_is_answered_by_the_next_publish() {
     let json = answer.json();
     assert_eq!(datas(&json), ["news"]);
     assert_eq!(json["cursor"], id.to_string());
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 
     // Something already there: answered at once, never held.
     publish(&hub, "waiting for you").await;
@@ -79,7 +79,7 @@ async fn without_since_it_waits_for_the_next_message() {
     let (server, handler) = start(&hub, LongPollConfig::default()).await;
     let addr = server.addr;
     let held = tokio::spawn(async move { get(addr, "/longpoll/c", &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
     publish(&hub, "new").await;
     assert_eq!(
         datas(&within("the answer", held).await.unwrap().json()),
@@ -116,7 +116,7 @@ async fn nothing_by_the_timeout_is_a_204_with_the_cursor() {
             "{query}: {elapsed:?}"
         );
     }
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +131,7 @@ async fn a_thousand_held_requests_each_get_one_publish_once() {
             tokio::spawn(async move { get(addr, &format!("/longpoll/c?since={since}"), &[]).await })
         })
         .collect();
-    until("every request to be held", || handler.waiting() == HELD).await;
+    until("every request to be held", || handler.connections() == HELD).await;
 
     let id = publish(&hub, "to all").await;
     for request in requests {
@@ -140,7 +140,7 @@ async fn a_thousand_held_requests_each_get_one_publish_once() {
         assert_eq!(datas(&json), ["to all"]);
         assert_eq!(json["cursor"], id.to_string());
     }
-    assert_eq!(handler.waiting(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -155,12 +155,12 @@ async fn clients_that_hang_up_release_their_waiters() {
         socket.write_all(request.as_bytes()).await.unwrap();
         sockets.push(socket);
     }
-    until("50 held requests", || handler.waiting() == 50).await;
+    until("50 held requests", || handler.connections() == 50).await;
     let channel = "c".parse().unwrap();
     assert_eq!(hub.channel_stats(&channel).unwrap().subscribers, 50);
 
     drop(sockets);
-    until("every waiter released", || handler.waiting() == 0).await;
+    until("every waiter released", || handler.connections() == 0).await;
     assert_eq!(hub.channel_stats(&channel).unwrap().subscribers, 0);
 }
 
@@ -196,7 +196,7 @@ async fn messages_ready_together_come_in_one_answer_up_to_the_limit() {
     let addr = server.addr;
     let path = format!("/longpoll/c?since={cursor}");
     let held = tokio::spawn(async move { get(addr, &path, &[]).await });
-    until("the request to be held", || handler.waiting() == 1).await;
+    until("the request to be held", || handler.connections() == 1).await;
     for n in 5..9 {
         publish(&hub, &n.to_string()).await;
     }
@@ -249,106 +249,5 @@ async fn bad_input_gets_a_400_and_other_methods_a_405() {
     let answer = support::send(server.addr, post).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(answer.header("allow"), Some("GET"));
-    assert_eq!(handler.waiting(), 0);
-}
-
-/// A step of a long-polling client's life.
-#[derive(Clone, Debug)]
-enum Step {
-    Publish(usize),
-    /// Poll once from the cursor (answered at once, or 204 after 0 s).
-    Poll,
-    /// Start a held poll, then hang up before anything arrives.
-    HangUp,
-    /// Start a held poll, publish while it is held, take the answer.
-    PollAcrossPublish(usize),
-}
-
-fn steps() -> impl Strategy<Value = Vec<Step>> {
-    proptest::collection::vec(
-        prop_oneof![
-            3 => (1..4usize).prop_map(Step::Publish),
-            3 => Just(Step::Poll),
-            1 => Just(Step::HangUp),
-            2 => (1..3usize).prop_map(Step::PollAcrossPublish),
-        ],
-        1..25,
-    )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_time: 60_000, ..ProptestConfig::default() })]
-
-    /// However publishes, polls and hang-ups interleave, a client that always
-    /// polls from its last cursor gets every message once, in order.
-    #[test]
-    fn resuming_across_reconnects_loses_nothing(steps in steps()) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let hub = MemoryHub::new();
-            let (server, handler) = start(&hub, LongPollConfig::default().with_max_batch(4)).await;
-            let mut cursor = head(&hub).await;
-            let mut published = Vec::new();
-            let mut received = Vec::new();
-            let take = async |cursor: &mut Cursor, answer: support::Answer, received: &mut Vec<String>| {
-                if answer.status == StatusCode::OK {
-                    let json = answer.json();
-                    assert!(json.get("gap").is_none() && json.get("reset").is_none());
-                    received.extend(datas(&json));
-                    *cursor = json["cursor"].as_str().unwrap().parse().unwrap();
-                } else {
-                    assert_eq!(answer.status, StatusCode::NO_CONTENT);
-                }
-            };
-            for step in steps {
-                match step {
-                    Step::Publish(n) => for _ in 0..n {
-                        let data = published.len().to_string();
-                        publish(&hub, &data).await;
-                        published.push(data);
-                    },
-                    Step::Poll => {
-                        let answer = get(server.addr, &format!("/longpoll/c?since={cursor}&timeout=0"), &[]).await;
-                        take(&mut cursor, answer, &mut received).await;
-                    }
-                    Step::HangUp => {
-                        let mut socket = TcpStream::connect(server.addr).await.unwrap();
-                        let request = format!("GET /longpoll/c?since={cursor} HTTP/1.1\r\nHost: t\r\n\r\n");
-                        socket.write_all(request.as_bytes()).await.unwrap();
-                        // Held (or answered at once, if messages are waiting).
-                        until("held", || handler.waiting() > 0 || published.len() > received.len()).await;
-                        drop(socket);
-                        until("released", || handler.waiting() == 0).await;
-                    }
-                    Step::PollAcrossPublish(n) => {
-                        let addr = server.addr;
-                        let path = format!("/longpoll/c?since={cursor}");
-                        let behind = published.len() > received.len();
-                        let held = tokio::spawn(async move { get(addr, &path, &[]).await });
-                        if !behind {
-                            until("held", || handler.waiting() == 1).await;
-                        }
-                        for _ in 0..n {
-                            let data = published.len().to_string();
-                            publish(&hub, &data).await;
-                            published.push(data);
-                        }
-                        let answer = within("the answer", held).await.unwrap();
-                        take(&mut cursor, answer, &mut received).await;
-                    }
-                }
-            }
-            // Catch up.
-            while received.len() < published.len() {
-                let answer = get(server.addr, &format!("/longpoll/c?since={cursor}&timeout=0"), &[]).await;
-                take(&mut cursor, answer, &mut received).await;
-            }
-            assert_eq!(received, published);
-            assert_eq!(handler.waiting(), 0);
-        });
-    }
+    assert_eq!(handler.connections(), 0);
 }

@@ -1,29 +1,25 @@
 //! `Poller`: a polling client that keeps its cursor and yields hub items.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
 use http::header::IF_NONE_MATCH;
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Incoming;
+use http::{Request, StatusCode, Uri};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use hyper_util::client::legacy::connect::Connect;
+use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
-use tokio::time::{Sleep, sleep};
+use push_http::EntityTag;
+use push_http::client::{BoxFuture, Exchange, Polling, Resume, Sender};
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`Poller`] polls.
 #[derive(Clone, Debug)]
@@ -111,10 +107,6 @@ impl PollerConfig {
     }
 }
 
-type Sender =
-    dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<Result<Response<Incoming>, Error>> + Send + Sync;
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
 /// The answer to one poll.
 enum Answer {
     NotModified {
@@ -124,13 +116,6 @@ enum Answer {
         batch: push_core::Batch,
         interval: Option<Duration>,
     },
-}
-
-enum State {
-    Ready,
-    Waiting(Pin<Box<Sleep>>),
-    Requesting(BoxFuture<Result<Answer, Error>>),
-    Done,
 }
 
 /// A polling client: a `Stream` of the hub's [`Item`]s (messages, and gap or
@@ -160,19 +145,16 @@ enum State {
 /// # Ok(()) }
 /// ```
 pub struct Poller {
+    polling: Polling<Asking>,
+}
+
+/// How a poller asks: its URL, settings, and the cursor the server last
+/// called current (for `If-None-Match`).
+struct Asking {
     url: Uri,
     config: PollerConfig,
-    send: Arc<Sender>,
-    /// Where the next poll starts.
-    start: Start,
-    /// The cursor of the last item yielded.
-    yielded: Option<Cursor>,
-    /// The cursor the server last called current, for `If-None-Match`.
+    send: Sender,
     etag: Option<Cursor>,
-    advised: Duration,
-    buffer: VecDeque<Item>,
-    backoff: Backoff,
-    state: State,
 }
 
 impl Poller {
@@ -180,10 +162,9 @@ impl Poller {
     /// pooled HTTP/1.1 client.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not an `http://` URL with a host.
+    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
     pub fn new(url: &str, config: PollerConfig) -> Result<Self, Error> {
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        Self::with_client(url, config, client)
+        Self::with_sender(url, config, Sender::new())
     }
 
     /// A poller that sends its requests through `client` (for TLS, a proxy,
@@ -199,44 +180,41 @@ impl Poller {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        let invalid = |reason| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if parsed.scheme().is_none() || parsed.host().is_none() {
-            return Err(invalid("it needs a scheme and a host"));
-        }
-        let send: Arc<Sender> = Arc::new(move |request| {
-            let response = client.request(request);
-            Box::pin(async move { response.await.map_err(Error::request) })
-        });
-        Ok(Poller {
-            url: parsed,
-            start: config.start,
-            backoff: Backoff::new(config.initial_backoff, config.max_backoff),
-            advised: config.interval.unwrap_or(Duration::from_secs(5)),
+        Self::with_sender(url, config, Sender::with_client(client))
+    }
+
+    fn with_sender(url: &str, config: PollerConfig, send: Sender) -> Result<Self, Error> {
+        let resume = Resume::new(
+            config.start,
+            Backoff::new(config.initial_backoff, config.max_backoff),
+        );
+        let asking = Asking {
+            url: push_http::client::parse_url(url)?,
             config,
             send,
-            yielded: None,
             etag: None,
-            buffer: VecDeque::new(),
-            state: State::Ready,
+        };
+        Ok(Poller {
+            polling: Polling::new(asking, resume),
         })
     }
 
     /// The cursor of the last item yielded: resume from here.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.yielded
+        self.polling.resume().cursor()
     }
+}
 
-    fn request(&self) -> BoxFuture<Result<Answer, Error>> {
-        let since = self.start.to_since();
+impl Exchange for Asking {
+    type Answer = Answer;
+
+    fn request(&self, resume: &Resume) -> BoxFuture<Result<Answer, Error>> {
+        let since = resume.start().to_since();
         let limit = self.config.limit.map(|limit| limit.to_string());
         let mut params = Vec::new();
         params.extend(since.as_deref().map(|since| ("since", since)));
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
-        let uri = with_query(&self.url, &params);
+        let uri = push_http::client::with_params(&self.url, &params);
         let etag = self.etag;
         let send = self.send.clone();
         let timeout = self.config.request_timeout;
@@ -246,20 +224,20 @@ impl Poller {
             let mut request = Request::get(uri)
                 .body(Empty::new())
                 .map_err(Error::request)?;
-            if let Some(etag) = etag
-                && let Ok(value) = HeaderValue::try_from(wire::etag(etag))
-            {
-                request.headers_mut().insert(IF_NONE_MATCH, value);
+            if let Some(etag) = etag {
+                request
+                    .headers_mut()
+                    .insert(IF_NONE_MATCH, EntityTag::of(etag).to_header());
             }
-            let exchange = async {
-                let response = send(request).await?;
+            push_http::client::within(timeout, async {
+                let response = send.send(request).await?;
                 let status = response.status();
                 let interval = response
                     .headers()
-                    .get(wire::POLL_INTERVAL_HEADER)
+                    .get(push_http::POLL_INTERVAL)
                     .and_then(|v| v.to_str().ok()?.parse().ok())
                     .map(Duration::from_millis);
-                let body = read_body(response.into_body(), max_body).await?;
+                let body = push_http::client::read_body(response.into_body(), max_body).await?;
                 match status {
                     StatusCode::NOT_MODIFIED => Ok(Answer::NotModified { interval }),
                     StatusCode::OK => Ok(Answer::Batch {
@@ -268,102 +246,53 @@ impl Poller {
                     }),
                     status => Err(Error::status(status.as_u16(), &body)),
                 }
-            };
-            tokio::time::timeout(timeout, exchange)
-                .await
-                .map_err(|_| Error::Timeout(timeout))?
+            })
+            .await
         })
     }
 
-    fn wait(&mut self, delay: Duration) {
-        self.state = State::Waiting(Box::pin(sleep(delay)));
+    fn answered(&mut self, resume: &mut Resume, answer: Answer) -> Option<Duration> {
+        resume.succeeded();
+        let interval = match answer {
+            Answer::NotModified { interval } => interval,
+            Answer::Batch { batch, interval } => {
+                self.etag = Some(batch.cursor);
+                let more = batch.more;
+                resume.take_batch(batch);
+                if more {
+                    return None;
+                }
+                interval
+            }
+        };
+        if self.config.interval.is_none()
+            && let Some(advised) = interval
+        {
+            resume.advise(advised);
+        }
+        let interval = self
+            .config
+            .interval
+            .or(resume.advised())
+            .unwrap_or(DEFAULT_INTERVAL);
+        Some(resume.pace(interval, self.config.jitter))
     }
 }
+
+/// The interval until a server advises one.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
 impl Stream for Poller {
     type Item = Result<Item, Error>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(item) = this.buffer.pop_front() {
-                this.yielded = Some(item.cursor());
-                return Poll::Ready(Some(Ok(item)));
-            }
-            match &mut this.state {
-                State::Done => return Poll::Ready(None),
-                State::Ready => this.state = State::Requesting(this.request()),
-                State::Waiting(sleep) => {
-                    ready!(sleep.as_mut().poll(cx));
-                    this.state = State::Ready;
-                }
-                State::Requesting(request) => {
-                    let answer = ready!(request.as_mut().poll(cx));
-                    let interval = match answer {
-                        Ok(Answer::NotModified { interval }) => interval,
-                        Ok(Answer::Batch { batch, interval }) => {
-                            this.start = Start::After(batch.cursor);
-                            this.etag = Some(batch.cursor);
-                            this.buffer.extend(batch.signal.map(Item::Signal));
-                            this.buffer
-                                .extend(batch.messages.into_iter().map(Item::Message));
-                            if batch.more {
-                                this.backoff.reset();
-                                this.state = State::Ready;
-                                continue;
-                            }
-                            interval
-                        }
-                        Err(err) => {
-                            if err.is_fatal() {
-                                this.state = State::Done;
-                            } else {
-                                let delay = this.backoff.next_delay();
-                                this.wait(delay);
-                            }
-                            return Poll::Ready(Some(Err(err)));
-                        }
-                    };
-                    this.backoff.reset();
-                    if this.config.interval.is_none()
-                        && let Some(advised) = interval
-                    {
-                        this.advised = advised;
-                    }
-                    let delay = this.backoff.spread(this.advised, this.config.jitter);
-                    this.wait(delay);
-                }
-            }
-        }
+        self.get_mut().polling.poll_next(cx)
     }
 }
 
 impl fmt::Debug for Poller {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Poller")
-            .field("url", &self.url)
-            .field("start", &self.start)
-            .field("yielded", &self.yielded)
-            .field("buffered", &self.buffer.len())
-            .finish_non_exhaustive()
+        let url = &self.polling.exchange().url;
+        self.polling.debug(f, "Poller", url)
     }
-}
-
-/// `url` with `params` added to its query.
-fn with_query(url: &Uri, params: &[(&str, &str)]) -> Result<Uri, Error> {
-    let target = wire::path_with_params(url.path(), url.query(), params);
-    let mut parts = url.clone().into_parts();
-    parts.path_and_query = target.parse().ok();
-    Uri::from_parts(parts).map_err(|_| Error::InvalidUrl {
-        url: url.to_string(),
-        reason: "the query cannot be extended",
-    })
-}
-
-async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Error> {
-    let collected = Limited::new(body, max)
-        .collect()
-        .await
-        .map_err(Error::Request)?;
-    Ok(collected.to_bytes())
 }

@@ -1,19 +1,16 @@
 //! The polling handler: `GET …?since=CURSOR` answered at once from the hub.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use push_core::wire::{self, ChannelLocator, EntityTag, Query, json};
-use push_core::{Error, Hub, Start};
-
-const POLL_INTERVAL: HeaderName = HeaderName::from_static(wire::POLL_INTERVAL_HEADER);
+use push_core::wire::json;
+use push_core::{ChannelName, Error, Hub, Start};
+use push_http::{Access, ChannelLocator, EntityTag, Handler, Head};
 
 /// How a [`PollHandler`] reads requests and what it advises clients.
 ///
@@ -38,8 +35,8 @@ pub struct PollConfig {
     /// The polling interval advised to clients in the `Push-Poll-Interval`
     /// header (default 5 s).
     pub interval: Duration,
-    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
 }
 
 impl Default for PollConfig {
@@ -48,7 +45,7 @@ impl Default for PollConfig {
             channel: ChannelLocator::default(),
             max_batch: 100,
             interval: Duration::from_secs(5),
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
         }
     }
 }
@@ -75,10 +72,10 @@ impl PollConfig {
         self
     }
 
-    /// Sets [`max_query_len`](Self::max_query_len).
+    /// Sets [`max_query_bytes`](Self::max_query_bytes).
     #[must_use]
-    pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
-        self.max_query_len = max_query_len;
+    pub fn with_max_query_bytes(mut self, max: usize) -> Self {
+        self.max_query_bytes = max;
         self
     }
 }
@@ -116,27 +113,16 @@ struct Shared {
     interval: HeaderValue,
 }
 
-impl<H> Clone for PollHandler<H> {
-    fn clone(&self) -> Self {
-        PollHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
+push_http::service!(PollHandler);
 
 impl<H: Hub> PollHandler<H> {
-    /// A handler reading from `hub`.
-    pub fn new(hub: H, config: PollConfig) -> Self {
-        Self::from_shared(Arc::new(hub), config)
-    }
-
-    /// A handler reading from a hub shared with other handlers.
-    pub fn from_shared(hub: Arc<H>, config: PollConfig) -> Self {
+    /// A handler reading from `hub` (a hub, or an `Arc` of one shared with
+    /// other handlers).
+    pub fn new(hub: impl Into<Arc<H>>, config: PollConfig) -> Self {
         let interval =
             HeaderValue::from(u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX));
         PollHandler {
-            hub,
+            hub: hub.into(),
             shared: Arc::new(Shared { config, interval }),
         }
     }
@@ -148,53 +134,37 @@ impl<H: Hub> PollHandler<H> {
 
     /// Answers one request. The body of a poll request is ignored.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>> {
-        let (parts, _body) = request.into_parts();
-        if parts.method != Method::GET && parts.method != Method::HEAD {
-            let mut response = error_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "polling answers GET and HEAD only",
-            );
-            response
-                .headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
-        }
-        match self.answer(&parts.uri, &parts.headers).await {
-            Ok(response) => response,
-            Err(err) => error_for(&err),
-        }
+        push_http::handle(self, request).await
     }
 
-    /// What a request asks for, read before any waiting so that the query's
+    /// What a poll asks for, read before any waiting so that the query's
     /// parse state never lives in the future.
-    fn read_request<'u>(&self, uri: &'u Uri) -> Result<Asked<'u>, Error> {
+    fn read(&self, head: &Head) -> Result<Asked, Error> {
         let config = &self.shared.config;
-        let query = Query::parse(uri.query(), config.max_query_len)?;
+        let query = head.query()?;
         Ok(Asked {
-            channel: config.channel.locate(uri.path(), &query)?,
+            channel: config.channel.locate(head.uri().path(), &query)?,
             start: query.start()?,
-            since_text: query.raw("since"),
-            limit: query
-                .count("limit", config.max_batch)?
-                .unwrap_or(config.max_batch),
+            since: query.span("since"),
+            limit: query.limit(config.max_batch)?,
         })
     }
 
-    async fn answer(&self, uri: &Uri, headers: &HeaderMap) -> Result<Response<Full<Bytes>>, Error> {
+    async fn answer(&self, parts: &Parts, asked: Asked) -> Result<Response<Full<Bytes>>, Error> {
         let Asked {
             channel,
             start,
-            since_text,
+            since,
             limit,
-        } = self.read_request(uri)?;
+        } = asked;
         let batch = self.hub.read(&channel, start, limit).await?;
 
         // The common case is a client at the head, polling from cursor C with
         // `If-None-Match: "C"`: compare those bytes as they came (a parsed
         // cursor's text is canonical, so equal cursors have equal text), and
         // send the request's own header value back as the ETag.
-        let requested = headers.get_all(IF_NONE_MATCH);
+        let requested = parts.headers.get_all(IF_NONE_MATCH);
+        let since_text = since.and_then(|span| parts.uri.query()?.get(span));
         let at_head = match (start, since_text) {
             (Start::After(since), Some(text)) if since == batch.cursor => Some(text),
             _ => None,
@@ -204,7 +174,7 @@ impl<H: Hub> PollHandler<H> {
         let exact = match (at_head, &tag) {
             (Some(text), _) => requested
                 .iter()
-                .find(|v| wire::is_quoted(v.as_bytes(), text)),
+                .find(|v| push_http::is_quoted(v.as_bytes(), text)),
             (None, Some(tag)) => requested.iter().find(|v| v.as_bytes() == tag.as_bytes()),
             (None, None) => None,
         };
@@ -213,14 +183,12 @@ impl<H: Hub> PollHandler<H> {
                 || requested
                     .iter()
                     .filter_map(|v| v.to_str().ok())
-                    .any(|v| wire::if_none_match_names(v, batch.cursor)));
+                    .any(|v| push_http::if_none_match_names(v, batch.cursor)));
         let etag = match exact {
             Some(value) => value.clone(),
-            None => HeaderValue::from_bytes(
-                tag.unwrap_or_else(|| EntityTag::of(batch.cursor))
-                    .as_bytes(),
-            )
-            .unwrap_or_else(|_| HeaderValue::from_static("")),
+            None => tag
+                .unwrap_or_else(|| EntityTag::of(batch.cursor))
+                .to_header(),
         };
         let (status, body) = if unchanged {
             (StatusCode::NOT_MODIFIED, Bytes::new())
@@ -236,44 +204,60 @@ impl<H: Hub> PollHandler<H> {
         }
         headers.insert(
             CACHE_CONTROL,
-            HeaderValue::from_static(wire::CACHE_REVALIDATE),
+            HeaderValue::from_static(push_http::CACHE_REVALIDATE),
         );
         headers.insert(ETAG, etag);
-        headers.insert(POLL_INTERVAL, self.shared.interval.clone());
+        headers.insert(push_http::POLL_INTERVAL, self.shared.interval.clone());
         Ok(response)
     }
 }
 
-/// What a poll asks for.
-struct Asked<'u> {
-    channel: push_core::ChannelName,
-    start: Start,
-    /// `since` as sent (still encoded), to compare with `If-None-Match`.
-    since_text: Option<&'u str>,
-    limit: usize,
-}
+impl<H: Hub> Handler for PollHandler<H> {
+    type Body = Full<Bytes>;
 
-impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for PollHandler<H> {
-    type Response = Response<Full<Bytes>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    fn max_query_bytes(&self) -> usize {
+        self.shared.config.max_query_bytes
+    }
 
-    fn call(&self, request: Request<B>) -> Self::Future {
+    /// Answers a poll; `access` limits nothing here (a poll is answered at
+    /// once).
+    fn serve(
+        &self,
+        head: Head,
+        _access: Access,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
+        let read = if head.method() == Method::GET || head.method() == Method::HEAD {
+            Some(self.read(&head))
+        } else {
+            None
+        };
         let handler = self.clone();
-        Box::pin(async move { Ok(handler.handle(request).await) })
+        let parts = head.into_parts();
+        async move {
+            let asked = match read {
+                None => {
+                    return push_http::method_not_allowed(
+                        "GET, HEAD",
+                        "polling answers GET and HEAD only",
+                    );
+                }
+                Some(Err(err)) => return push_http::error_plain(&err),
+                Some(Ok(asked)) => asked,
+            };
+            match handler.answer(&parts, asked).await {
+                Ok(response) => response,
+                Err(err) => push_http::error_plain(&err),
+            }
+        }
     }
 }
 
-fn error_for(err: &Error) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, err.code(), &err.to_string())
-}
-
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(json::error(code, message)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
-    response
+/// What a poll asks for.
+struct Asked {
+    channel: ChannelName,
+    start: Start,
+    /// Where `since` is in the query, as sent (still encoded), to compare
+    /// with `If-None-Match`.
+    since: Option<std::ops::Range<usize>>,
+    limit: usize,
 }

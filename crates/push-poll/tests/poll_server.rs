@@ -178,7 +178,7 @@ async fn history_overflow_is_a_gap_and_a_foreign_cursor_a_reset() {
 #[tokio::test]
 async fn bad_input_gets_a_400_naming_the_problem() {
     let hub = MemoryHub::new();
-    let server = server(&hub, PollConfig::default().with_max_query_len(64)).await;
+    let server = server(&hub, PollConfig::default().with_max_query_bytes(64)).await;
     let long = format!("/poll/c?since=earliest&pad={}", "x".repeat(100));
     for (path, code, message) in [
         (

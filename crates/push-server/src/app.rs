@@ -12,18 +12,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
-    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW, CACHE_CONTROL, CONTENT_TYPE,
-    ORIGIN, VARY, WWW_AUTHENTICATE,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, ORIGIN, VARY,
+    WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use push::wire::{ChannelLocator, Query, json};
-use push::ws::Access;
-use push::{Body, ChannelName, Hub, Router, ServeStats, Shutdown, Start};
+use push_live::http::{Access, ChannelLocator, Head, Technique};
+use push_live::{Hub, Route, Router, RouterBody, ServeStats, Shutdown, Start};
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Claims, JwtVerifier, PublishToken, bearer};
-use crate::metrics::{self, Metered, MeteredSubscription, Metrics, Transport, family};
+use crate::metrics::{Metered, MeteredSubscription, Metrics, family};
 
 /// The demo page, served at `/`.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
@@ -60,11 +59,11 @@ impl Cors {
     }
 
     /// The WebSocket handshake's origin rule to match.
-    pub fn ws_origins(&self) -> push::ws::Origins {
+    pub fn ws_origins(&self) -> push_live::ws::Origins {
         match self {
-            Cors::SameOrigin => push::ws::Origins::SameHost,
-            Cors::Any => push::ws::Origins::Any,
-            Cors::List(list) => push::ws::Origins::List(list.clone()),
+            Cors::SameOrigin => push_live::ws::Origins::SameHost,
+            Cors::Any => push_live::ws::Origins::Any,
+            Cors::List(list) => push_live::ws::Origins::List(list.clone()),
         }
     }
 
@@ -96,8 +95,8 @@ pub struct Policy {
     pub jwt: Option<JwtVerifier>,
     /// Cross-origin browsers allowed.
     pub cors: Cors,
-    /// The techniques served, in [`Transport::ALL`] order.
-    pub transports: [bool; 4],
+    /// The techniques served, in [`Technique::ALL`] order.
+    pub techniques: [bool; 4],
 }
 
 impl Default for Policy {
@@ -107,14 +106,14 @@ impl Default for Policy {
             publish_protected: false,
             jwt: None,
             cors: Cors::default(),
-            transports: [true; 4],
+            techniques: [true; 4],
         }
     }
 }
 
 impl Policy {
-    fn serves(&self, transport: Transport) -> bool {
-        self.transports[transport as usize]
+    fn serves(&self, technique: Technique) -> bool {
+        self.techniques[technique.index()]
     }
 }
 
@@ -146,28 +145,31 @@ struct Shared<H: Hub> {
     metrics: Arc<Metrics>,
     stats: Arc<ServeStats>,
     policy: Policy,
-    max_query_len: usize,
+    /// The longest query of the app's own routes (`/channels/…`).
+    max_query_bytes: usize,
     /// The memory hub, for its budget's figures in `/metrics`.
-    memory: Option<push::MemoryHub>,
+    memory: Option<push_live::MemoryHub>,
     /// The Redis hub, for its health in `/healthz` and `/metrics`.
     redis: Option<push_redis::RedisHub>,
 }
 
-/// What a request is, for the app.
+/// What a request is, for the app: one of its own pages, or a route of the
+/// router's (classified once, here).
 enum Kind {
     Page,
     Script,
     Health,
     Metrics,
     ChannelInfo,
-    Publish,
-    Subscribe(Transport),
-    Commands,
+    Push(Route),
     Other,
 }
 
 impl Kind {
     fn of(path: &str) -> Kind {
+        if let Some(route) = Route::of(path) {
+            return Kind::Push(route);
+        }
         let Some(rest) = path.strip_prefix('/') else {
             return Kind::Other;
         };
@@ -177,23 +179,15 @@ impl Kind {
                 "push.js" => Kind::Script,
                 "healthz" => Kind::Health,
                 "metrics" => Kind::Metrics,
-                "ws" => Kind::Commands,
                 _ => Kind::Other,
             },
-            Some((first, _)) => match first {
-                "pub" => Kind::Publish,
-                "channels" => Kind::ChannelInfo,
-                "poll" => Kind::Subscribe(Transport::Poll),
-                "longpoll" => Kind::Subscribe(Transport::LongPoll),
-                "sse" => Kind::Subscribe(Transport::Sse),
-                "ws" => Kind::Subscribe(Transport::Ws),
-                _ => Kind::Other,
-            },
+            Some(("channels", _)) => Kind::ChannelInfo,
+            Some(_) => Kind::Other,
         }
     }
 }
 
-type AppResponse<H> = Response<Body<MeteredSubscription<<H as Hub>::Subscription>>>;
+type AppResponse<H> = Response<RouterBody<MeteredSubscription<<H as Hub>::Subscription>>>;
 
 impl<H: Hub> App<H> {
     /// The app over `router` (whose hub is metered into `metrics`).
@@ -210,7 +204,7 @@ impl<H: Hub> App<H> {
                 metrics,
                 stats,
                 policy,
-                max_query_len: push::wire::DEFAULT_MAX_QUERY_LEN,
+                max_query_bytes: push_live::http::DEFAULT_MAX_QUERY_BYTES,
                 memory: None,
                 redis: None,
             }),
@@ -231,7 +225,7 @@ impl<H: Hub> App<H> {
     /// Reports the budget and channel table of `hub` in `/metrics`. Call
     /// before the app is cloned (a clone already made keeps the old view).
     #[must_use]
-    pub fn with_memory_hub(mut self, hub: push::MemoryHub) -> Self {
+    pub fn with_memory_hub(mut self, hub: push_live::MemoryHub) -> Self {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.memory = Some(hub);
         }
@@ -267,75 +261,88 @@ impl<H: Hub> App<H> {
 
     async fn route(&self, request: Request<Incoming>) -> AppResponse<H> {
         let shared = &*self.shared;
-        let kind = Kind::of(request.uri().path());
-        match kind {
-            Kind::Page => fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML),
-            Kind::Script => fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS),
+        let route = match Kind::of(request.uri().path()) {
+            Kind::Page => {
+                return fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML);
+            }
+            Kind::Script => {
+                return fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS);
+            }
             Kind::Health | Kind::Metrics if !is_get(request.method()) => {
-                method_not_allowed("GET or HEAD only")
+                return method_not_allowed("GET or HEAD only");
+            }
+            Kind::Health if shared.shutdown.is_triggered() => {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
             }
             Kind::Health => {
                 let redis = shared.redis.as_ref().map(push_redis::RedisHub::health);
-                if shared.shutdown.is_triggered() {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-                } else if let Some(unhealthy) = redis.filter(|health| !health.healthy) {
-                    let reason = unhealthy.reason.unwrap_or_else(|| "unhealthy".to_owned());
-                    Body::respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "text/plain; charset=utf-8",
-                        Bytes::from(format!("redis: {reason}\n")),
-                    )
-                } else {
-                    text(StatusCode::OK, "ok\n")
-                }
+                return match redis.filter(|health| !health.healthy) {
+                    Some(unhealthy) => {
+                        let reason = unhealthy.reason.unwrap_or_else(|| "unhealthy".to_owned());
+                        push_live::http::respond(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain; charset=utf-8",
+                            Bytes::from(format!("redis: {reason}\n")),
+                        )
+                    }
+                    None => text(StatusCode::OK, "ok\n"),
+                };
             }
-            Kind::Metrics => self.metrics_text(),
-            Kind::ChannelInfo => match self.check_publisher(request.headers()) {
-                Ok(()) => self.channel_info(&request).await,
-                Err(err) => refusal(&err),
-            },
-            Kind::Publish => match self.check_publisher(request.headers()) {
+            Kind::Metrics => return self.metrics_text(),
+            Kind::ChannelInfo => {
+                return match self.check_publisher(request.headers()) {
+                    Ok(()) => self.channel_info(request).await,
+                    Err(err) => refusal(&err),
+                };
+            }
+            Kind::Other => return error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+            Kind::Push(route) => route,
+        };
+        if let Some(technique) = route.technique()
+            && !shared.policy.serves(technique)
+        {
+            return error(
+                StatusCode::NOT_FOUND,
+                "transport_disabled",
+                "this server does not serve this technique",
+            );
+        }
+        let router = &shared.router;
+        let (parts, body) = request.into_parts();
+        // The one parse of the query: the token, the channel and the
+        // transport all read this head.
+        let head = router.head(route, parts);
+        match route {
+            Route::Publish => match self.check_publisher(head.headers()) {
                 // The router logs a failed publish with its reason.
-                Ok(()) => shared.router.handle(request).await,
+                Ok(()) => router.serve(route, head, body, Access::default()).await,
                 Err(err) => refusal(&err),
             },
-            Kind::Subscribe(_) | Kind::Commands if !shared.policy.serves(transport_of(&kind)) => {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "transport_disabled",
-                    "this server does not serve this technique",
-                )
-            }
-            Kind::Subscribe(transport) => {
-                let claims = match self.check_subscriber(&request) {
+            Route::Subscribe(technique) => {
+                let claims = match self.check_subscriber(&head) {
                     Ok(claims) => claims,
                     Err(err) => return refusal(&err),
                 };
-                let deadline = claims.as_ref().map(|claims| deadline(claims.expires));
+                let access =
+                    Access::default().until(claims.as_ref().map(|claims| deadline(claims.expires)));
                 tracing::debug!(
-                    transport = transport.label(),
-                    path = request.uri().path(),
+                    technique = technique.as_str(),
+                    path = head.uri().path(),
                     "subscribe"
                 );
-                if transport == Transport::Ws {
-                    let access = Access::default().until(deadline);
-                    return metrics::serving(
-                        transport,
-                        shared.router.handle_ws_with(request, access),
-                    )
-                    .await;
+                if technique == Technique::Ws {
+                    return router.serve_ws(route, head, access).await;
                 }
-                metrics::serving(transport, shared.router.handle_until(request, deadline)).await
+                router.serve(route, head, body, access).await
             }
-            Kind::Commands => {
-                let access = match self.command_access(&request) {
+            Route::Commands => {
+                let access = match self.command_access(&head) {
                     Ok(access) => access,
                     Err(err) => return refusal(&err),
                 };
                 tracing::debug!("command socket");
-                shared.router.handle_ws_with(request, access).await
+                router.serve_ws(route, head, access).await
             }
-            Kind::Other => error(StatusCode::NOT_FOUND, "not_found", "no such route"),
         }
     }
 
@@ -349,14 +356,12 @@ impl<H: Hub> App<H> {
     }
 
     /// The token of a request: `Authorization: Bearer`, else `?token=`.
-    fn token<'r>(
-        &self,
-        request: &'r Request<Incoming>,
-    ) -> Result<Option<std::borrow::Cow<'r, str>>, AuthError> {
-        if let Some(token) = bearer(request.headers())? {
+    fn token(head: &Head) -> Result<Option<std::borrow::Cow<'_, str>>, AuthError> {
+        if let Some(token) = bearer(head.headers())? {
             return Ok(Some(token.into()));
         }
-        let query = Query::parse(request.uri().query(), self.shared.max_query_len)
+        let query = head
+            .query()
             .map_err(|_| AuthError::Malformed("the query string is not readable"))?;
         query
             .get("token")
@@ -365,14 +370,14 @@ impl<H: Hub> App<H> {
 
     /// With subscriber tokens on: the token's claims, checked against the
     /// request's channel.
-    fn check_subscriber(&self, request: &Request<Incoming>) -> Result<Option<Claims>, AuthError> {
+    fn check_subscriber(&self, head: &Head) -> Result<Option<Claims>, AuthError> {
         let Some(jwt) = &self.shared.policy.jwt else {
             return Ok(None);
         };
-        let token = self.token(request)?.ok_or(AuthError::Missing)?;
+        let token = Self::token(head)?.ok_or(AuthError::Missing)?;
         let claims = jwt.verify(&token, unix_now())?;
         // An unreadable channel is the router's to answer (400).
-        if let Some(channel) = self.channel_of(request)
+        if let Ok(channel) = head.channel(&ChannelLocator::LastPathSegment)
             && !claims.subscribe.allows(&channel)
         {
             return Err(AuthError::Forbidden(channel.to_string()));
@@ -380,21 +385,14 @@ impl<H: Hub> App<H> {
         Ok(Some(claims))
     }
 
-    fn channel_of(&self, request: &Request<Incoming>) -> Option<ChannelName> {
-        let query = Query::parse(request.uri().query(), self.shared.max_query_len).ok()?;
-        ChannelLocator::LastPathSegment
-            .locate(request.uri().path(), &query)
-            .ok()
-    }
-
     /// What a command socket may do. A socket that shows the publisher
     /// secret may do anything; with subscriber tokens on, others need one,
     /// and get its channels (to read, and to publish to) and its expiry;
     /// without them, anyone may subscribe, and publish unless a publisher
     /// secret is set. (Publishing at all also needs `--ws-publish`.)
-    fn command_access(&self, request: &Request<Incoming>) -> Result<Access, AuthError> {
+    fn command_access(&self, head: &Head) -> Result<Access, AuthError> {
         let policy = &self.shared.policy;
-        let token = self.token(request)?;
+        let token = Self::token(head)?;
         if let (Some(secret), Some(token)) = (&policy.publish_token, token.as_deref())
             && secret.matches(token)
         {
@@ -420,7 +418,7 @@ impl<H: Hub> App<H> {
         }
     }
 
-    async fn channel_info(&self, request: &Request<Incoming>) -> AppResponse<H> {
+    async fn channel_info(&self, request: Request<Incoming>) -> AppResponse<H> {
         if request.method() != Method::GET {
             return error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -428,7 +426,9 @@ impl<H: Hub> App<H> {
                 "GET only",
             );
         }
-        let Some(channel) = self.channel_of(request) else {
+        let (parts, _body) = request.into_parts();
+        let head = Head::read(parts, self.shared.max_query_bytes);
+        let Ok(channel) = head.channel(&ChannelLocator::LastPathSegment) else {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_channel",
@@ -442,11 +442,7 @@ impl<H: Hub> App<H> {
             .await
         {
             Ok(batch) => batch,
-            Err(err) => {
-                let status =
-                    StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_GATEWAY);
-                return Body::respond(status, "application/json", json::error_for(&err));
-            }
+            Err(err) => return push_live::http::error_for(&err),
         };
         let counts = self.shared.metrics.subscribers(&channel);
         let mut body = String::with_capacity(192);
@@ -461,13 +457,12 @@ impl<H: Hub> App<H> {
             batch.cursor,
             batch.messages.len()
         );
-        Body::respond(StatusCode::OK, "application/json", Bytes::from(body))
+        push_live::http::respond(StatusCode::OK, "application/json", Bytes::from(body))
     }
 
     fn metrics_text(&self) -> AppResponse<H> {
         let shared = &*self.shared;
         let router = &shared.router;
-        let (ws_channel, ws_commands) = router.ws();
         let metrics = &shared.metrics;
         let stats = &shared.stats;
         let mut out = String::with_capacity(2048);
@@ -478,12 +473,15 @@ impl<H: Hub> App<H> {
             "gauge",
             "Subscribers connected now, by transport (held long polls, event streams, WebSockets).",
             &[
-                ("transport=\"longpoll\"", open(router.longpoll().waiting())),
-                ("transport=\"sse\"", open(router.sse().open_streams())),
                 (
-                    "transport=\"ws\"",
-                    open(ws_channel.open_sockets() + ws_commands.open_sockets()),
+                    "transport=\"longpoll\"",
+                    open(router.connections(Technique::LongPoll)),
                 ),
+                (
+                    "transport=\"sse\"",
+                    open(router.connections(Technique::Sse)),
+                ),
+                ("transport=\"ws\"", open(router.connections(Technique::Ws))),
             ],
         );
         family(
@@ -525,11 +523,11 @@ impl<H: Hub> App<H> {
             "Messages published.",
             &[("", metrics.published())],
         );
-        let delivered: Vec<(String, u64)> = Transport::ALL
+        let delivered: Vec<(String, u64)> = Technique::ALL
             .iter()
             .map(|t| {
                 (
-                    format!("transport=\"{}\"", t.label()),
+                    format!("transport=\"{}\"", t.as_str()),
                     metrics.delivered(*t),
                 )
             })
@@ -629,7 +627,7 @@ impl<H: Hub> App<H> {
             "Bytes read from clients.",
             &[("", stats.bytes_in())],
         );
-        Body::respond(
+        push_live::http::respond(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             Bytes::from(out),
@@ -645,14 +643,6 @@ impl<H: Hub> hyper::service::Service<Request<Incoming>> for App<H> {
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let app = self.clone();
         Box::pin(async move { Ok(app.handle(request).await) })
-    }
-}
-
-/// The transport a subscribing request uses.
-fn transport_of(kind: &Kind) -> Transport {
-    match kind {
-        Kind::Subscribe(transport) => *transport,
-        _ => Transport::Ws,
     }
 }
 
@@ -672,46 +662,23 @@ fn deadline(expires: u64) -> Instant {
     now.checked_add(left).unwrap_or(now)
 }
 
-trait Respond: Sized {
-    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self>;
-}
-
-impl<S> Respond for Body<S> {
-    fn respond(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Self> {
-        let mut response = Response::new(Body::from_bytes(body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
-    }
-}
-
 fn is_get(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD
 }
 
-fn method_not_allowed<S>(message: &str) -> Response<Body<S>> {
-    let mut response = error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        message,
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-    response
+fn method_not_allowed<S>(message: &str) -> Response<RouterBody<S>> {
+    push_live::http::method_not_allowed("GET, HEAD", message)
 }
 
 fn fixed<S>(
     method: &Method,
     content_type: &'static str,
     content: &'static str,
-) -> Response<Body<S>> {
+) -> Response<RouterBody<S>> {
     if !is_get(method) {
         return method_not_allowed("GET or HEAD only");
     }
-    let mut response = Body::respond(
+    let mut response = push_live::http::respond(
         StatusCode::OK,
         content_type,
         Bytes::from_static(content.as_bytes()),
@@ -722,19 +689,19 @@ fn fixed<S>(
     response
 }
 
-fn text<S>(status: StatusCode, content: &'static str) -> Response<Body<S>> {
-    Body::respond(
+fn text<S>(status: StatusCode, content: &'static str) -> Response<RouterBody<S>> {
+    push_live::http::respond(
         status,
         "text/plain; charset=utf-8",
         Bytes::from_static(content.as_bytes()),
     )
 }
 
-fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<Body<S>> {
-    Body::respond(status, "application/json", json::error(code, message))
+fn error<S>(status: StatusCode, code: &str, message: &str) -> Response<RouterBody<S>> {
+    push_live::http::error(status, code, message)
 }
 
-fn refusal<S>(err: &AuthError) -> Response<Body<S>> {
+fn refusal<S>(err: &AuthError) -> Response<RouterBody<S>> {
     let mut response = error(err.status(), err.code(), &err.to_string());
     if err.status() == StatusCode::UNAUTHORIZED {
         response
@@ -744,8 +711,8 @@ fn refusal<S>(err: &AuthError) -> Response<Body<S>> {
     response
 }
 
-fn preflight<S>() -> Response<Body<S>> {
-    let mut response = Response::new(Body::from_bytes(Bytes::new()));
+fn preflight<S>() -> Response<RouterBody<S>> {
+    let mut response = Response::new(RouterBody::from_bytes(Bytes::new()));
     *response.status_mut() = StatusCode::NO_CONTENT;
     let headers = response.headers_mut();
     headers.insert(

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::TypedValueParser as _;
+use push_live::http::Technique;
 
 /// push-server: publish with one HTTP request, subscribe with short polling,
 /// long polling, Server-Sent Events or WebSockets, and resume from a cursor
@@ -222,9 +224,10 @@ pub struct Args {
         long,
         env = "PUSH_TRANSPORTS",
         value_delimiter = ',',
-        default_value = "poll,longpoll,sse,ws"
+        default_value = "poll,longpoll,sse,ws",
+        value_parser = technique()
     )]
-    pub transports: Vec<TransportArg>,
+    pub transports: Vec<Technique>,
 
     /// Let WebSocket clients publish on the command endpoint (`GET /ws`).
     /// With a publisher token set, only sockets that presented it (or a
@@ -307,19 +310,6 @@ fn sentinel_address(text: &str) -> Result<SentinelAddress, String> {
     })
 }
 
-/// A technique, as named on the command line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TransportArg {
-    /// Short polling: `GET /poll/{channel}`.
-    Poll,
-    /// Long polling: `GET /longpoll/{channel}`.
-    Longpoll,
-    /// Server-Sent Events: `GET /sse/{channel}`.
-    Sse,
-    /// WebSockets: `GET /ws/{channel}` and `GET /ws`.
-    Ws,
-}
-
 impl Args {
     /// Whether publishing without a publisher secret is refused: the
     /// server listens on a non-loopback address with no --publish-token
@@ -383,7 +373,7 @@ impl Args {
         // The budget must hold the largest message with its bookkeeping.
         if self
             .max_message_bytes
-            .saturating_add(push::MemoryHubConfig::MESSAGE_OVERHEAD)
+            .saturating_add(push_live::MemoryHubConfig::MESSAGE_OVERHEAD)
             > self.max_retained_bytes
         {
             return Err(format!(
@@ -413,6 +403,21 @@ fn secs(
         }
         Ok(Duration::from_secs_f64(value))
     }
+}
+
+/// A technique by its name: one of those of [`Technique::ALL`] (listed in
+/// `--help` and in the error for any other).
+fn technique() -> impl clap::builder::TypedValueParser<Value = Technique> {
+    let described = Technique::ALL.map(|technique| {
+        let help = match technique {
+            Technique::Poll => "Short polling: `GET /poll/{channel}`",
+            Technique::LongPoll => "Long polling: `GET /longpoll/{channel}`",
+            Technique::Sse => "Server-Sent Events: `GET /sse/{channel}`",
+            Technique::Ws => "WebSockets: `GET /ws/{channel}` and `GET /ws`",
+        };
+        clap::builder::PossibleValue::new(technique.as_str()).help(help)
+    });
+    clap::builder::PossibleValuesParser::new(described).try_map(|name| name.parse::<Technique>())
 }
 
 /// A count within `min..=max`.

@@ -9,7 +9,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let args = Args::parse_from(["push-server", "--listen", "127.0.0.1:0"]);
 //! let server = Server::new(&args).await?;
-//! let listener = push::bind(args.listen, args.backlog)?;
+//! let listener = push_live::bind(args.listen, args.backlog)?;
 //! server.run(listener).await?;
 //! # Ok(())
 //! # }
@@ -18,21 +18,26 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod hub;
 pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use push::{MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown};
+use push_live::http::Technique;
+use push_live::{
+    Either, MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown,
+};
 use push_redis::RedisHub;
 use tokio::net::TcpListener;
 
 use crate::app::{App, Cors, Policy};
 use crate::auth::{JwtVerifier, PublishToken};
-use crate::cli::{Args, TransportArg};
-use crate::hub::ServerHub;
+use crate::cli::Args;
 use crate::metrics::{Metered, Metrics};
+
+/// The hub the server runs on, chosen at start: in memory (one node), or on
+/// Redis (several).
+type ServerHub = Either<MemoryHub, RedisHub>;
 
 /// How often idle channels are swept from the memory hub.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -45,10 +50,10 @@ pub enum StartError {
     Settings(String),
     /// A setting is out of range.
     #[error("invalid setting: {0}")]
-    Config(#[from] push::Error),
+    Config(#[from] push_live::Error),
     /// Redis could not be reached.
     #[error("cannot use Redis: {0}")]
-    Redis(push::Error),
+    Redis(push_live::Error),
 }
 
 /// The server, built from its settings, not yet running.
@@ -77,7 +82,7 @@ impl Server {
     pub async fn new(args: &Args) -> Result<Server, StartError> {
         args.validate().map_err(StartError::Settings)?;
         let hub = match args.redis_hub_config().map_err(StartError::Settings)? {
-            None => ServerHub::Memory(MemoryHub::with_config({
+            None => Either::Left(MemoryHub::with_config({
                 let config = MemoryHubConfig::default()
                     .with_max_messages(args.history_messages)
                     .with_max_bytes(args.history_bytes)
@@ -90,7 +95,7 @@ impl Server {
                     max => config.with_max_unpublished_channels(max),
                 }
             })?),
-            Some(redis) => ServerHub::Redis(
+            Some(redis) => Either::Right(
                 RedisHub::connect(
                     redis
                         .with_prefix(args.redis_prefix.clone())
@@ -109,7 +114,7 @@ impl Server {
         let cors = Cors::from_origins(&args.allowed_origins);
         let mut config = RouterConfig::default()
             .with_publish(true)
-            .with_max_publish_bytes(args.max_message_bytes)
+            .with_max_message_bytes(args.max_message_bytes)
             .with_publish_body_timeout(args.publish_body_timeout);
         config.poll = config.poll.with_interval(args.poll_interval);
         config.longpoll = config
@@ -124,21 +129,27 @@ impl Server {
             config.sse = config.sse.with_max_lifetime(args.sse_max_lifetime);
         }
         let slow = if args.ws_close_slow {
-            push::ws::SlowConsumer::Close
+            push_live::ws::SlowConsumer::Close
         } else {
-            push::ws::SlowConsumer::Signal
+            push_live::ws::SlowConsumer::Signal
         };
-        let ws = |ws: push::ws::WsConfig| {
+        let ws = |ws: push_live::ws::WsConfig| {
             ws.with_origins(cors.ws_origins())
                 .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
                 .with_write_timeout(args.write_timeout)
-                .with_max_message_size(args.ws_max_message_bytes)
+                .with_max_message_bytes(args.ws_max_message_bytes)
                 .with_max_subscriptions(args.ws_max_subscriptions)
                 .with_slow_consumer(slow)
         };
         config.ws = ws(config.ws);
         config.ws_commands = ws(config.ws_commands).with_publish(args.ws_publish);
-        let router = Router::from_shared(hub.clone(), config);
+        // Each technique's handler reaches the hub through a handle of its
+        // own, labelled for the metrics.
+        let router = Router::<Metered<ServerHub>>::with_hub_for(
+            hub.clone(),
+            |hub, technique| Arc::new(hub.labelled(technique)),
+            config,
+        );
         let flag = |flag: &'static str| {
             move |err: auth::AuthError| StartError::Settings(format!("{flag}: {err}"))
         };
@@ -157,19 +168,13 @@ impl Server {
                 .transpose()
                 .map_err(flag("--jwt-secret"))?,
             cors,
-            transports: [
-                TransportArg::Poll,
-                TransportArg::Longpoll,
-                TransportArg::Sse,
-                TransportArg::Ws,
-            ]
-            .map(|t| args.transports.contains(&t)),
+            techniques: Technique::ALL.map(|t| args.transports.contains(&t)),
         };
         let stats = Arc::new(ServeStats::default());
         let mut app = App::new(router, metrics, stats.clone(), policy);
         match hub.inner() {
-            ServerHub::Memory(memory) => app = app.with_memory_hub(memory.clone()),
-            ServerHub::Redis(redis) => app = app.with_redis_hub(redis.clone()),
+            Either::Left(memory) => app = app.with_memory_hub(memory.clone()),
+            Either::Right(redis) => app = app.with_redis_hub(redis.clone()),
         }
         let mut serve = ServeConfig::default()
             .with_grace(args.shutdown_grace)
@@ -200,13 +205,13 @@ impl Server {
     /// Serves on `listener` until the shutdown is triggered and done.
     ///
     /// # Errors
-    /// From [`push::serve`].
+    /// From [`push_live::serve`].
     pub async fn run(self, listener: TcpListener) -> std::io::Result<()> {
         let shutdown = self.shutdown();
         let hub = self.hub.clone();
         let sweeping = shutdown.clone();
         tokio::spawn(async move {
-            let ServerHub::Memory(memory) = hub.inner() else {
+            let Some(memory) = hub.inner().left() else {
                 return; // Redis expires idle channels itself.
             };
             let mut interval = tokio::time::interval(SWEEP_INTERVAL);
@@ -222,6 +227,6 @@ impl Server {
                 }
             }
         });
-        push::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
+        push_live::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
     }
 }

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::new(&args).await?;
-    let listener = push::bind(args.listen, args.backlog)
+    let listener = push_live::bind(args.listen, args.backlog)
         .map_err(|err| format!("cannot listen on {}: {err}", args.listen))?;
     let addr = listener.local_addr()?;
     // The first line on stdout, for scripts and tests that pick port 0.

@@ -1,5 +1,5 @@
 //! Counting what the server does: a hub wrapper that counts publishes,
-//! deliveries and signals per transport, and subscribers per channel; and the
+//! deliveries and signals per technique, and subscribers per channel; and the
 //! Prometheus text of it all.
 
 use std::collections::HashMap;
@@ -10,60 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use push::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Signal, Start};
-
-/// The four techniques, as labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transport {
-    /// Short polling.
-    Poll,
-    /// Long polling.
-    LongPoll,
-    /// Server-Sent Events.
-    Sse,
-    /// WebSockets.
-    Ws,
-}
-
-impl Transport {
-    /// Every transport, in label order.
-    pub const ALL: [Transport; 4] = [
-        Transport::Poll,
-        Transport::LongPoll,
-        Transport::Sse,
-        Transport::Ws,
-    ];
-
-    /// Its label in metrics and JSON.
-    pub fn label(self) -> &'static str {
-        match self {
-            Transport::Poll => "poll",
-            Transport::LongPoll => "longpoll",
-            Transport::Sse => "sse",
-            Transport::Ws => "ws",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-tokio::task_local! {
-    /// The transport whose request is being handled, so that the hub knows
-    /// whom it serves. A WebSocket command socket subscribes from its own
-    /// task, outside any request: unlabelled means WebSocket.
-    static TRANSPORT: Transport;
-}
-
-/// Runs `future` (the handling of one request) labelled as `transport`.
-pub async fn serving<F: Future>(transport: Transport, future: F) -> F::Output {
-    TRANSPORT.scope(transport, future).await
-}
-
-fn current() -> Transport {
-    TRANSPORT.try_with(|t| *t).unwrap_or(Transport::Ws)
-}
+use push_live::http::Technique;
+use push_live::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Signal, Start};
 
 /// The counters.
 #[derive(Debug, Default)]
@@ -82,9 +30,9 @@ impl Metrics {
         self.published.load(Ordering::Relaxed)
     }
 
-    /// Messages handed to `transport`'s subscribers.
-    pub fn delivered(&self, transport: Transport) -> u64 {
-        self.delivered[transport.index()].load(Ordering::Relaxed)
+    /// Messages handed to `technique`'s subscribers.
+    pub fn delivered(&self, technique: Technique) -> u64 {
+        self.delivered[technique.index()].load(Ordering::Relaxed)
     }
 
     /// Gap and reset signals handed out.
@@ -95,8 +43,8 @@ impl Metrics {
         )
     }
 
-    /// Live subscriptions to `channel`, per transport (in [`Transport::ALL`]
-    /// order).
+    /// Live subscriptions to `channel`, per technique (in
+    /// [`Technique::ALL`] order).
     pub fn subscribers(&self, channel: &ChannelName) -> [u32; 4] {
         self.lock().get(channel).copied().unwrap_or_default()
     }
@@ -105,10 +53,10 @@ impl Metrics {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn count_item(&self, transport: Transport, item: &Item) {
+    fn count_item(&self, technique: Technique, item: &Item) {
         match item {
             Item::Message(_) => {
-                self.delivered[transport.index()].fetch_add(1, Ordering::Relaxed);
+                self.delivered[technique.index()].fetch_add(1, Ordering::Relaxed);
             }
             Item::Signal(signal) => self.count_signal(signal),
         }
@@ -123,17 +71,35 @@ impl Metrics {
     }
 }
 
-/// A hub that counts what passes through it.
+/// A hub that counts what passes through it: publishes, and the reads,
+/// deliveries and subscriptions of the technique it is labelled with (see
+/// [`labelled`](Self::labelled); the router gives each technique its own).
 #[derive(Debug)]
 pub struct Metered<H> {
-    inner: H,
+    inner: Arc<H>,
     metrics: Arc<Metrics>,
+    /// Whose reads and subscriptions these are; none: only publishes count.
+    technique: Option<Technique>,
 }
 
 impl<H> Metered<H> {
-    /// Counts into `metrics`.
+    /// Counts the publishes to `inner` into `metrics`.
     pub fn new(inner: H, metrics: Arc<Metrics>) -> Self {
-        Metered { inner, metrics }
+        Metered {
+            inner: Arc::new(inner),
+            metrics,
+            technique: None,
+        }
+    }
+
+    /// The same hub, counting what it reads and subscribes as `technique`'s.
+    #[must_use]
+    pub fn labelled(&self, technique: Technique) -> Self {
+        Metered {
+            inner: self.inner.clone(),
+            metrics: self.metrics.clone(),
+            technique: Some(technique),
+        }
     }
 
     /// The hub underneath.
@@ -161,12 +127,13 @@ impl<H: Hub> Hub for Metered<H> {
         start: Start,
         limit: usize,
     ) -> Result<Batch, Error> {
-        let transport = current();
         let batch = self.inner.read(channel, start, limit).await?;
-        let delivered = u64::try_from(batch.messages.len()).unwrap_or(u64::MAX);
-        self.metrics.delivered[transport.index()].fetch_add(delivered, Ordering::Relaxed);
-        if let Some(signal) = &batch.signal {
-            self.metrics.count_signal(signal);
+        if let Some(technique) = self.technique {
+            let delivered = u64::try_from(batch.messages.len()).unwrap_or(u64::MAX);
+            self.metrics.delivered[technique.index()].fetch_add(delivered, Ordering::Relaxed);
+            if let Some(signal) = &batch.signal {
+                self.metrics.count_signal(signal);
+            }
         }
         Ok(batch)
     }
@@ -176,15 +143,18 @@ impl<H: Hub> Hub for Metered<H> {
         channel: &ChannelName,
         start: Start,
     ) -> Result<Self::Subscription, Error> {
-        let transport = current();
         let inner = self.inner.subscribe(channel, start).await?;
-        self.metrics.lock().entry(channel.clone()).or_default()[transport.index()] += 1;
-        tracing::debug!(channel = %channel, transport = transport.label(), "subscribed");
+        if let Some(technique) = self.technique {
+            self.metrics.lock().entry(channel.clone()).or_default()[technique.index()] += 1;
+            tracing::debug!(channel = %channel, technique = technique.as_str(), "subscribed");
+        }
         Ok(MeteredSubscription {
             inner,
-            transport,
-            channel: channel.clone(),
-            metrics: self.metrics.clone(),
+            counted: self.technique.map(|technique| Counted {
+                technique,
+                channel: channel.clone(),
+                metrics: self.metrics.clone(),
+            }),
         })
     }
 }
@@ -193,7 +163,14 @@ impl<H: Hub> Hub for Metered<H> {
 #[derive(Debug)]
 pub struct MeteredSubscription<S> {
     inner: S,
-    transport: Transport,
+    /// Where it is counted; none through an unlabelled hub.
+    counted: Option<Counted>,
+}
+
+/// One subscription's place in the counts.
+#[derive(Debug)]
+struct Counted {
+    technique: Technique,
     channel: ChannelName,
     metrics: Arc<Metrics>,
 }
@@ -203,19 +180,19 @@ impl<S: Stream<Item = Item> + Unpin> Stream for MeteredSubscription<S> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
         let polled = Pin::new(&mut self.inner).poll_next(cx);
-        if let Poll::Ready(Some(item)) = &polled {
-            self.metrics.count_item(self.transport, item);
+        if let (Poll::Ready(Some(item)), Some(counted)) = (&polled, &self.counted) {
+            counted.metrics.count_item(counted.technique, item);
         }
         polled
     }
 }
 
-impl<S> Drop for MeteredSubscription<S> {
+impl Drop for Counted {
     fn drop(&mut self) {
-        tracing::debug!(channel = %self.channel, transport = self.transport.label(), "unsubscribed");
+        tracing::debug!(channel = %self.channel, technique = self.technique.as_str(), "unsubscribed");
         let mut channels = self.metrics.lock();
         if let Some(counts) = channels.get_mut(&self.channel) {
-            let count = &mut counts[self.transport.index()];
+            let count = &mut counts[self.technique.index()];
             *count = count.saturating_sub(1);
             if counts.iter().all(|c| *c == 0) {
                 channels.remove(&self.channel);
@@ -241,37 +218,39 @@ pub fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(
 mod tests {
     use super::*;
     use futures_util::StreamExt as _;
-    use push::MemoryHub;
+    use push_live::MemoryHub;
 
     #[tokio::test]
     async fn counts_follow_subscriptions_deliveries_and_signals() {
         let metrics = Arc::new(Metrics::default());
         let hub = Metered::new(MemoryHub::new(), metrics.clone());
+        let (sse_hub, ws_hub) = (hub.labelled(Technique::Sse), hub.labelled(Technique::Ws));
+        let poll_hub = hub.labelled(Technique::Poll);
         let news: ChannelName = "news".parse().unwrap();
-        let mut sse = serving(Transport::Sse, hub.subscribe(&news, Start::Live))
-            .await
-            .unwrap();
-        let ws = hub.subscribe(&news, Start::Live).await.unwrap();
+        let mut sse = sse_hub.subscribe(&news, Start::Live).await.unwrap();
+        let ws = ws_hub.subscribe(&news, Start::Live).await.unwrap();
+        let unlabelled = hub.subscribe(&news, Start::Live).await.unwrap();
         assert_eq!(metrics.subscribers(&news), [0, 0, 1, 1]);
         hub.publish(&news, Publication::new("1")).await.unwrap();
         assert!(matches!(sse.next().await, Some(Item::Message(_))));
         assert_eq!(metrics.published(), 1);
-        assert_eq!(metrics.delivered(Transport::Sse), 1);
-        let batch = serving(Transport::Poll, hub.read(&news, Start::Earliest, 10))
-            .await
-            .unwrap();
+        assert_eq!(metrics.delivered(Technique::Sse), 1);
+        let batch = poll_hub.read(&news, Start::Earliest, 10).await.unwrap();
         assert_eq!(batch.messages.len(), 1);
-        assert_eq!(metrics.delivered(Transport::Poll), 1);
+        assert_eq!(metrics.delivered(Technique::Poll), 1);
+        hub.read(&news, Start::Earliest, 10).await.unwrap();
+        assert_eq!(metrics.delivered(Technique::Poll), 1);
         // A cursor from another hub's history: a reset.
         let foreign = MemoryHub::new()
             .publish(&news, Publication::new("x"))
             .await
             .unwrap();
-        serving(Transport::Poll, hub.read(&news, Start::After(foreign), 10))
+        poll_hub
+            .read(&news, Start::After(foreign), 10)
             .await
             .unwrap();
         assert_eq!(metrics.signals(), (0, 1));
-        drop((sse, ws));
+        drop((sse, ws, unlabelled));
         assert_eq!(metrics.subscribers(&news), [0; 4]);
         assert!(metrics.lock().is_empty());
     }

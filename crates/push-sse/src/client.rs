@@ -1,6 +1,5 @@
 //! `EventSource`: a reconnecting SSE client that yields hub items.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -11,23 +10,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_core::Stream;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderValue, Request, StatusCode, Uri};
+use http_body_util::Empty;
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connect, HttpConnector};
-use hyper_util::rt::TokioExecutor;
-use push_core::wire::{self, json};
+use hyper_util::client::legacy::connect::Connect;
+use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
+use push_http::client::{BoxFuture, Resume, Sender};
 use tokio::time::{Sleep, sleep};
 
 use crate::encode::{GAP_EVENT, RESET_EVENT, SUBSCRIBED_EVENT};
 use crate::parse::{Event, Parser};
 use crate::server::LAST_EVENT_ID;
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How an [`EventSource`] connects and reconnects.
 #[derive(Clone, Debug)]
@@ -47,8 +46,9 @@ pub struct EventSourceConfig {
     /// for this long (default 45 s: three of the server's default keep-alive
     /// intervals). `None`: wait forever.
     pub idle_timeout: Option<Duration>,
-    /// The longest line or event accepted (default 16 MiB).
-    pub max_event_bytes: usize,
+    /// The longest message (one event, or one line) accepted (default
+    /// 16 MiB).
+    pub max_message_bytes: usize,
 }
 
 impl Default for EventSourceConfig {
@@ -59,7 +59,7 @@ impl Default for EventSourceConfig {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(45)),
-            max_event_bytes: Parser::DEFAULT_LIMIT,
+            max_message_bytes: Parser::DEFAULT_LIMIT,
         }
     }
 }
@@ -87,17 +87,13 @@ impl EventSourceConfig {
         self
     }
 
-    /// Sets [`max_event_bytes`](Self::max_event_bytes).
+    /// Sets [`max_message_bytes`](Self::max_message_bytes).
     #[must_use]
-    pub fn with_max_event_bytes(mut self, max: usize) -> Self {
-        self.max_event_bytes = max;
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
         self
     }
 }
-
-type Sender =
-    dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<Result<Response<Incoming>, Error>> + Send + Sync;
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 enum State {
     Ready,
@@ -141,12 +137,12 @@ enum State {
 pub struct EventSource {
     url: Uri,
     config: EventSourceConfig,
-    send: Arc<Sender>,
+    send: Sender,
+    /// The stream's parser: its last event ID is where a reconnect resumes.
     parser: Parser,
-    yielded: Option<Cursor>,
-    buffer: VecDeque<Result<Item, Error>>,
-    backoff: Backoff,
-    advised: Option<Duration>,
+    /// What was received and not yet handed out, the last cursor handed
+    /// out, the backoff and the advised `retry:`.
+    resume: Resume,
     state: State,
 }
 
@@ -157,8 +153,7 @@ impl EventSource {
     /// # Errors
     /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
     pub fn new(url: &str, config: EventSourceConfig) -> Result<Self, Error> {
-        let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        Self::with_client(url, config, client)
+        Self::with_sender(url, config, Sender::new())
     }
 
     /// An event source that connects through `client` (for TLS, a proxy, or
@@ -175,19 +170,12 @@ impl EventSource {
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        let invalid = |reason| Error::InvalidUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if parsed.scheme().is_none() || parsed.host().is_none() {
-            return Err(invalid("it needs a scheme and a host"));
-        }
-        let send: Arc<Sender> = Arc::new(move |request| {
-            let response = client.request(request);
-            Box::pin(async move { response.await.map_err(Error::request) })
-        });
-        let mut parser = Parser::with_limit(config.max_event_bytes);
+        Self::with_sender(url, config, Sender::with_client(client))
+    }
+
+    fn with_sender(url: &str, config: EventSourceConfig, send: Sender) -> Result<Self, Error> {
+        let parsed = push_http::client::parse_url(url)?;
+        let mut parser = Parser::with_limit(config.max_message_bytes);
         let since = match config.start {
             Start::After(cursor) => {
                 // The first connection resumes as every later one does.
@@ -199,32 +187,24 @@ impl EventSource {
         };
         let mut params = vec![("format", "json")];
         params.extend(since.map(|since| ("since", since)));
-        let target = wire::path_with_params(parsed.path(), parsed.query(), &params);
-        let url_with_format = target
-            .parse()
-            .ok()
-            .and_then(|path_and_query| {
-                let mut parts = parsed.into_parts();
-                parts.path_and_query = Some(path_and_query);
-                Uri::from_parts(parts).ok()
-            })
-            .ok_or_else(|| invalid("its query cannot be extended"))?;
+        let url_with_format =
+            push_http::client::with_params(&parsed, &params).map_err(|_| Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: "its query cannot be extended",
+            })?;
         Ok(EventSource {
             url: url_with_format,
-            backoff: Backoff::new(config.retry, config.max_backoff),
+            resume: Resume::new(config.start, Backoff::new(config.retry, config.max_backoff)),
             config,
             send,
             parser,
-            yielded: None,
-            buffer: VecDeque::new(),
-            advised: None,
             state: State::Ready,
         })
     }
 
     /// The cursor of the last item yielded: resume from here.
     pub fn cursor(&self) -> Option<Cursor> {
-        self.yielded
+        self.resume.cursor()
     }
 
     fn connect(&self) -> BoxFuture<Result<Incoming, Error>> {
@@ -245,7 +225,7 @@ impl EventSource {
         let timeout = self.config.connect_timeout;
         Box::pin(async move {
             let exchange = async {
-                let response = send(request?).await?;
+                let response = send.send(request?).await?;
                 let status = response.status();
                 if status == StatusCode::OK {
                     let content_type = response
@@ -264,10 +244,8 @@ impl EventSource {
                 if status == StatusCode::NO_CONTENT {
                     return Ok(None);
                 }
-                let body = Limited::new(response.into_body(), 64 << 10)
-                    .collect()
+                let body = push_http::client::read_body(response.into_body(), 64 << 10)
                     .await
-                    .map(http_body_util::Collected::to_bytes)
                     .unwrap_or_default();
                 Err(Error::status(status.as_u16(), &body))
             };
@@ -286,7 +264,7 @@ impl EventSource {
 
     /// What to do after the connection ended or failed: wait, then reconnect.
     fn reconnect_later(&mut self) {
-        let delay = self.backoff.next_delay();
+        let delay = self.resume.retry_delay();
         self.state = State::Waiting(Box::pin(sleep(delay)));
     }
 
@@ -302,15 +280,16 @@ impl EventSource {
             if event.event == SUBSCRIBED_EVENT {
                 continue;
             }
-            let item = item_of(&event);
-            self.buffer.push_back(item);
+            match item_of(&event) {
+                Ok(item) => self.resume.take_item(item),
+                Err(err) => self.resume.take_error(err),
+            }
         }
         if let Some(advised) = self.parser.retry()
-            && self.advised != Some(advised)
+            && self.resume.advised() != Some(advised)
         {
             // Only while streaming, right after a reset: no attempts to carry.
-            self.advised = Some(advised);
-            self.backoff = Backoff::new(advised, self.config.max_backoff.max(advised));
+            self.resume.advise_retry(advised, self.config.max_backoff);
         }
     }
 }
@@ -342,10 +321,7 @@ impl Stream for EventSource {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(item) = this.buffer.pop_front() {
-                if let Ok(item) = &item {
-                    this.yielded = Some(item.cursor());
-                }
+            if let Some(item) = this.resume.next_item() {
                 return Poll::Ready(Some(item));
             }
             match &mut this.state {
@@ -382,7 +358,7 @@ impl Stream for EventSource {
                             if let (Some(idle), Some(after)) = (idle, this.config.idle_timeout) {
                                 idle.as_mut().reset(tokio::time::Instant::now() + after);
                             }
-                            this.backoff.reset();
+                            this.resume.succeeded();
                             let fed = this.parser.feed(&data);
                             this.take_events();
                             if let Err(err) = fed {
@@ -423,8 +399,8 @@ impl fmt::Debug for EventSource {
         f.debug_struct("EventSource")
             .field("url", &self.url)
             .field("last_event_id", &self.parser.last_event_id())
-            .field("yielded", &self.yielded)
-            .field("buffered", &self.buffer.len())
+            .field("yielded", &self.resume.cursor())
+            .field("buffered", &self.resume.buffered())
             .finish_non_exhaustive()
     }
 }

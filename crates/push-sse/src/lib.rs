@@ -21,7 +21,7 @@
 //!
 //! # #[tokio::main] async fn main() -> std::io::Result<()> {
 //! let hub = std::sync::Arc::new(MemoryHub::new());
-//! let sse = SseHandler::from_shared(hub.clone(), SseConfig::default());
+//! let sse = SseHandler::<MemoryHub>::new(hub.clone(), SseConfig::default());
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! // Publish from anywhere: every open stream of the channel gets it.
 //! hub.publish(&"news".parse().unwrap(), Publication::new("hello")).await.ok();

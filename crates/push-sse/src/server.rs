@@ -4,18 +4,16 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_core::Stream;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
-use http::request::Parts;
-use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
-use push_core::wire::{self, ChannelLocator, Query, json};
-use push_core::{Backoff, Cursor, Error, Hub, Item, Start};
+use push_core::{Backoff, ChannelName, Cursor, Error, Hub, Item, Start};
+use push_http::{Access, ChannelLocator, Handler, Head, Live, LiveCount};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -54,8 +52,8 @@ pub struct SseConfig {
     /// hint: the client reconnects, perhaps to another node, and resumes.
     /// Default: none.
     pub max_lifetime: Option<Duration>,
-    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
     /// When this token is cancelled (the server is shutting down), every
     /// stream ends at once with a `retry:` hint, and a stream opened after
     /// that ends right after its opening: clients reconnect, to another node
@@ -70,7 +68,7 @@ impl Default for SseConfig {
             keep_alive: Duration::from_secs(15),
             retry: Duration::from_secs(3),
             max_lifetime: None,
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
             shutdown: None,
         }
     }
@@ -105,10 +103,10 @@ impl SseConfig {
         self
     }
 
-    /// Sets [`max_query_len`](Self::max_query_len).
+    /// Sets [`max_query_bytes`](Self::max_query_bytes).
     #[must_use]
-    pub fn with_max_query_len(mut self, max_query_len: usize) -> Self {
-        self.max_query_len = max_query_len;
+    pub fn with_max_query_bytes(mut self, max: usize) -> Self {
+        self.max_query_bytes = max;
         self
     }
 
@@ -126,7 +124,13 @@ struct Shared {
     config: SseConfig,
     /// The `retry:` block that opens and closes every stream.
     retry_block: Bytes,
-    open: AtomicUsize,
+    open: LiveCount,
+}
+
+impl AsRef<LiveCount> for Shared {
+    fn as_ref(&self) -> &LiveCount {
+        &self.open
+    }
 }
 
 /// Server-Sent Events over any [`Hub`]: a hyper `Service`, or call
@@ -145,7 +149,7 @@ struct Shared {
 /// use push_sse::{SseConfig, SseHandler};
 ///
 /// let sse = SseHandler::new(MemoryHub::new(), SseConfig::default());
-/// assert_eq!(sse.open_streams(), 0);
+/// assert_eq!(sse.connections(), 0);
 /// ```
 #[derive(Debug)]
 pub struct SseHandler<H> {
@@ -153,29 +157,18 @@ pub struct SseHandler<H> {
     shared: Arc<Shared>,
 }
 
-impl<H> Clone for SseHandler<H> {
-    fn clone(&self) -> Self {
-        SseHandler {
-            hub: self.hub.clone(),
-            shared: self.shared.clone(),
-        }
-    }
-}
+push_http::service!(SseHandler);
 
 impl<H: Hub> SseHandler<H> {
-    /// A handler over `hub`.
-    pub fn new(hub: H, config: SseConfig) -> Self {
-        Self::from_shared(Arc::new(hub), config)
-    }
-
-    /// A handler over a hub shared with other handlers.
-    pub fn from_shared(hub: Arc<H>, config: SseConfig) -> Self {
+    /// A handler over `hub` (a hub, or an `Arc` of one shared with other
+    /// handlers).
+    pub fn new(hub: impl Into<Arc<H>>, config: SseConfig) -> Self {
         SseHandler {
-            hub,
+            hub: hub.into(),
             shared: Arc::new(Shared {
                 retry_block: encode::retry_block(config.retry),
                 config,
-                open: AtomicUsize::new(0),
+                open: LiveCount::default(),
             }),
         }
     }
@@ -186,13 +179,13 @@ impl<H: Hub> SseHandler<H> {
     }
 
     /// How many event streams are open right now.
-    pub fn open_streams(&self) -> usize {
-        self.shared.open.load(Ordering::Relaxed)
+    pub fn connections(&self) -> usize {
+        self.shared.open.get()
     }
 
     /// Answers one request. The body of the request is ignored.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<SseBody<H::Subscription>> {
-        self.handle_until(request, None).await
+        push_http::handle(self, request).await
     }
 
     /// Answers one request with a stream that also ends at `deadline` (with a
@@ -202,28 +195,21 @@ impl<H: Hub> SseHandler<H> {
         request: Request<B>,
         deadline: Option<Instant>,
     ) -> Response<SseBody<H::Subscription>> {
-        let asked = {
-            let (parts, _body) = request.into_parts();
-            if parts.method != Method::GET {
-                let mut response = error_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "an event stream answers GET only",
-                );
-                response
-                    .headers_mut()
-                    .insert(ALLOW, HeaderValue::from_static("GET"));
-                return response;
-            }
-            match self.read_request(&parts) {
-                Ok(asked) => asked,
-                Err(err) => return error_for(&err),
-            }
-        };
+        let (parts, _body) = request.into_parts();
+        let head = Head::read(parts, self.shared.config.max_query_bytes);
+        self.serve(head, Access::default().until(deadline)).await
+    }
+
+    /// Opens the stream `asked` asks for, ending at `deadline` at the latest.
+    async fn open(
+        &self,
+        asked: Asked,
+        deadline: Option<Instant>,
+    ) -> Response<SseBody<H::Subscription>> {
         let (subscription, head) =
             match push_core::subscribe_pinned(&*self.hub, &asked.channel, asked.start).await {
                 Ok(started) => started,
-                Err(err) => return error_for(&err),
+                Err(err) => return push_http::error_plain(&err),
             };
         let config = &self.shared.config;
         let now = Instant::now();
@@ -234,7 +220,7 @@ impl<H: Hub> SseHandler<H> {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let live = Live {
+        let streaming = Streaming {
             subscription,
             format: asked.format,
             keep_alive: config.keep_alive,
@@ -244,7 +230,7 @@ impl<H: Hub> SseHandler<H> {
                 .shutdown
                 .clone()
                 .map(|token| Box::pin(token.cancelled_owned())),
-            open: Open::new(&self.shared),
+            live: Live::new(&self.shared),
         };
         let body = SseBody {
             pending: Some(match head {
@@ -253,7 +239,7 @@ impl<H: Hub> SseHandler<H> {
                 Some(head) => encode::opening_block(head, config.retry, asked.format),
                 None => self.shared.retry_block.clone(),
             }),
-            live: Some(live),
+            streaming: Some(streaming),
             timer: Some(sleep_until(next_tick(now, config.keep_alive, end))),
         };
         let mut response = Response::new(body);
@@ -261,19 +247,19 @@ impl<H: Hub> SseHandler<H> {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
         headers.insert(
             CACHE_CONTROL,
-            HeaderValue::from_static(wire::CACHE_REVALIDATE),
+            HeaderValue::from_static(push_http::CACHE_REVALIDATE),
         );
         headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
         response
     }
 
-    fn read_request(&self, parts: &Parts) -> Result<Asked, Error> {
+    fn read(&self, head: &Head) -> Result<Asked, Error> {
         let config = &self.shared.config;
-        let query = Query::parse(parts.uri.query(), config.max_query_len)?;
-        let channel = config.channel.locate(parts.uri.path(), &query)?;
+        let query = head.query()?;
+        let channel = config.channel.locate(head.uri().path(), &query)?;
         // `since` is checked even when the header wins: a bad URL is a bug.
         let since = query.start()?;
-        let start = match last_event_id(parts)? {
+        let start = match last_event_id(head.headers())? {
             Some(cursor) => Start::After(cursor),
             None => since,
         };
@@ -294,10 +280,38 @@ impl<H: Hub> SseHandler<H> {
     }
 }
 
+impl<H: Hub> Handler for SseHandler<H> {
+    type Body = SseBody<H::Subscription>;
+
+    fn max_query_bytes(&self) -> usize {
+        self.shared.config.max_query_bytes
+    }
+
+    /// Answers a request for an event stream that also ends at the access's
+    /// deadline (with a `retry:` hint). What the stream needs is read first
+    /// and the head dropped.
+    fn serve(
+        &self,
+        head: Head,
+        access: Access,
+    ) -> impl Future<Output = Response<Self::Body>> + Send + 'static {
+        let read = (head.method() == Method::GET).then(|| self.read(&head));
+        drop(head);
+        let handler = self.clone();
+        async move {
+            match read {
+                None => push_http::method_not_allowed("GET", "an event stream answers GET only"),
+                Some(Err(err)) => push_http::error_plain(&err),
+                Some(Ok(asked)) => handler.open(asked, access.deadline).await,
+            }
+        }
+    }
+}
+
 /// The `Last-Event-ID` header's cursor: none when absent or empty (a client
 /// whose last event ID was reset sends nothing), an error when malformed.
-fn last_event_id(parts: &Parts) -> Result<Option<Cursor>, Error> {
-    let mut values = parts.headers.get_all(LAST_EVENT_ID).iter();
+fn last_event_id(headers: &HeaderMap) -> Result<Option<Cursor>, Error> {
+    let mut values = headers.get_all(LAST_EVENT_ID).iter();
     let Some(value) = values.next() else {
         return Ok(None);
     };
@@ -319,41 +333,14 @@ fn last_event_id(parts: &Parts) -> Result<Option<Cursor>, Error> {
 
 /// What a request asks for: all a stream keeps of it.
 struct Asked {
-    channel: push_core::ChannelName,
+    channel: ChannelName,
     start: Start,
     format: Format,
 }
 
-impl<H: Hub, B: Send + 'static> hyper::service::Service<Request<B>> for SseHandler<H> {
-    type Response = Response<SseBody<H::Subscription>>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn call(&self, request: Request<B>) -> Self::Future {
-        let handler = self.clone();
-        Box::pin(async move { Ok(handler.handle(request).await) })
-    }
-}
-
-/// Counts an open stream for as long as it lives.
+/// What an open stream holds besides its body's buffer and timer.
 #[derive(Debug)]
-struct Open(Arc<Shared>);
-
-impl Open {
-    fn new(shared: &Arc<Shared>) -> Self {
-        shared.open.fetch_add(1, Ordering::Relaxed);
-        Open(shared.clone())
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[derive(Debug)]
-struct Live<S> {
+struct Streaming<S> {
     subscription: S,
     format: Format,
     keep_alive: Duration,
@@ -362,7 +349,8 @@ struct Live<S> {
     wrote: bool,
     /// Boxed: a server without a shutdown token pays one word per stream.
     shutdown: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
-    open: Open,
+    /// Counts the stream, and reaches the handler's `retry:` block.
+    live: Live<Shared>,
 }
 
 fn next_tick(now: Instant, keep_alive: Duration, end: Option<Instant>) -> Instant {
@@ -389,17 +377,18 @@ pin_project_lite::pin_project! {
     #[derive(Debug)]
     pub struct SseBody<S> {
         pending: Option<Bytes>,
-        live: Option<Live<S>>,
+        streaming: Option<Streaming<S>>,
         #[pin]
         timer: Option<Sleep>,
     }
 }
 
-impl<S> SseBody<S> {
-    fn fixed(bytes: Bytes) -> Self {
+/// A whole body holding `bytes` (an error's JSON), with no stream after it.
+impl<S> From<Bytes> for SseBody<S> {
+    fn from(bytes: Bytes) -> Self {
         SseBody {
             pending: Some(bytes),
-            live: None,
+            streaming: None,
             timer: None,
         }
     }
@@ -417,24 +406,24 @@ impl<S: Stream<Item = Item> + Unpin> Body for SseBody<S> {
         if let Some(bytes) = this.pending.take() {
             return Poll::Ready(Some(Ok(Frame::data(bytes))));
         }
-        let Some(live) = this.live.as_mut() else {
+        let Some(streaming) = this.streaming.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some(shutdown) = live.shutdown.as_mut()
+        if let Some(shutdown) = streaming.shutdown.as_mut()
             && shutdown.as_mut().poll(cx).is_ready()
         {
-            return Poll::Ready(end(this.live));
+            return Poll::Ready(end(this.streaming));
         }
-        match Pin::new(&mut live.subscription).poll_next(cx) {
+        match Pin::new(&mut streaming.subscription).poll_next(cx) {
             Poll::Ready(Some(item)) => {
-                live.wrote = true;
+                streaming.wrote = true;
                 let bytes = match &item {
-                    Item::Message(message) => encode::message_event(message, live.format),
+                    Item::Message(message) => encode::message_event(message, streaming.format),
                     Item::Signal(signal) => encode::signal_event(signal),
                 };
                 return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            Poll::Ready(None) => return Poll::Ready(end(this.live)),
+            Poll::Ready(None) => return Poll::Ready(end(this.streaming)),
             Poll::Pending => {}
         }
         loop {
@@ -443,28 +432,28 @@ impl<S: Stream<Item = Item> + Unpin> Body for SseBody<S> {
             };
             ready!(timer.poll(cx));
             let now = Instant::now();
-            let Some(live) = this.live.as_mut() else {
+            let Some(streaming) = this.streaming.as_mut() else {
                 return Poll::Ready(None);
             };
-            if live.end.is_some_and(|end| now >= end) {
-                return Poll::Ready(end(this.live));
+            if streaming.end.is_some_and(|end| now >= end) {
+                return Poll::Ready(end(this.streaming));
             }
-            let tick = next_tick(now, live.keep_alive, live.end);
+            let tick = next_tick(now, streaming.keep_alive, streaming.end);
             if let Some(timer) = this.timer.as_mut().as_pin_mut() {
                 timer.reset(tick);
             }
-            if !std::mem::take(&mut live.wrote) {
+            if !std::mem::take(&mut streaming.wrote) {
                 return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(KEEP_ALIVE)))));
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.pending.is_none() && self.live.is_none()
+        self.pending.is_none() && self.streaming.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.pending, &self.live) {
+        match (&self.pending, &self.streaming) {
             (Some(bytes), None) => SizeHint::with_exact(bytes.len() as u64),
             (None, None) => SizeHint::with_exact(0),
             _ => SizeHint::default(),
@@ -473,21 +462,7 @@ impl<S: Stream<Item = Item> + Unpin> Body for SseBody<S> {
 }
 
 /// Ends the stream: drops the subscription, and hands out the `retry:` block.
-fn end<S>(live: &mut Option<Live<S>>) -> Option<Result<Frame<Bytes>, Infallible>> {
-    let live = live.take()?;
-    Some(Ok(Frame::data(live.open.0.retry_block.clone())))
-}
-
-fn error_for<S>(err: &Error) -> Response<SseBody<S>> {
-    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    error_response(status, err.code(), &err.to_string())
-}
-
-fn error_response<S>(status: StatusCode, code: &str, message: &str) -> Response<SseBody<S>> {
-    let mut response = Response::new(SseBody::fixed(json::error(code, message)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static(wire::CACHE_NEVER));
-    response
+fn end<S>(streaming: &mut Option<Streaming<S>>) -> Option<Result<Frame<Bytes>, Infallible>> {
+    let streaming = streaming.take()?;
+    Some(Ok(Frame::data(streaming.live.retry_block.clone())))
 }

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use common::{Canned, Gate};
 use futures_util::StreamExt;
 use http::StatusCode;
-use push_core::{ClientError, EventName, Hub, Item, MemoryHub, Publication, Signal, Start};
+use push_core::{EventName, Hub, Item, MemoryHub, Publication, Signal, Start};
+use push_http::ClientError;
 use push_sse::{EventSource, EventSourceConfig, SseConfig, SseHandler};
 use support::{Server, drive, next_data, next_item, until, within};
 
@@ -68,7 +69,7 @@ async fn a_lifetime_end_is_followed_by_a_resume_with_last_event_id() {
     let gate = Gate::new(SseHandler::new(hub.clone(), config));
     let server = Server::start(gate.clone()).await;
     let mut items = drive(EventSource::new(&server.url("/sse/c"), quick()).unwrap());
-    until("the first stream", || gate.handler.open_streams() == 1).await;
+    until("the first stream", || gate.handler.connections() == 1).await;
     let mut published = Vec::new();
     let mut received = Vec::new();
     // Publish across several stream lifetimes; nothing is lost or repeated.
@@ -157,7 +158,7 @@ async fn retries_5xx_with_backoff_and_recovers() {
         }
     }
     until("the fourth request to stream", || {
-        gate.handler.open_streams() == 1
+        gate.handler.connections() == 1
     })
     .await;
     publish(&hub, "through").await;

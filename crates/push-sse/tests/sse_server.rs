@@ -1,7 +1,8 @@
 //! The SSE handler over real TCP: headers, events, resuming with
 //! `Last-Event-ID` and `since`, signals, both formats, binary data, keep-alive
-//! and lifetime, HTTP/2, hang-ups, bad input, and a property test over
-//! connections dropped at random points.
+//! and lifetime, HTTP/2, hang-ups and bad input. Resuming across
+//! connections dropped at random points is the facade's tests/continuity.rs,
+//! for every technique alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
@@ -16,7 +17,6 @@ use common::{Events, open};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proptest::prelude::*;
 use push_core::{
     Cursor, EventName, Hub, MemoryHub, MemoryHubConfig, Publication, Start, wire::json,
 };
@@ -56,7 +56,7 @@ async fn streams_each_message_as_one_event_with_its_cursor_as_id() {
         (first.to_string(), "message".into(), "before".into())
     );
     assert_eq!(events.parser.retry(), Some(Duration::from_secs(3)));
-    assert_eq!(handler.open_streams(), 1);
+    assert_eq!(handler.connections(), 1);
 
     let price = Publication::new("a\r\nb\rc\nd").with_event("price".parse::<EventName>().unwrap());
     let second = hub.publish(&channel(), price).await.unwrap();
@@ -86,7 +86,7 @@ async fn without_since_only_new_messages_come() {
     let (server, handler) = start(&hub, SseConfig::default()).await;
     publish(&hub, "old").await;
     let mut events = Events::new(open(server.addr, "/sse/c", &[]).await);
-    until("the stream to open", || handler.open_streams() == 1).await;
+    until("the stream to open", || handler.connections() == 1).await;
     publish(&hub, "new").await;
     assert_eq!(events.message().await.2, "new");
 }
@@ -102,7 +102,7 @@ async fn a_live_stream_starts_its_client_at_the_head() {
     assert_eq!(events.parser.last_event_id(), before.to_string());
     assert!(events.parser.next_event().is_none());
     drop(events);
-    until("the stream released", || handler.open_streams() == 0).await;
+    until("the stream released", || handler.connections() == 0).await;
     publish(&hub, "while away").await;
     let id = before.to_string();
     let mut events = Events::new(open(server.addr, "/sse/c", &[("last-event-id", &id)]).await);
@@ -284,7 +284,7 @@ async fn keep_alive_comments_and_the_lifetime_end() {
         "{raw:?}"
     );
     assert!(events.parser.next_event().is_none());
-    until("the stream to close", || handler.open_streams() == 0).await;
+    until("the stream to close", || handler.connections() == 0).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,7 +314,7 @@ async fn a_deadline_ends_the_stream_with_a_retry_hint() {
     let head = hub.channel_stats(&channel()).unwrap().cursor;
     assert_eq!(body, format!("id: {head}\nretry: 3000\n\nretry: 3000\n\n"));
     assert!(tokio::time::Instant::now() >= deadline);
-    assert_eq!(handler.open_streams(), 0);
+    assert_eq!(handler.connections(), 0);
 }
 
 #[tokio::test]
@@ -337,7 +337,7 @@ async fn two_streams_share_one_http2_connection() {
         assert_eq!(response.version(), http::Version::HTTP_2);
         streams.push(Events::new(response));
     }
-    until("both streams", || handler.open_streams() == 2).await;
+    until("both streams", || handler.connections() == 2).await;
     for round in 0..3 {
         publish(&hub, format!("c{round}")).await;
         hub.publish(&"d".parse().unwrap(), Publication::new(format!("d{round}")))
@@ -347,7 +347,7 @@ async fn two_streams_share_one_http2_connection() {
         assert_eq!(streams[1].message().await.2, format!("d{round}"));
     }
     drop(streams);
-    until("both streams released", || handler.open_streams() == 0).await;
+    until("both streams released", || handler.connections() == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,10 +364,10 @@ async fn clients_that_hang_up_are_noticed_and_released() {
             .unwrap();
         sockets.push(socket);
     }
-    until("50 streams", || handler.open_streams() == 50).await;
+    until("50 streams", || handler.connections() == 50).await;
     assert_eq!(hub.channel_stats(&channel()).unwrap().subscribers, 50);
     drop(sockets);
-    until("every stream released", || handler.open_streams() == 0).await;
+    until("every stream released", || handler.connections() == 0).await;
     assert_eq!(hub.channel_stats(&channel()).unwrap().subscribers, 0);
 }
 
@@ -406,7 +406,7 @@ async fn bad_input_gets_a_400_and_other_methods_a_405() {
     }
     let long = format!(
         "/sse/c?pad={}",
-        "x".repeat(push_core::wire::DEFAULT_MAX_QUERY_LEN)
+        "x".repeat(push_http::DEFAULT_MAX_QUERY_BYTES)
     );
     assert_eq!(
         get(server.addr, &long, &[]).await.json()["error"]["code"],
@@ -418,7 +418,7 @@ async fn bad_input_gets_a_400_and_other_methods_a_405() {
     let answer = support::send(server.addr, post).await;
     assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(answer.header("allow"), Some("GET"));
-    assert_eq!(handler.open_streams(), 0);
+    assert_eq!(handler.connections(), 0);
     assert_eq!(hub.channel_count(), 0, "no channel made for bad requests");
 }
 
@@ -441,65 +441,6 @@ fn each_message_is_encoded_once_for_every_stream() {
     });
 }
 
-/// A reader's life: read some events, then drop the connection.
-fn schedules() -> impl Strategy<Value = (Vec<usize>, Vec<usize>)> {
-    (
-        // How many messages are published before each connection.
-        proptest::collection::vec(0..6usize, 1..8),
-        // How many events each connection reads before it is dropped.
-        proptest::collection::vec(0..6usize, 1..8),
-    )
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, max_shrink_time: 60_000, ..ProptestConfig::default() })]
-
-    /// However connections drop, a reader that reconnects with its
-    /// `Last-Event-ID` gets every message exactly once, in order.
-    #[test]
-    fn dropped_connections_resume_exactly((publish_before, read_per) in schedules()) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let hub = MemoryHub::new();
-            let (server, handler) = start(&hub, SseConfig::default()).await;
-            let head = hub.read(&channel(), Start::Live, 0).await.unwrap().cursor;
-            let mut last_id = head.to_string();
-            let mut published = Vec::new();
-            let mut received = Vec::new();
-            let rounds = publish_before.len().max(read_per.len());
-            for round in 0..=rounds {
-                for _ in 0..publish_before.get(round).copied().unwrap_or(0) {
-                    let data = published.len().to_string();
-                    publish(&hub, data.clone()).await;
-                    published.push(data);
-                }
-                let mut events =
-                    Events::new(open(server.addr, "/sse/c", &[("last-event-id", &last_id)]).await);
-                // The last round reads everything that is left.
-                let want = if round == rounds {
-                    published.len() - received.len()
-                } else {
-                    read_per.get(round).copied().unwrap_or(0).min(published.len() - received.len())
-                };
-                for _ in 0..want {
-                    let event = events.next().await.unwrap();
-                    assert_eq!(event.event, "message");
-                    received.push(event.data);
-                    last_id = event.id;
-                }
-                // Dropped mid-stream, perhaps with events in flight.
-                drop(events);
-                until("the stream released", || handler.open_streams() == 0).await;
-            }
-            assert_eq!(received, published);
-        });
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_too_slow_gets_a_gap_and_never_holds_up_the_others() {
     // A short history, and more data than the socket buffers hold.
@@ -512,7 +453,7 @@ async fn a_reader_too_slow_gets_a_gap_and_never_holds_up_the_others() {
     let (server, handler) = start(&hub, SseConfig::default()).await;
     let mut slow = Events::new(open(server.addr, "/sse/c", &[]).await);
     let mut fast = Events::new(open(server.addr, "/sse/c", &[]).await);
-    until("both streams", || handler.open_streams() == 2).await;
+    until("both streams", || handler.connections() == 2).await;
     let count: usize = 400;
     let payload = "x".repeat(64 << 10);
     let (progress, mut received) = tokio::sync::watch::channel(0);
@@ -578,5 +519,5 @@ async fn extreme_settings_serve_instead_of_panicking() {
         events.message().await,
         (id.to_string(), "message".into(), "still here".into())
     );
-    assert_eq!(handler.open_streams(), 1);
+    assert_eq!(handler.connections(), 1);
 }

@@ -109,7 +109,7 @@ async fn nodes_eventsource_reads_and_resumes_with_last_event_id() {
         seen.last().unwrap().as_deref(),
         Some(second.to_string().as_str())
     );
-    until("node's stream", || gate.handler.open_streams() == 1).await;
+    until("node's stream", || gate.handler.connections() == 1).await;
     hub.publish(&channel, Publication::new("live"))
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_core::Stream;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::Uri;
-use push_core::wire::{self, json};
+use push_core::wire::json;
 use push_core::{Backoff, ChannelName, Cursor, Item, Publication, Start};
 use serde_json::{Value, json as to_json};
 use tokio::sync::{mpsc, oneshot};
@@ -26,9 +26,9 @@ use tungstenite::client::IntoClientRequest;
 
 use crate::handshake::SUBPROTOCOL;
 
-/// What can go wrong in the client: [`push_core::ClientError`], shared by
+/// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
-pub use push_core::ClientError as Error;
+pub use push_http::ClientError as Error;
 
 /// How a [`WsSubscriber`] or [`WsSession`] connects and reconnects.
 #[derive(Clone, Debug)]
@@ -47,7 +47,7 @@ pub struct WsClientConfig {
     /// (default 60 s: more than twice the server's ping interval).
     pub idle_timeout: Option<Duration>,
     /// The largest message accepted from the server (default 16 MiB).
-    pub max_message_size: usize,
+    pub max_message_bytes: usize,
     /// Items received but not yet taken (default 256). When the application
     /// lags, the client stops reading and the server's history takes over:
     /// a gap, never unbounded memory.
@@ -62,7 +62,7 @@ impl Default for WsClientConfig {
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(60)),
-            max_message_size: 16 << 20,
+            max_message_bytes: 16 << 20,
             buffer: 256,
         }
     }
@@ -126,8 +126,8 @@ impl WsSubscriber {
     pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
         let uri = check_url(url)?;
         // The server's own rule for `/ws/{channel}` (percent-decoded).
-        let no_query = wire::Query::parse(None, 0).map_err(Error::Protocol)?;
-        let channel = wire::ChannelLocator::LastPathSegment
+        let no_query = push_http::Query::parse(None, 0).map_err(Error::Protocol)?;
+        let channel = push_http::ChannelLocator::LastPathSegment
             .locate(uri.path(), &no_query)
             .map_err(|_| invalid(url, "its last path segment is not a channel name"))?;
         let mut subscriptions = HashMap::new();
@@ -409,7 +409,7 @@ impl Worker {
                 let since = self.subscriptions.values().next().and_then(Start::to_since);
                 let params: Vec<(&str, &str)> =
                     since.as_deref().map(|s| ("since", s)).into_iter().collect();
-                let target = wire::path_with_params(uri.path(), uri.query(), &params);
+                let target = push_http::path_with_params(uri.path(), uri.query(), &params);
                 let mut parts = uri.clone().into_parts();
                 parts.path_and_query = target.parse().ok();
                 Uri::from_parts(parts)
@@ -428,8 +428,8 @@ impl Worker {
         };
         request.headers_mut().remove(http::header::ORIGIN);
         let config = tungstenite::protocol::WebSocketConfig::default()
-            .max_message_size(Some(self.config.max_message_size))
-            .max_frame_size(Some(self.config.max_message_size));
+            .max_message_size(Some(self.config.max_message_bytes))
+            .max_frame_size(Some(self.config.max_message_bytes));
         let timeout = self.config.connect_timeout;
         let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
         match tokio::time::timeout(timeout, connecting).await {

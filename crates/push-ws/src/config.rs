@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use push_core::wire::{self, ChannelLocator};
+use push_http::ChannelLocator;
 use tokio_util::sync::CancellationToken;
 
 /// Which of the two WebSocket endpoints a handler serves.
@@ -82,18 +82,18 @@ pub struct WsConfig {
     pub allow_publish: bool,
     /// The largest message (and frame) a client may send (default 64 KiB);
     /// a larger one closes the socket with 1009.
-    pub max_message_size: usize,
+    pub max_message_bytes: usize,
     /// tungstenite's read buffer per socket (default 1 KiB; tungstenite's own
     /// default of 128 KiB costs that much per idle socket). tungstenite zeroes
     /// this much before every read attempt, and a socket attempts one each
     /// time it wakes to send: small is faster too. Larger client messages
     /// are read in several steps.
-    pub read_buffer_size: usize,
+    pub read_buffer_bytes: usize,
     /// The most bytes waiting to be written to one socket (default 1 MiB).
     /// Messages wait for the socket's writes; what else piles up while the
     /// peer does not read (replies to its commands) closes it, past this,
     /// as a writer stalled past [`write_timeout`](Self::write_timeout) is.
-    pub max_write_buffer_size: usize,
+    pub max_write_buffer_bytes: usize,
     /// A ping is sent after this long (default 25 s) …
     pub ping_interval: Duration,
     /// … and a socket whose pong does not come within this (default 10 s)
@@ -111,8 +111,8 @@ pub struct WsConfig {
     pub slow_consumer: SlowConsumer,
     /// The most channels one command socket may subscribe to (default 100).
     pub max_subscriptions: usize,
-    /// The longest query string accepted (default 8 KiB, [`wire::DEFAULT_MAX_QUERY_LEN`]).
-    pub max_query_len: usize,
+    /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
+    pub max_query_bytes: usize,
     /// When this token is cancelled (the server is shutting down), every
     /// socket is closed with 1001 (going away) and a clean close handshake,
     /// and later handshakes are refused with `503`. Default: none.
@@ -125,15 +125,15 @@ impl Default for WsConfig {
             endpoint: Endpoint::Channel(ChannelLocator::default()),
             origins: Origins::default(),
             allow_publish: false,
-            max_message_size: 64 << 10,
-            read_buffer_size: 1 << 10,
-            max_write_buffer_size: 1 << 20,
+            max_message_bytes: 64 << 10,
+            read_buffer_bytes: 1 << 10,
+            max_write_buffer_bytes: 1 << 20,
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
-            max_query_len: wire::DEFAULT_MAX_QUERY_LEN,
+            max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
             shutdown: None,
         }
     }
@@ -170,10 +170,10 @@ impl WsConfig {
         self
     }
 
-    /// Sets [`max_message_size`](Self::max_message_size) (at least 125 bytes).
+    /// Sets [`max_message_bytes`](Self::max_message_bytes) (at least 125 bytes).
     #[must_use]
-    pub fn with_max_message_size(mut self, max: usize) -> Self {
-        self.max_message_size = max.max(125);
+    pub fn with_max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max.max(125);
         self
     }
 
@@ -213,13 +213,13 @@ impl WsConfig {
     /// tungstenite's configuration for a socket.
     pub(crate) fn socket(&self) -> tungstenite::protocol::WebSocketConfig {
         tungstenite::protocol::WebSocketConfig::default()
-            .read_buffer_size(self.read_buffer_size)
+            .read_buffer_size(self.read_buffer_bytes)
             // tungstenite never shrinks its write buffer: keep the batch
             // that fills it small, or every socket keeps its largest burst.
             .write_buffer_size(4 << 10)
-            .max_write_buffer_size(self.max_write_buffer_size)
-            .max_message_size(Some(self.max_message_size))
-            .max_frame_size(Some(self.max_message_size))
+            .max_write_buffer_size(self.max_write_buffer_bytes)
+            .max_message_size(Some(self.max_message_bytes))
+            .max_frame_size(Some(self.max_message_bytes))
     }
 
     /// Sets [`shutdown`](Self::shutdown).

@@ -27,7 +27,8 @@ mod socket;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;
-pub use crate::server::{Access, ChannelRule, WsHandler};
+pub use crate::server::WsHandler;
+pub use push_http::{Access, ChannelRule};
 
 #[cfg(feature = "client")]
 pub use crate::client::{Error, WsClientConfig, WsControl, WsSession, WsSubscriber};

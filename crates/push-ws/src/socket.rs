@@ -25,7 +25,8 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 
 use crate::config::{SlowConsumer, WsConfig};
 use crate::protocol::{self, Acked, Command, Refused};
-use crate::server::{Access, ChannelRule, Open};
+use crate::server::Shared;
+use push_http::{Access, ChannelRule, Live};
 
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -81,7 +82,8 @@ pub(crate) struct Socket<H: Hub, S> {
     /// A frame to send first (where a live channel socket starts).
     greeting: Option<Bytes>,
     hub: Arc<H>,
-    open: Open,
+    /// Counts the socket, and reaches its handler's configuration.
+    live: Live<Shared>,
     commands: bool,
     /// Frames were written that are not flushed yet.
     dirty: bool,
@@ -138,7 +140,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     pub(crate) fn new(
         ws: WebSocketStream<S>,
         hub: Arc<H>,
-        open: Open,
+        live: Live<Shared>,
         mode: Mode<H::Subscription>,
         access: Access,
     ) -> Self {
@@ -159,14 +161,13 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             }
             Mode::Commands => true,
         };
-        let limited =
-            access.deadline.is_some() || access.subscribe.is_some() || access.publish.is_some();
+        let limited = access.is_limited();
         Socket {
             ws,
             access: limited.then(|| Box::new(access)),
             greeting,
             hub,
-            open,
+            live,
             commands,
             dirty: false,
             waiting: false,
@@ -175,7 +176,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     }
 
     fn config(&self) -> &WsConfig {
-        self.open.config()
+        &self.live.config
     }
 
     /// Runs the socket to its end. Borrowing `self` (rather than moving it

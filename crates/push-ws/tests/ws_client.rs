@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use push_core::{ChannelName, ClientError, Hub, Item, MemoryHub, Publication, Signal, Start};
+use push_core::{ChannelName, Hub, Item, MemoryHub, Publication, Signal, Start};
+use push_http::ClientError;
 use push_ws::{WsClientConfig, WsConfig, WsHandler, WsSession, WsSubscriber};
 use support::{Server, drive, next_data, next_item, until, within};
 use tokio::net::{TcpListener, TcpStream};
@@ -94,7 +95,7 @@ async fn a_subscriber_resumes_across_cut_connections() {
     let mut published = Vec::new();
     let mut received = Vec::new();
     for round in 0..4 {
-        until("the socket", || handler.open_sockets() == 1).await;
+        until("the socket", || handler.connections() == 1).await;
         for n in 0..5 {
             let data = format!("{round}.{n}");
             hub.publish(&channel("c"), Publication::new(data.clone()))
@@ -105,7 +106,7 @@ async fn a_subscriber_resumes_across_cut_connections() {
         received.push(next_data(&mut items).await);
         // Cut with messages still in flight; more are published meanwhile.
         proxy.cut();
-        until("the server to notice", || handler.open_sockets() == 0).await;
+        until("the server to notice", || handler.connections() == 0).await;
         for n in 5..8 {
             let data = format!("{round}.{n}");
             hub.publish(&channel("c"), Publication::new(data.clone()))
@@ -210,7 +211,7 @@ async fn a_session_subscribes_publishes_and_resumes_every_channel() {
 
     // Cut the socket; publish to both channels while it is down.
     proxy.cut();
-    until("the server to notice", || handler.open_sockets() == 0).await;
+    until("the server to notice", || handler.connections() == 0).await;
     let mut expected = Vec::new();
     for n in 0..3 {
         for ch in [&a, &b] {

@@ -117,7 +117,7 @@ impl Scene {
             .unwrap();
         assert_eq!(next_json(&mut honest).await["op"], "subscribed");
         let stalled = not_reading(server.addr).await;
-        assert_eq!(handler.open_sockets(), 1);
+        assert_eq!(handler.connections(), 1);
         Scene {
             hub,
             handler,
@@ -164,7 +164,7 @@ impl Scene {
     /// was seen.
     async fn busy_until_closed(&mut self) -> Instant {
         within("the non-reader to be closed", async {
-            while self.handler.open_sockets() > 0 {
+            while self.handler.connections() > 0 {
                 self.publish(SMALL).await;
                 self.honest_catch_up().await;
             }
@@ -442,6 +442,6 @@ async fn no_setting_panics() {
         other.close(None).await.unwrap();
         while let Some(Ok(_)) = within("the end", ws.next()).await {}
         while let Some(Ok(_)) = within("the end", other.next()).await {}
-        support::until("the sockets to close", || handler.open_sockets() == 0).await;
+        support::until("the sockets to close", || handler.connections() == 0).await;
     }
 }

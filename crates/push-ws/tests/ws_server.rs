@@ -1,11 +1,15 @@
 //! The WebSocket handler over real TCP with a real client (tokio-tungstenite):
 //! both endpoints, many channels on one socket, publish with ack, bad
 //! commands, close codes, heartbeats, slow readers, HTTP/2 extended CONNECT,
-//! bad handshakes and origins, and a property test over dropped sockets.
+//! bad handshakes and origins. Resuming across dropped sockets is the
+//! facade's tests/continuity.rs, for every technique alike.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
+
+#[path = "../../../tests/support/ws.rs"]
+mod ws_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,20 +19,17 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use proptest::prelude::*;
-use push_core::{Cursor, Hub, MemoryHub, MemoryHubConfig, Publication, Start};
+use push_core::{Cursor, Hub, MemoryHub, MemoryHubConfig, Publication};
 use push_ws::{Origins, SlowConsumer, WsConfig, WsHandler};
 use serde_json::{Value, json};
 use support::{Server, get, until, within};
 use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, client_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use ws_support::{Ws, close_code_to_the_end, next_json, next_text};
 
 fn channel(name: &str) -> push_core::ChannelName {
     name.parse().unwrap()
@@ -46,48 +47,11 @@ async fn start(hub: &MemoryHub, config: WsConfig) -> (Server, WsHandler<MemoryHu
 }
 
 async fn connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Ws {
-    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (ws, _response) = client_async(request, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    ws
+    ws_support::open(addr, path, headers).await.unwrap()
 }
 
 async fn commands(addr: SocketAddr) -> Ws {
     connect(addr, "/ws", &[("sec-websocket-protocol", "push.v1")]).await
-}
-
-/// The next text frame as JSON (pings and pongs skipped).
-async fn next_json(ws: &mut Ws) -> Value {
-    loop {
-        match within("a frame", ws.next()).await {
-            Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
-/// The close frame's code, once the server closes; then the close handshake
-/// is finished (the client's reply goes out as it reads on).
-async fn close_code(ws: &mut Ws) -> CloseCode {
-    loop {
-        match within("the close", ws.next()).await {
-            Some(Ok(Message::Close(Some(frame)))) => {
-                while let Some(Ok(_)) = within("the end", ws.next()).await {}
-                return frame.code;
-            }
-            Some(Ok(_)) => {}
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
 }
 
 async fn send(ws: &mut Ws, command: Value) {
@@ -111,9 +75,9 @@ async fn one_channel_per_socket_with_envelopes_and_resume() {
         (&binary["data"], &binary["encoding"]),
         (&json!("/wA="), &json!("base64"))
     );
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
     ws.close(None).await.unwrap();
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    until("the socket to close", || handler.connections() == 0).await;
     assert_eq!(hub.channel_stats(&channel("c")).unwrap().subscribers, 0);
 }
 
@@ -128,7 +92,7 @@ async fn a_live_socket_is_told_where_it_starts() {
         json!({"op":"subscribed","channel":"c","cursor":head.to_string()})
     );
     drop(ws);
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    until("the socket to close", || handler.connections() == 0).await;
     // Dropped before any message: resuming from the greeting's cursor
     // misses nothing published in between.
     publish(&hub, "c", "while away").await;
@@ -245,12 +209,12 @@ async fn bad_commands_get_an_error_and_the_socket_stays_up() {
     // Still up and subscribed.
     publish(&hub, "one", "alive").await;
     assert_eq!(next_json(&mut ws).await["data"], "alive");
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
 
     // A binary frame is not part of push.v1: 1003.
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
-    assert_eq!(close_code(&mut ws).await, CloseCode::Unsupported);
-    until("the socket to close", || handler.open_sockets() == 0).await;
+    assert_eq!(close_code_to_the_end(&mut ws).await, CloseCode::Unsupported);
+    until("the socket to close", || handler.connections() == 0).await;
 }
 
 #[tokio::test]
@@ -302,17 +266,6 @@ async fn a_ref_comes_back_as_written() {
     assert!(error.get("ref").is_none());
 }
 
-/// The next text frame as the server wrote it (pings and pongs skipped).
-async fn next_text(ws: &mut Ws) -> String {
-    loop {
-        match within("a frame", ws.next()).await {
-            Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-            other => panic!("expected a text frame, got {other:?}"),
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_server_echoes_the_clients_close() {
     let hub = MemoryHub::new();
@@ -353,17 +306,17 @@ async fn the_server_echoes_the_clients_close() {
         let echoed = echoed.map(|(code, reason)| (code, reason.to_owned()));
         assert_eq!(answer, echoed, "{sent:?}");
         assert!(within("the end", ws.next()).await.is_none());
-        until("the socket to close", || handler.open_sockets() == 0).await;
+        until("the socket to close", || handler.connections() == 0).await;
     }
 }
 
 #[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let hub = MemoryHub::new();
-    let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_size(1024)).await;
+    let (server, _handler) = start(&hub, WsConfig::commands().with_max_message_bytes(1024)).await;
     let mut ws = commands(server.addr).await;
     ws.send(Message::text("x".repeat(4096))).await.unwrap();
-    assert_eq!(close_code(&mut ws).await, CloseCode::Size);
+    assert_eq!(close_code_to_the_end(&mut ws).await, CloseCode::Size);
 }
 
 #[tokio::test]
@@ -375,7 +328,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
     // A peer that reads nothing never answers a ping (pongs go out on reads).
     let silent = connect(server.addr, "/ws/c", &[]).await;
     until("the silent peer to be closed", || {
-        handler.open_sockets() == 0
+        handler.connections() == 0
     })
     .await;
     drop(silent);
@@ -392,7 +345,7 @@ async fn a_peer_that_never_answers_pings_is_closed() {
             other => panic!("expected pings, got {other:?}"),
         }
     }
-    assert_eq!(handler.open_sockets(), 1);
+    assert_eq!(handler.connections(), 1);
     publish(&hub, "c", "still here").await;
     assert_eq!(next_json(&mut live).await["data"], "still here");
 }
@@ -483,7 +436,7 @@ async fn websockets_over_http2_extended_connect() {
     let hub = MemoryHub::new();
     let (server, handler) = start(&hub, WsConfig::default()).await;
     let mut ws = open_h2(server.addr, "/ws/c", None).await.unwrap();
-    until("the socket", || handler.open_sockets() == 1).await;
+    until("the socket", || handler.connections() == 1).await;
     match within("the greeting", ws.next()).await {
         Some(Ok(Message::Text(text))) => assert!(text.contains("\"op\":\"subscribed\"")),
         other => panic!("expected the greeting, got {other:?}"),
@@ -593,7 +546,7 @@ async fn bad_handshakes_and_origins_are_refused() {
         0,
         "no channel made for refused handshakes"
     );
-    assert_eq!(handler.open_sockets(), 0);
+    assert_eq!(handler.connections(), 0);
 
     // The same host may; with Origins::Any, anyone may.
     let host = server.addr.to_string();
@@ -620,50 +573,6 @@ async fn bad_handshakes_and_origins_are_refused() {
     let mut ws = commands(commands_server.addr).await;
     send(&mut ws, json!({"op":"subscribe","channel":"c","ref":1})).await;
     assert_eq!(next_json(&mut ws).await["op"], "ack");
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_time: 60_000, ..ProptestConfig::default() })]
-
-    /// However sockets drop, a reader that reconnects with `since` = the last
-    /// id it saw gets every message exactly once, in order.
-    #[test]
-    fn dropped_sockets_resume_exactly(
-        publish_before in proptest::collection::vec(0..6usize, 1..7),
-        read_per in proptest::collection::vec(0..6usize, 1..7),
-    ) {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let hub = MemoryHub::new();
-            let (server, handler) = start(&hub, WsConfig::default()).await;
-            let mut last = hub.read(&channel("c"), Start::Live, 0).await.unwrap().cursor.to_string();
-            let mut published = Vec::new();
-            let mut received = Vec::new();
-            let rounds = publish_before.len().max(read_per.len());
-            for round in 0..=rounds {
-                for _ in 0..publish_before.get(round).copied().unwrap_or(0) {
-                    let data = published.len().to_string();
-                    publish(&hub, "c", data.clone()).await;
-                    published.push(data);
-                }
-                let mut ws = connect(server.addr, &format!("/ws/c?since={last}"), &[]).await;
-                let left = published.len() - received.len();
-                let want = if round == rounds { left } else { read_per.get(round).copied().unwrap_or(0).min(left) };
-                for _ in 0..want {
-                    let envelope = next_json(&mut ws).await;
-                    received.push(envelope["data"].as_str().unwrap().to_owned());
-                    last = envelope["id"].as_str().unwrap().to_owned();
-                }
-                drop(ws);
-                until("the socket released", || handler.open_sockets() == 0).await;
-            }
-            assert_eq!(received, published);
-        });
-    }
 }
 
 #[tokio::test]

@@ -80,7 +80,7 @@ async fn nodes_ws_reads_both_endpoints() {
     assert_eq!(next_message(&mut lines).await["data"], "live");
     drop(child.stdin.take());
     child.kill().await.unwrap();
-    until("the socket to close", || one.open_sockets() == 0).await;
+    until("the socket to close", || one.connections() == 0).await;
 
     let commands = WsHandler::new(hub.clone(), WsConfig::commands().with_publish(true));
     let server = Server::start(commands.clone()).await;

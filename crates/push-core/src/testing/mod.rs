@@ -19,13 +19,13 @@
 //! other hub implementation runs the same code in its own tests.
 //!
 //! ```
-//! use push_core::testing::{Op, Options, Start, check};
+//! use push_core::testing::{Op, Options, Since, check};
 //! use push_core::MemoryHub;
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let ops = [
-//!     Op::Subscribe { who: 0, from: Start::Live },
+//!     Op::Subscribe { who: 0, from: Since::Live },
 //!     Op::Publish { len: 3, event: false },
 //!     Op::Drain { who: 0 },
 //! ];
@@ -83,9 +83,10 @@ impl Options {
     }
 }
 
-/// Where a simulated client subscribes from.
+/// Where a simulated client subscribes from (it becomes the hub's
+/// [`Start`](crate::Start); named after the wire's `since`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Start {
+pub enum Since {
     /// Only new messages.
     Live,
     /// Everything retained.
@@ -111,7 +112,7 @@ pub enum Op {
         /// The client.
         who: usize,
         /// Where from.
-        from: Start,
+        from: Since,
     },
     /// Client `who` receives everything available, and must have caught up.
     Drain {
@@ -160,10 +161,10 @@ pub fn ops(
 ) -> impl Strategy<Value = Vec<Op>> {
     let who = 0..CLIENTS;
     let start = prop_oneof![
-        Just(Start::Live),
-        Just(Start::Earliest),
-        any::<usize>().prop_map(Start::AfterPublished),
-        any::<u64>().prop_map(Start::Foreign),
+        Just(Since::Live),
+        Just(Since::Earliest),
+        any::<usize>().prop_map(Since::AfterPublished),
+        any::<u64>().prop_map(Since::Foreign),
     ];
     let op = prop_oneof![
         6 => (0..=max_data_len, any::<bool>()).prop_map(|(len, event)| Op::Publish { len, event }),
@@ -196,6 +197,9 @@ pub struct Report {
     pub wakeups: usize,
     /// One-shot reads.
     pub reads: usize,
+    /// The most messages the hub retained at any time it was asked (and at
+    /// the end): never more than its history limit, or it ignored it.
+    pub most_retained: usize,
 }
 
 impl std::ops::AddAssign for Report {
@@ -206,6 +210,7 @@ impl std::ops::AddAssign for Report {
         self.resets += other.resets;
         self.wakeups += other.wakeups;
         self.reads += other.reads;
+        self.most_retained = self.most_retained.max(other.most_retained);
     }
 }
 
@@ -229,5 +234,6 @@ pub async fn check<H: Hub>(
             .map_err(|e| format!("step {step} ({op:?}): {e}"))?;
     }
     model.drain_all().await?;
+    model.first_retained().await?;
     Ok(model.report())
 }

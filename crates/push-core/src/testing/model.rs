@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use super::{CLIENTS, Op, Report, Start};
+use super::{CLIENTS, Op, Report, Since};
 use crate::{
     ChannelName, Cursor, Epoch, EventName, Hub, Item, ManualClock, Position, Publication, Signal,
 };
@@ -180,16 +180,21 @@ impl<'a, H: Hub> Model<'a, H> {
 
     /// The index of the oldest message the hub retains now (`published.len()`
     /// when it retains none), asked of the hub itself.
-    async fn first_retained(&self) -> Result<usize, String> {
+    /// The index of the first message the hub still retains (every one
+    /// published: none); the report keeps the most it ever retained.
+    pub(super) async fn first_retained(&mut self) -> Result<usize, String> {
         let batch = self
             .hub
             .read(self.channel, crate::Start::Earliest, 1)
             .await
             .map_err(|e| format!("read failed: {e}"))?;
-        match batch.messages.first() {
-            Some(m) => self.position(m.cursor()),
-            None => Ok(self.published.len()),
-        }
+        let first = match batch.messages.first() {
+            Some(m) => self.position(m.cursor())?,
+            None => self.published.len(),
+        };
+        let retained = self.published.len() - first;
+        self.report.most_retained = self.report.most_retained.max(retained);
+        Ok(first)
     }
 
     fn position(&self, cursor: Cursor) -> Result<usize, String> {
@@ -199,15 +204,15 @@ impl<'a, H: Hub> Model<'a, H> {
             .ok_or_else(|| format!("cursor {cursor} was never handed out by a publish"))
     }
 
-    async fn subscribe(&mut self, who: usize, from: Start) -> Result<(), String> {
+    async fn subscribe(&mut self, who: usize, from: Since) -> Result<(), String> {
         let from = match from {
-            Start::Live => crate::Start::Live,
-            Start::Earliest => crate::Start::Earliest,
-            Start::AfterPublished(_) if self.published.is_empty() => crate::Start::Live,
-            Start::AfterPublished(n) => {
+            Since::Live => crate::Start::Live,
+            Since::Earliest => crate::Start::Earliest,
+            Since::AfterPublished(_) if self.published.is_empty() => crate::Start::Live,
+            Since::AfterPublished(n) => {
                 crate::Start::After(self.published[n % self.published.len()].cursor)
             }
-            Start::Foreign(seed) => {
+            Since::Foreign(seed) => {
                 let epoch = Epoch::new(seed.rotate_left(17) ^ 0xf0f0_f0f0);
                 let cursor = Cursor::new(epoch, Position::new(seed % 5, 0));
                 if self.index.contains_key(&cursor) {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::BoxError;
+use push_core::BoxError;
 
 /// What can go wrong in a transport's client (polling, long polling, SSE,
 /// WebSockets). Most of it is passing: a client yields the error, backs off
@@ -10,7 +10,7 @@ use crate::BoxError;
 /// and the client's stream ends.
 ///
 /// ```
-/// use push_core::ClientError;
+/// use push_http::ClientError;
 ///
 /// let refused = ClientError::Status { status: 400, code: Some("invalid_channel".into()), message: None };
 /// assert!(refused.is_fatal());
@@ -56,7 +56,7 @@ pub enum ClientError {
     },
     /// The answer does not follow the protocol.
     #[error(transparent)]
-    Protocol(#[from] crate::Error),
+    Protocol(#[from] push_core::Error),
 }
 
 impl ClientError {
@@ -75,7 +75,7 @@ impl ClientError {
     /// A [`ClientError::Status`] for `status`, with the code and message of the
     /// JSON error `body` when it is one.
     pub fn status(status: u16, body: &[u8]) -> Self {
-        let (code, message) = crate::wire::json::parse_error(body).unzip();
+        let (code, message) = push_core::wire::json::parse_error(body).unzip();
         ClientError::Status {
             status,
             code,

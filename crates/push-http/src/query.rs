@@ -9,13 +9,69 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use percent_encoding::percent_decode_str;
-
-use crate::{ChannelName, Error, Start};
+use push_core::{ChannelName, Error, Start};
 
 /// The longest query string accepted by default, in bytes: room for a
 /// 4 KiB subscriber token in `?token=` (a browser's `EventSource` and
 /// `WebSocket` cannot send it in a header) beside the other parameters.
-pub const DEFAULT_MAX_QUERY_LEN: usize = 8 << 10;
+pub const DEFAULT_MAX_QUERY_BYTES: usize = 8 << 10;
+
+/// The most parameters a query may have.
+pub const MAX_PARAMETERS: usize = 16;
+
+/// Where one `key=value` pair sits in the query: its start, the end of its
+/// key (the `=` or the pair's end), and its end.
+type Pair = (u32, u32, u32);
+
+/// A query split into its pairs, by position: what [`Head`](crate::Head)
+/// keeps, so that the split is made once per request however often it is
+/// read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Split {
+    pairs: [Pair; MAX_PARAMETERS],
+    len: usize,
+}
+
+impl Split {
+    /// Splits `raw` (the part after `?`).
+    pub(crate) fn new(raw: &str, max_len: usize) -> Result<Split, Error> {
+        if raw.len() > max_len {
+            return Err(Error::invalid_query(format!(
+                "the query is longer than {max_len} bytes"
+            )));
+        }
+        let too_long = || Error::invalid_query("the query is too long");
+        let mut split = Split {
+            pairs: [(0, 0, 0); MAX_PARAMETERS],
+            len: 0,
+        };
+        let mut start = 0;
+        for pair in raw.split('&') {
+            let end = start + pair.len();
+            if !pair.is_empty() {
+                let slot = split.pairs.get_mut(split.len).ok_or_else(|| {
+                    Error::invalid_query(format!(
+                        "the query has more than {MAX_PARAMETERS} parameters"
+                    ))
+                })?;
+                let key_end = start + pair.find('=').unwrap_or(pair.len());
+                *slot = (
+                    u32::try_from(start).map_err(|_| too_long())?,
+                    u32::try_from(key_end).map_err(|_| too_long())?,
+                    u32::try_from(end).map_err(|_| too_long())?,
+                );
+                split.len += 1;
+            }
+            start = end + 1;
+        }
+        Ok(split)
+    }
+
+    /// The split of `raw` as a [`Query`]; `raw` must be what it was made from.
+    pub(crate) fn of<'a>(&self, raw: &'a str) -> Query<'a> {
+        Query { raw, split: *self }
+    }
+}
 
 /// A request's decoded query parameters.
 ///
@@ -25,7 +81,7 @@ pub const DEFAULT_MAX_QUERY_LEN: usize = 8 << 10;
 ///
 /// ```
 /// use push_core::Start;
-/// use push_core::wire::Query;
+/// use push_http::Query;
 ///
 /// let query = Query::parse(Some("since=earliest&_=123"), 1024)?;
 /// assert_eq!(query.start()?, Start::Earliest);
@@ -34,13 +90,10 @@ pub const DEFAULT_MAX_QUERY_LEN: usize = 8 << 10;
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Query<'a> {
-    /// The raw `key=value` pairs, split once, on the stack.
-    pairs: [(&'a str, &'a str); MAX_PARAMETERS],
-    len: usize,
+    raw: &'a str,
+    /// The `key=value` pairs, split once, on the stack.
+    split: Split,
 }
-
-/// The most parameters a query may have.
-pub const MAX_PARAMETERS: usize = 16;
 
 impl<'a> Query<'a> {
     /// Splits `raw` (the part after `?`) into its parameters; decoding
@@ -51,25 +104,20 @@ impl<'a> Query<'a> {
     /// more than [`MAX_PARAMETERS`] parameters.
     pub fn parse(raw: Option<&'a str>, max_len: usize) -> Result<Self, Error> {
         let raw = raw.unwrap_or_default();
-        if raw.len() > max_len {
-            return Err(Error::invalid_query(format!(
-                "the query is longer than {max_len} bytes"
-            )));
-        }
-        let mut query = Query {
-            pairs: [("", ""); MAX_PARAMETERS],
-            len: 0,
-        };
-        for pair in raw.split('&').filter(|pair| !pair.is_empty()) {
-            let slot = query.pairs.get_mut(query.len).ok_or_else(|| {
-                Error::invalid_query(format!(
-                    "the query has more than {MAX_PARAMETERS} parameters"
-                ))
-            })?;
-            *slot = pair.split_once('=').unwrap_or((pair, ""));
-            query.len += 1;
-        }
-        Ok(query)
+        Ok(Split::new(raw, max_len)?.of(raw))
+    }
+
+    /// The raw (still encoded) `(key, value)` pairs.
+    fn pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> + '_ {
+        let raw = self.raw;
+        self.split.pairs[..self.split.len]
+            .iter()
+            .map(move |&(start, key_end, end)| {
+                let (start, key_end, end) = (start as usize, key_end as usize, end as usize);
+                let key = raw.get(start..key_end).unwrap_or_default();
+                let value = raw.get((key_end + 1).min(end)..end).unwrap_or_default();
+                (key, value)
+            })
     }
 
     /// The value of `name`, decoded, if given once.
@@ -78,7 +126,7 @@ impl<'a> Query<'a> {
     /// [`Error::InvalidQuery`] when it is given more than once.
     pub fn get(&self, name: &str) -> Result<Option<Cow<'a, str>>, Error> {
         let mut found = None;
-        for &(key, value) in &self.pairs[..self.len] {
+        for (key, value) in self.pairs() {
             if !key_is(key, name) {
                 continue;
             }
@@ -95,10 +143,17 @@ impl<'a> Query<'a> {
     /// The raw (still encoded) value of `name`, if given: for comparing
     /// bytes without decoding.
     pub fn raw(&self, name: &str) -> Option<&'a str> {
-        self.pairs[..self.len]
-            .iter()
+        self.pairs()
             .find(|(key, _)| *key == name)
-            .map(|&(_, value)| value)
+            .map(|(_, value)| value)
+    }
+
+    /// Where the raw value of `name` is in the query string, if given: to
+    /// find it again in the request without keeping this split.
+    pub fn span(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        let value = self.raw(name)?;
+        let start = value.as_ptr() as usize - self.raw.as_ptr() as usize;
+        Some(start..start + value.len())
     }
 
     /// Where to start, from `since`: absent is live, `earliest` everything
@@ -108,6 +163,15 @@ impl<'a> Query<'a> {
     /// [`Error::InvalidCursor`], or [`Error::InvalidQuery`] for a repeated `since`.
     pub fn start(&self) -> Result<Start, Error> {
         Start::from_since(self.get("since")?.as_deref())
+    }
+
+    /// The batch limit from `limit`: from 1 to `max`, `max` when absent (a
+    /// larger value is lowered to `max`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] when it is not a positive whole number.
+    pub fn limit(&self, max: usize) -> Result<usize, Error> {
+        Ok(self.count("limit", max)?.unwrap_or(max))
     }
 
     /// A whole number of seconds from `name`, at most `max` (a larger value is
@@ -174,6 +238,34 @@ fn parse_whole(value: &str) -> Option<u64> {
     Some(value.parse().unwrap_or(u64::MAX))
 }
 
+/// A request target: `path`, its existing `query`, and `params` appended, as
+/// the clients send it. Cursors, `earliest` and numbers need no escaping:
+/// their alphabets are URL-safe.
+///
+/// ```
+/// use push_http::path_with_params;
+///
+/// assert_eq!(path_with_params("/poll/a", Some("token=t"), &[("since", "1.2")]), "/poll/a?token=t&since=1.2");
+/// assert_eq!(path_with_params("/poll/a", None, &[]), "/poll/a");
+/// ```
+pub fn path_with_params(path: &str, query: Option<&str>, params: &[(&str, &str)]) -> String {
+    let mut target = path.to_owned();
+    let mut separator = '?';
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        target.push('?');
+        target.push_str(query);
+        separator = '&';
+    }
+    for (name, value) in params {
+        target.push(separator);
+        target.push_str(name);
+        target.push('=');
+        target.push_str(value);
+        separator = '&';
+    }
+    target
+}
+
 /// A rule of your own for [`ChannelLocator::Custom`]: from the path and the
 /// decoded query to a channel name.
 pub type LocatorFn = dyn Fn(&str, &Query<'_>) -> Option<String> + Send + Sync;
@@ -184,7 +276,7 @@ pub type LocatorFn = dyn Fn(&str, &Query<'_>) -> Option<String> + Send + Sync;
 /// `/poll/news` (percent-decoded, so `encodeURIComponent("a:b")` works).
 ///
 /// ```
-/// use push_core::wire::{ChannelLocator, Query};
+/// use push_http::{ChannelLocator, Query};
 ///
 /// let query = Query::parse(Some("channel=b"), 1024)?;
 /// assert_eq!(ChannelLocator::LastPathSegment.locate("/sse/a%3Ab", &query)?.as_str(), "a:b");
@@ -271,7 +363,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn query(raw: &str) -> Query<'_> {
-        Query::parse(Some(raw), DEFAULT_MAX_QUERY_LEN).unwrap()
+        Query::parse(Some(raw), DEFAULT_MAX_QUERY_BYTES).unwrap()
     }
 
     #[test]
@@ -314,12 +406,14 @@ mod tests {
         assert_eq!(query("limit=7").count("limit", 100).unwrap(), Some(7));
         assert_eq!(query("limit=700").count("limit", 100).unwrap(), Some(100));
         assert!(query("limit=0").count("limit", 100).is_err());
+        assert_eq!(query("limit=7").limit(100).unwrap(), 7);
+        assert_eq!(query("").limit(100).unwrap(), 100);
     }
 
     #[test]
     fn too_long_and_repeated() {
-        let long = "a=".to_owned() + &"b".repeat(DEFAULT_MAX_QUERY_LEN);
-        let err = Query::parse(Some(&long), DEFAULT_MAX_QUERY_LEN).unwrap_err();
+        let long = "a=".to_owned() + &"b".repeat(DEFAULT_MAX_QUERY_BYTES);
+        let err = Query::parse(Some(&long), DEFAULT_MAX_QUERY_BYTES).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid query: the query is longer than 8192 bytes"
@@ -328,6 +422,12 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "invalid query: parameter `since` is given more than once"
+        );
+        let many = vec!["a=1"; MAX_PARAMETERS + 1].join("&");
+        let err = Query::parse(Some(&many), DEFAULT_MAX_QUERY_BYTES).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid query: the query has more than 16 parameters"
         );
     }
 
@@ -339,7 +439,12 @@ mod tests {
         assert_eq!(q.get("x").unwrap().as_deref(), Some("\u{fffd}"));
         assert_eq!(q.get("flag").unwrap().as_deref(), Some(""));
         assert_eq!(q.get("missing").unwrap(), None);
+        assert_eq!(q.raw("x"), Some("%ff"));
+        assert_eq!(q.span("x"), Some(29..32));
+        assert_eq!(q.span("nothing"), None);
+        assert_eq!(q.get("").unwrap().as_deref(), Some("v"));
         assert!(query("since=a&%73ince=b").get("since").is_err());
+        assert_eq!(query("a=b=c").get("a").unwrap().as_deref(), Some("b=c"));
     }
 
     #[test]
@@ -376,7 +481,7 @@ mod tests {
     proptest! {
         #[test]
         fn lookups_agree_with_a_full_form_parse(raw in "[a-c=&%+0-9A-F]{0,30}") {
-            let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_LEN) else {
+            let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_BYTES) else {
                 return Ok(());
             };
             for name in ["a", "b", "c", "a b", ""] {
@@ -393,10 +498,11 @@ mod tests {
 
         #[test]
         fn arbitrary_requests_never_panic(path: String, raw: String) {
-            if let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_LEN) {
+            if let Ok(q) = Query::parse(Some(&raw), DEFAULT_MAX_QUERY_BYTES) {
                 let _ = q.start();
                 let _ = q.seconds("timeout", Duration::from_secs(60));
                 let _ = q.count("limit", 10);
+                let _ = q.raw("since");
                 let _ = ChannelLocator::LastPathSegment.locate(&path, &q);
             }
         }
