@@ -9,7 +9,9 @@
 //!   cannot find (node, npm) is reported loudly with how to install it, and
 //!   only the tests that need it are skipped; under `CI=true` it is a failure.
 //!   The Redis tests start their own `redis-server` (found on the `PATH`,
-//!   passed as `PUSH_TEST_REDIS_SERVER`) on free ports, persistence off.
+//!   passed as `PUSH_TEST_REDIS_SERVER`) on free ports, persistence off;
+//!   the Sentinel tests start a master, a replica and three sentinels
+//!   (`redis-server FILE --sentinel`) from the same binary.
 //! - `e2e` (also the last part of `test`): push-server's demo page and
 //!   push.js in headless Chromium, driven by playwright-core from Node
 //!   (tests/e2e/demo.mjs); Chromium missing is handled like node.
@@ -168,7 +170,7 @@ fn test() -> ExitCode {
             results.push(("third-party", false, began.elapsed()));
         }
     }
-    banner("[0] Redis: the tests start their own redis-server (persistence off)");
+    banner("[0] Redis: the tests start their own redis-server (persistence off), and sentinels");
     let began = Instant::now();
     match find_on_path("redis-server") {
         Some(path) => {

@@ -60,6 +60,7 @@ impl Default for Options {
                 "ws".into(),
                 "hostile".into(),
                 "redis".into(),
+                "failover".into(),
             ],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
                 .map(String::from)
@@ -253,6 +254,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
     }
     if options.scenarios.iter().any(|s| s == "redis") {
         let table = runtime.block_on(crate::redis::scenario())?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "failover") {
+        let table = runtime.block_on(crate::failover::scenario())?;
         println!("{table}");
         summary.push_str(&table);
     }

@@ -18,8 +18,13 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct RedisHubConfig {
-    /// The Redis URL (`redis://[:password@]host:port/db`).
+    /// The Redis URL (`redis://[:password@]host:port/db`). Unused when
+    /// [`sentinel`](Self::sentinel) is set.
     pub url: String,
+    /// Find the master through Redis Sentinel instead of at
+    /// [`url`](Self::url), and follow it through failovers (default: none;
+    /// see [`SentinelConfig`]).
+    pub sentinel: Option<SentinelConfig>,
     /// The prefix of every key and Pub/Sub channel (default `push`).
     pub prefix: String,
     /// Messages each channel retains, approximately (`MAXLEN ~`: Redis trims
@@ -44,7 +49,9 @@ pub struct RedisHubConfig {
     /// How long connecting may take (default 2 s).
     pub connection_timeout: Duration,
     /// The longest wait between reconnection attempts (default 2 s; they
-    /// start at 50 ms and double).
+    /// start at 50 ms and double, each drawn from the upper half of its
+    /// step so that nodes cut off together do not come back together; at
+    /// least 50 ms).
     pub max_reconnect_delay: Duration,
     /// How long a publication's [idempotency key](push_core::Publication::with_key)
     /// is remembered (default 24 hours, the same as [`idle_ttl`](Self::idle_ttl)):
@@ -68,6 +75,7 @@ impl RedisHubConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisHubConfig {
             url: url.into(),
+            sentinel: None,
             prefix: "push".into(),
             max_messages: 1_000,
             max_message_bytes: 256 << 10,
@@ -81,6 +89,31 @@ impl RedisHubConfig {
             probe_interval: Duration::from_secs(2),
             probe_timeout: Duration::from_secs(6),
         }
+    }
+
+    /// The defaults, for the master that `sentinel`'s sentinels name
+    /// ([`url`](Self::url) stays empty: it is not used).
+    ///
+    /// ```
+    /// use push_redis::{RedisHubConfig, SentinelConfig};
+    ///
+    /// let sentinels = [("10.0.0.1", 26379), ("10.0.0.2", 26379), ("10.0.0.3", 26379)];
+    /// let config = RedisHubConfig::through_sentinel(
+    ///     SentinelConfig::new(sentinels, "mymaster").with_password("secret"),
+    /// );
+    /// assert_eq!(config.sentinel.as_ref().map(|s| s.master.as_str()), Some("mymaster"));
+    /// // The password never shows in a log line.
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    pub fn through_sentinel(sentinel: SentinelConfig) -> Self {
+        Self::new(String::new()).with_sentinel(sentinel)
+    }
+
+    /// Sets [`sentinel`](Self::sentinel).
+    #[must_use]
+    pub fn with_sentinel(mut self, sentinel: SentinelConfig) -> Self {
+        self.sentinel = Some(sentinel);
+        self
     }
 
     /// Sets [`prefix`](Self::prefix).
@@ -167,6 +200,8 @@ impl RedisHubConfig {
             "probe_interval must be more than zero"
         } else if self.response_timeout.is_zero() || self.connection_timeout.is_zero() {
             "response_timeout and connection_timeout must be more than zero"
+        } else if let Some(sentinel) = &self.sentinel {
+            return sentinel.validate();
         } else {
             return Ok(());
         };
@@ -194,5 +229,93 @@ impl RedisHubConfig {
     pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
         self.node_cache_bytes = bytes;
         self
+    }
+}
+
+/// Where Redis Sentinel says the master is: the sentinels to ask, the name
+/// they monitor the master under, and how to log in to it.
+///
+/// The hub asks the sentinels for the master before each connection, and
+/// listens to them (`+switch-master`, and the promotion of a replica as it
+/// starts) to move as soon as a failover happens; see docs/scaling.md.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct SentinelConfig {
+    /// The sentinels, as `(host, port)` (at least one; list them all: any
+    /// one that answers will do, and the hub listens to each for failovers).
+    pub sentinels: Vec<(String, u16)>,
+    /// The master's name, as the sentinels monitor it (`sentinel monitor
+    /// NAME …`).
+    pub master: String,
+    /// The username on the master and its replicas (Redis ACL), if any.
+    pub username: Option<String>,
+    /// The password of the master and its replicas (`requirepass`, or the
+    /// ACL user's), if any. The sentinels themselves are asked without one.
+    pub password: Option<String>,
+}
+
+impl SentinelConfig {
+    /// The sentinels at `sentinels`, monitoring the master named `master`;
+    /// no password.
+    pub fn new<H: Into<String>>(
+        sentinels: impl IntoIterator<Item = (H, u16)>,
+        master: impl Into<String>,
+    ) -> Self {
+        SentinelConfig {
+            sentinels: sentinels
+                .into_iter()
+                .map(|(host, port)| (host.into(), port))
+                .collect(),
+            master: master.into(),
+            username: None,
+            password: None,
+        }
+    }
+
+    /// Sets [`password`](Self::password).
+    #[must_use]
+    pub fn with_password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// Sets [`username`](Self::username).
+    #[must_use]
+    pub fn with_username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    fn validate(&self) -> Result<(), push_core::Error> {
+        let reason = if self.sentinels.is_empty() {
+            "sentinel: name at least one sentinel"
+        } else if self
+            .sentinels
+            .iter()
+            .any(|(host, port)| host.is_empty() || *port == 0)
+        {
+            "sentinel: each sentinel needs a host and a port other than 0"
+        } else if self.master.is_empty()
+            || self
+                .master
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            "sentinel: the master's name must be non-empty, without spaces or control characters"
+        } else {
+            return Ok(());
+        };
+        Err(push_core::Error::InvalidConfig { reason })
+    }
+}
+
+impl std::fmt::Debug for SentinelConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelConfig")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .finish()
     }
 }

@@ -1,8 +1,11 @@
 //! The node's connections to Redis, made and remade in one place.
 //!
 //! - [`Connector`] knows where Redis is and how to dial it: the command
-//!   connection and the Pub/Sub connection both come from here (so a future
-//!   Sentinel lookup changes this file alone), with one [`Backoff`] policy.
+//!   connection and the Pub/Sub connection both come from here, with one
+//!   [`Backoff`] policy. Redis is the URL's, or the master Redis Sentinel
+//!   names: then every dial asks where the master is (the `sentinel`
+//!   module), and a sentinel announcing a failover makes both connections
+//!   move at once ([`Moves`]).
 //! - [`Link`] is the command connection every command shares: one
 //!   multiplexed connection, replaced by a background task as soon as it
 //!   dies, not when the next command trips over it. It speaks RESP3 so that
@@ -14,88 +17,199 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use push_core::Error;
+use push_core::{Backoff, Error};
 use redis::aio::{MultiplexedConnection, PubSub};
-use redis::{AsyncConnectionConfig, Client, ErrorKind, ProtocolVersion, PushKind, RedisError};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionInfo, ErrorKind, IntoConnectionInfo as _,
+    ProtocolVersion, PushKind, RedisError, ServerErrorKind,
+};
 use redis::{Cmd, ScriptInvocation, Value};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::RedisHubConfig;
 use crate::health::Health;
+use crate::sentinel::{Event, Sentinels};
 
-/// The first wait between reconnection attempts; it doubles from there.
+/// The first wait between reconnection attempts; it doubles from there
+/// (with jitter, [`Backoff`]) up to `max_reconnect_delay`.
 pub(crate) const FIRST_DELAY: Duration = Duration::from_millis(50);
 
 /// The least time between two connection attempts of the command link.
 const MIN_GAP: Duration = Duration::from_millis(10);
 
-/// Waits between attempts: from [`FIRST_DELAY`], doubling, up to a limit.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    next: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub(crate) fn new(max: Duration) -> Self {
-        Backoff {
-            next: FIRST_DELAY.min(max),
-            max,
-        }
-    }
-
-    /// The wait before the next attempt (and doubles the one after).
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let delay = self.next;
-        self.next = self.next.saturating_mul(2).min(self.max);
-        delay
-    }
-
-    /// Back to the first wait (after a success).
-    pub(crate) fn reset(&mut self) {
-        self.next = FIRST_DELAY.min(self.max);
-    }
-}
-
 /// Where Redis is, and how to connect to it.
 #[derive(Debug)]
 pub(crate) struct Connector {
-    /// For the command connection: RESP3, for the disconnection notice.
-    commands: Client,
-    /// For the Pub/Sub connection: as the URL says.
-    pubsub: Client,
+    place: Place,
     connection_timeout: Duration,
     response_timeout: Duration,
-    /// Where, for error messages (`host:port`, never the password).
-    pub(crate) address: String,
+    health: Arc<Health>,
+}
+
+/// Where the connections go.
+#[derive(Debug)]
+enum Place {
+    /// The URL's Redis, always.
+    Fixed(Box<ConnectionInfo>),
+    /// The master the sentinels name.
+    Sentinel(Box<Sentinels>),
+}
+
+/// What a connection task waits on for the master to move: never, without
+/// Sentinel.
+#[derive(Debug)]
+pub(crate) struct Moves(Option<watch::Receiver<u64>>);
+
+impl Moves {
+    /// Waits for the next announcement of a move.
+    pub(crate) async fn next(&mut self) {
+        if let Some(moves) = &mut self.0
+            && moves.changed().await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Connector {
     /// # Errors
-    /// [`Error::Unavailable`] for a URL redis-rs does not accept.
-    pub(crate) fn new(config: &RedisHubConfig) -> Result<Self, Error> {
-        let invalid =
-            |err: RedisError| Error::unavailable(format!("a Redis URL not understood: {err}"));
-        let pubsub = Client::open(config.url.as_str()).map_err(invalid)?;
-        let info = pubsub.get_connection_info().clone();
-        let address = info.addr().to_string();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let commands = Client::open(info.set_redis_settings(resp3)).map_err(invalid)?;
+    /// [`Error::Unavailable`] for a URL redis-rs does not accept,
+    /// [`Error::InvalidConfig`] for Sentinel settings it refuses.
+    pub(crate) fn new(config: &RedisHubConfig, health: Arc<Health>) -> Result<Self, Error> {
+        let place = match &config.sentinel {
+            Some(sentinel) => Place::Sentinel(Box::new(Sentinels::new(sentinel)?)),
+            None => Place::Fixed(Box::new(
+                config.url.as_str().into_connection_info().map_err(|err| {
+                    Error::unavailable(format!("a Redis URL not understood: {err}"))
+                })?,
+            )),
+        };
         Ok(Connector {
-            commands,
-            pubsub,
+            place,
             connection_timeout: config.connection_timeout,
             response_timeout: config.response_timeout,
-            address,
+            health,
         })
     }
 
-    /// A new command connection; `dead` is set (and `died` notified) the
-    /// moment redis-rs finds it closed.
+    /// Starts listening to the sentinels, if the hub follows them: one
+    /// task per sentinel, each ending with the connector.
+    pub(crate) fn listen(self: &Arc<Self>, max_delay: Duration) {
+        let Some(sentinels) = self.sentinels() else {
+            return;
+        };
+        for address in sentinels.addresses() {
+            tokio::spawn(crate::sentinel::watch(
+                Arc::downgrade(self),
+                address.clone(),
+                sentinels.moves(),
+                self.connection_timeout,
+                max_delay,
+            ));
+        }
+    }
+
+    /// The sentinels, if the hub follows them.
+    pub(crate) fn sentinels(&self) -> Option<&Sentinels> {
+        match &self.place {
+            Place::Sentinel(sentinels) => Some(sentinels),
+            Place::Fixed(_) => None,
+        }
+    }
+
+    /// Where the connections go, for messages (never the password).
+    pub(crate) fn describe(&self) -> String {
+        match &self.place {
+            Place::Fixed(info) => format!("Redis at {}", info.addr()),
+            Place::Sentinel(sentinels) => format!(
+                "the Redis master {} (sentinels {})",
+                sentinels.name(),
+                sentinels.list()
+            ),
+        }
+    }
+
+    /// What a connection task waits on for the master to move.
+    pub(crate) fn moves(&self) -> Moves {
+        Moves(self.sentinels().map(Sentinels::moves))
+    }
+
+    /// Whether a connection to `address` must move: a sentinel named
+    /// another master.
+    pub(crate) fn moved_from(&self, address: &str) -> bool {
+        self.sentinels()
+            .is_some_and(|sentinels| sentinels.moved_from(address))
+    }
+
+    /// A connection to `address` died or found a replica there: the next
+    /// dial asks the sentinels rather than trusting that address again.
+    pub(crate) fn forget(&self, address: &str) {
+        if let Some(sentinels) = self.sentinels() {
+            sentinels.forget(address);
+        }
+    }
+
+    /// A sentinel's announcement: the connections move if it names a new
+    /// master, and the node is unhealthy until a probe went through it.
+    pub(crate) fn announced(&self, event: Event) {
+        let Some(sentinels) = self.sentinels() else {
+            return;
+        };
+        let Some(address) = sentinels.announce(event, crate::sentinel::PROMOTION_WAIT) else {
+            return;
+        };
+        if self.health.address().as_deref() != Some(address.as_str()) {
+            tracing::warn!(%address, "Sentinel moves the Redis master; reconnecting there");
+            self.health.switching(format!(
+                "Sentinel moves the Redis master to {address}; waiting for a probe through it"
+            ));
+        }
+    }
+
+    /// Whether the connections follow the sentinels.
+    fn follows_sentinel(&self) -> bool {
+        self.sentinels().is_some()
+    }
+
+    /// How to reach Redis now, and its `host:port`.
+    async fn locate(&self) -> Result<(ConnectionInfo, String), String> {
+        let info = match &self.place {
+            Place::Fixed(info) => (**info).clone(),
+            Place::Sentinel(sentinels) => {
+                sentinels
+                    .master(self.connection_timeout, self.response_timeout)
+                    .await?
+            }
+        };
+        let address = info.addr().to_string();
+        Ok((info, address))
+    }
+
+    /// Runs `dial` (which finds Redis and connects) within the connection
+    /// timeout; a success is recorded as where the node's connections go.
+    async fn dial<T>(
+        &self,
+        dial: impl Future<Output = Result<(T, String), String>>,
+    ) -> Result<(T, String), String> {
+        match tokio::time::timeout(self.connection_timeout, dial).await {
+            Ok(Ok((connection, address))) => {
+                self.health.arrived(&address);
+                Ok((connection, address))
+            }
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err(format!(
+                "connecting to {} timed out after {:?}",
+                self.describe(),
+                self.connection_timeout
+            )),
+        }
+    }
+
+    /// A new command connection (RESP3, for the disconnection notice);
+    /// `dead` is set (and `died` notified) the moment redis-rs finds it
+    /// closed.
     async fn commands(&self, dead: Arc<AtomicBool>, died: Arc<Notify>) -> Result<Conn, String> {
         let flag = dead.clone();
         let config = AsyncConnectionConfig::new()
@@ -108,37 +222,64 @@ impl Connector {
                 }
                 Ok::<(), ()>(())
             });
-        let connecting = self
-            .commands
-            .get_multiplexed_async_connection_with_config(&config);
-        match tokio::time::timeout(self.connection_timeout, connecting).await {
-            Ok(Ok(connection)) => Ok(Conn { connection, dead }),
-            Ok(Err(err)) => Err(format!("connecting to Redis at {}: {err}", self.address)),
-            Err(_) => Err(format!(
-                "connecting to Redis at {} timed out after {:?}",
-                self.address, self.connection_timeout
-            )),
-        }
+        let (connection, address) = self
+            .dial(async {
+                let (info, address) = self.locate().await?;
+                let resp3 = info
+                    .redis_settings()
+                    .clone()
+                    .set_protocol(ProtocolVersion::RESP3);
+                let connected = match Client::open(info.set_redis_settings(resp3)) {
+                    Ok(client) => {
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await
+                    }
+                    Err(err) => Err(err),
+                };
+                match connected {
+                    Ok(connection) => Ok((connection, address)),
+                    Err(err) => {
+                        self.forget(&address);
+                        Err(format!("connecting to Redis at {address}: {err}"))
+                    }
+                }
+            })
+            .await?;
+        Ok(Conn {
+            connection,
+            dead,
+            address: address.into(),
+        })
     }
 
-    /// A new Pub/Sub connection.
-    pub(crate) async fn pubsub(&self) -> Result<PubSub, String> {
-        match tokio::time::timeout(self.connection_timeout, self.pubsub.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => Ok(pubsub),
-            Ok(Err(err)) => Err(format!("connecting to Redis at {}: {err}", self.address)),
-            Err(_) => Err(format!(
-                "connecting to Redis at {} timed out after {:?}",
-                self.address, self.connection_timeout
-            )),
-        }
+    /// A new Pub/Sub connection (as the URL says), and where it goes.
+    pub(crate) async fn pubsub(&self) -> Result<(PubSub, String), String> {
+        self.dial(async {
+            let (info, address) = self.locate().await?;
+            let connected = match Client::open(info) {
+                Ok(client) => client.get_async_pubsub().await,
+                Err(err) => Err(err),
+            };
+            match connected {
+                Ok(pubsub) => Ok((pubsub, address)),
+                Err(err) => {
+                    self.forget(&address);
+                    Err(format!("connecting to Redis at {address}: {err}"))
+                }
+            }
+        })
+        .await
     }
 }
 
-/// One command connection, and whether it is known to be dead.
+/// One command connection, whether it is known to be dead, and where it
+/// goes (`host:port`).
 #[derive(Clone)]
 struct Conn {
     connection: MultiplexedConnection,
     dead: Arc<AtomicBool>,
+    address: Arc<str>,
 }
 
 impl Conn {
@@ -180,7 +321,7 @@ pub(crate) struct Link {
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
-            .field("address", &self.connector.address)
+            .field("redis", &self.connector.describe())
             .finish_non_exhaustive()
     }
 }
@@ -205,6 +346,10 @@ enum FailureKind {
     TimedOut,
     /// An answer we could not read: it ran.
     BadAnswer,
+    /// The server is no master (`READONLY`, `MASTERDOWN`) though Sentinel
+    /// named it: a failover moved the master. Nothing was written (our
+    /// scripts fail at their first write); ask the sentinels again.
+    NotMaster,
 }
 
 impl Failure {
@@ -215,7 +360,9 @@ impl Failure {
         }
     }
 
-    fn of(err: &RedisError, response_timeout: Duration) -> Self {
+    /// What `err` means; `sentinel`: whether the master is Sentinel's
+    /// (else a replica at the URL stays where it is: a plain refusal).
+    fn of(err: &RedisError, response_timeout: Duration, sentinel: bool) -> Self {
         if err.is_timeout() {
             return Failure::new(
                 FailureKind::TimedOut,
@@ -223,6 +370,14 @@ impl Failure {
             );
         }
         match err.kind() {
+            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+                if sentinel =>
+            {
+                Failure::new(
+                    FailureKind::NotMaster,
+                    format!("Redis is no longer the master (a failover?): {err}"),
+                )
+            }
             ErrorKind::Server(_) | ErrorKind::Extension => {
                 Failure::new(FailureKind::Refused, format!("Redis refused: {err}"))
             }
@@ -252,9 +407,12 @@ impl Failure {
 
     /// Whether one more attempt, on a fresh connection, may succeed. Not
     /// after a timeout (Redis is slow, not gone: it would only pile up) nor
-    /// after a refusal.
+    /// after a refusal; after a master that is none, on the new master.
     fn worth_retrying(&self) -> bool {
-        matches!(self.kind, FailureKind::NotConnected | FailureKind::Dropped)
+        matches!(
+            self.kind,
+            FailureKind::NotConnected | FailureKind::Dropped | FailureKind::NotMaster
+        )
     }
 
     /// Whether Redis answered at all.
@@ -364,8 +522,8 @@ impl Link {
             Err(Failure::new(
                 FailureKind::NotConnected,
                 format!(
-                    "not connected to Redis at {}: no connection within {limit:?}",
-                    self.connector.address
+                    "not connected to {}: no connection within {limit:?}",
+                    self.connector.describe()
                 ),
             ))
         })
@@ -390,10 +548,16 @@ impl Link {
                 Ok(value)
             }
             Err(err) => {
-                let failure = Failure::of(&err, self.connector.response_timeout);
-                if failure.kind == FailureKind::Dropped {
+                let failure = Failure::of(
+                    &err,
+                    self.connector.response_timeout,
+                    self.connector.follows_sentinel(),
+                );
+                if matches!(failure.kind, FailureKind::Dropped | FailureKind::NotMaster) {
                     // redis-rs says so too, by a push; whichever is first.
+                    // A master that is none: the next dial asks Sentinel.
                     conn.dead.store(true, Ordering::Release);
+                    self.connector.forget(&conn.address);
                     self.signals.died.notify_one();
                 }
                 if failure.answered() {
@@ -440,24 +604,41 @@ async fn keep(
     health: Arc<Health>,
     max_delay: Duration,
 ) {
-    let mut backoff = Backoff::new(max_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
+    let mut moves = connector.moves();
     let mut failures = 0u64;
     loop {
         let alive = matches!(&*state.borrow(), State::Up(conn) if !conn.is_dead());
         if alive {
             tokio::select! {
                 () = signals.died.notified() => continue,
+                () = moves.next() => {
+                    // A sentinel named another master: leave this one now
+                    // (it may take writes for seconds, all of them lost).
+                    if let State::Up(conn) = &*state.borrow()
+                        && connector.moved_from(&conn.address)
+                    {
+                        conn.dead.store(true, Ordering::Release);
+                    }
+                    continue;
+                }
                 () = state.closed() => return,
             }
         }
-        if matches!(&*state.borrow(), State::Up(_)) {
-            tracing::warn!(address = %connector.address, "Redis command connection lost; reconnecting");
+        let lost = match &*state.borrow() {
+            State::Up(conn) => Some(conn.address.clone()),
+            State::Down { .. } => None,
+        };
+        if let Some(address) = lost {
+            tracing::warn!(%address, "Redis command connection lost or left; reconnecting");
+            // Whatever killed it, the next dial asks where the master is.
+            connector.forget(&address);
             state.send_replace(State::Down {
                 failures,
                 failed_at: None,
                 reason: format!(
-                    "the connection to Redis at {} was lost; reconnecting",
-                    connector.address
+                    "the connection to Redis at {address} was lost; reconnecting to {}",
+                    connector.describe()
                 )
                 .into(),
             });
@@ -469,7 +650,7 @@ async fn keep(
         };
         match attempt {
             Ok(conn) => {
-                tracing::debug!(address = %connector.address, "Redis command connection up");
+                tracing::debug!(address = %conn.address, "Redis command connection up");
                 backoff.reset();
                 state.send_replace(State::Up(conn));
             }
@@ -483,12 +664,16 @@ async fn keep(
                     failed_at: Some(Instant::now()),
                     reason: format!("not connected to Redis: {reason}").into(),
                 });
-                // A command waiting cuts the wait short, but attempts stay
-                // at least MIN_GAP apart however many commands come.
+                // A command waiting, or news of the master, cuts the wait
+                // short, but attempts stay at least MIN_GAP apart however
+                // many commands come.
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
                     () = async {
-                        signals.kick.notified().await;
+                        tokio::select! {
+                            () = signals.kick.notified() => {}
+                            () = moves.next() => {}
+                        }
                         tokio::time::sleep_until(started + MIN_GAP).await;
                     } => {}
                     () = state.closed() => return,

@@ -7,12 +7,17 @@
 //! returns proves both connections and Redis itself; one that does not, while
 //! commands still work, means the Pub/Sub connection is silently dead: the
 //! task then has it reconnected (the node catches up from the streams).
+//!
+//! When the master moves (a Sentinel failover), the node is unhealthy from
+//! the moment it learns so until a probe sent one full interval later comes
+//! back: the probe has then gone through the new master both ways.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use redis::Value;
+use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::Inner;
@@ -51,6 +56,9 @@ pub struct RedisHealth {
     pub probe_round_trip: Option<Duration>,
     /// How long since a probe last came back (`None`: none yet).
     pub since_last_probe: Option<Duration>,
+    /// Where the node's connections went last (`host:port`): the URL's
+    /// Redis, or the master the sentinels named (`None`: none yet).
+    pub address: Option<String>,
 }
 
 /// The health figures, shared by the link, the probe and the Pub/Sub task.
@@ -58,6 +66,8 @@ pub struct RedisHealth {
 pub(crate) struct Health {
     state: Mutex<State>,
     probe_timeout: Duration,
+    /// The master moved: the probe task starts a fresh interval.
+    pub(crate) switched: Notify,
 }
 
 #[derive(Debug)]
@@ -78,6 +88,18 @@ struct State {
     next_probe: u64,
     round_trip: Option<Duration>,
     last_back: Option<Instant>,
+    /// Where the connections went last.
+    address: Option<String>,
+    /// A move to another master not yet confirmed by a probe.
+    switch: Option<Switch>,
+}
+
+/// A move to another master, in progress.
+#[derive(Debug)]
+struct Switch {
+    reason: String,
+    /// The first probe that counts: one sent after the move began.
+    first_probe: u64,
 }
 
 impl Health {
@@ -90,8 +112,11 @@ impl Health {
                 next_probe: 0,
                 round_trip: None,
                 last_back: None,
+                address: None,
+                switch: None,
             }),
             probe_timeout,
+            switched: Notify::new(),
         })
     }
 
@@ -102,6 +127,45 @@ impl Health {
     /// Records whether Redis answered a command.
     pub(crate) fn answered(&self, outcome: Result<(), &str>) {
         self.lock().last_answer = outcome.map_err(str::to_owned);
+    }
+
+    /// A connection to `address` is up: a move if the last one went
+    /// elsewhere.
+    pub(crate) fn arrived(&self, address: &str) {
+        let mut state = self.lock();
+        let moved = match &state.address {
+            Some(last) if last != address => Some(format!(
+                "the Redis master moved from {last} to {address}; waiting for a probe through it"
+            )),
+            _ => None,
+        };
+        state.address = Some(address.to_owned());
+        if let Some(reason) = moved {
+            tracing::warn!("{reason}");
+            Self::begin_switch(&mut state, reason);
+            drop(state);
+            self.switched.notify_one();
+        }
+    }
+
+    /// Where the connections went last.
+    pub(crate) fn address(&self) -> Option<String> {
+        self.lock().address.clone()
+    }
+
+    /// The master is moving (a sentinel said so), for `reason`: unhealthy
+    /// until a probe sent from now on comes back.
+    pub(crate) fn switching(&self, reason: String) {
+        Self::begin_switch(&mut self.lock(), reason);
+        self.switched.notify_one();
+    }
+
+    fn begin_switch(state: &mut State, reason: String) {
+        let first_probe = state.next_probe;
+        state.switch = Some(Switch {
+            reason,
+            first_probe,
+        });
     }
 
     /// Numbers a new probe, sent now.
@@ -152,6 +216,13 @@ impl Health {
             state.round_trip = Some(now.saturating_duration_since(sent));
             // Older ones will not come back now (Pub/Sub keeps order).
             state.in_flight.drain(..=index);
+            if state
+                .switch
+                .as_ref()
+                .is_some_and(|switch| number >= switch.first_probe)
+            {
+                state.switch = None;
+            }
         }
         state.last_back = Some(now);
     }
@@ -167,6 +238,9 @@ impl Health {
         let since_last_probe = state.last_back.map(|at| at.elapsed());
         let reason = match (&state.last_answer, self.overdue(&state)) {
             (Err(why), _) => Some(format!("Redis did not answer the last command: {why}")),
+            (Ok(()), _) if state.switch.is_some() => {
+                state.switch.as_ref().map(|switch| switch.reason.clone())
+            }
             (Ok(()), true) => Some(match since_last_probe {
                 Some(since) => format!(
                     "no Pub/Sub probe came back for {:.1} s (limit {:.1} s): the node's \
@@ -188,6 +262,7 @@ impl Health {
             redis_answered: state.last_answer.is_ok(),
             probe_round_trip: state.round_trip,
             since_last_probe,
+            address: state.address.clone(),
         }
     }
 }
@@ -198,8 +273,19 @@ pub(crate) async fn run(hub: Weak<Inner>, interval: Duration) {
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // When the Pub/Sub connection was last asked to reconnect.
     let mut reconnected_at: Option<Instant> = None;
+    let Some(switched) = hub.upgrade().map(|inner| inner.health.clone()) else {
+        return;
+    };
     loop {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            // The first probe through a new master goes a full interval
+            // after the move (so a switch is seen, however quick).
+            () = switched.switched.notified() => {
+                ticker.reset();
+                continue;
+            }
+        }
         let Some(inner) = hub.upgrade() else { return };
         let (link, health) = (inner.link.clone(), inner.health.clone());
         let channel = inner.probe_channel();

@@ -71,6 +71,7 @@ mod health;
 mod local;
 mod pubsub;
 mod scripts;
+mod sentinel;
 mod subscription;
 
 use std::collections::HashMap;
@@ -86,7 +87,7 @@ use push_core::{
 use redis::Value;
 use tokio::sync::mpsc;
 
-pub use crate::config::RedisHubConfig;
+pub use crate::config::{RedisHubConfig, SentinelConfig};
 use crate::connection::{Connector, Failure, Link};
 pub(crate) use crate::entries::message;
 use crate::entries::{parse_entries, parse_epoch};
@@ -142,8 +143,9 @@ impl RedisHub {
     /// bad), [`Error::InvalidConfig`] for settings out of range.
     pub async fn connect(config: RedisHubConfig) -> Result<RedisHub, Error> {
         config.validate()?;
-        let connector = Arc::new(Connector::new(&config)?);
         let health = Health::new(config.probe_timeout);
+        let connector = Arc::new(Connector::new(&config, health.clone())?);
+        connector.listen(config.max_reconnect_delay);
         let link = Arc::new(
             Link::connect(
                 connector.clone(),

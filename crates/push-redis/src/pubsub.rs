@@ -9,11 +9,11 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use push_core::{ChannelName, Epoch};
+use push_core::{Backoff, ChannelName, Epoch};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
-use crate::connection::{Backoff, Connector};
+use crate::connection::{Connector, FIRST_DELAY};
 use crate::local::LocalChannel;
 
 /// What the hub asks of the Pub/Sub task.
@@ -39,14 +39,19 @@ pub(crate) async fn run(
     let Some(max_delay) = hub.upgrade().map(|inner| inner.config.max_reconnect_delay) else {
         return;
     };
-    let mut backoff = Backoff::new(max_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
+    let mut moves = connector.moves();
     loop {
-        let pubsub = match connector.pubsub().await {
-            Ok(pubsub) => pubsub,
+        let (pubsub, address) = match connector.pubsub().await {
+            Ok(connected) => connected,
             Err(reason) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(%reason, ?delay, "Redis Pub/Sub connection failed; retrying");
-                tokio::time::sleep(delay).await;
+                // News of the master cuts the wait short.
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = moves.next() => {}
+                }
                 continue;
             }
         };
@@ -68,6 +73,7 @@ pub(crate) async fn run(
         }
         if !subscribed {
             drop(inner);
+            connector.forget(&address);
             tokio::time::sleep(backoff.next_delay()).await;
             continue;
         }
@@ -103,6 +109,12 @@ pub(crate) async fn run(
                         break;
                     }
                 }
+                () = moves.next() => {
+                    // A sentinel named another master: leave this one.
+                    if connector.moved_from(&address) {
+                        break;
+                    }
+                }
                 message = stream.next() => {
                     let Some(message) = message else { break };
                     let Some(inner) = hub.upgrade() else { return };
@@ -115,7 +127,9 @@ pub(crate) async fn run(
                 }
             }
         }
-        tracing::warn!("Redis Pub/Sub connection lost; reconnecting");
+        tracing::warn!(%address, "Redis Pub/Sub connection lost or left; reconnecting");
+        // Whatever ended it, the next dial asks where the master is.
+        connector.forget(&address);
     }
 }
 
@@ -123,7 +137,7 @@ pub(crate) async fn run(
 /// are behind then read the rest from the stream. Right after a reconnection
 /// the command connection may still be reconnecting too: a few retries.
 async fn learn(inner: &Inner, local: &LocalChannel) {
-    let mut backoff = Backoff::new(inner.config.max_reconnect_delay);
+    let mut backoff = Backoff::new(FIRST_DELAY, inner.config.max_reconnect_delay);
     for attempt in 1..=LEARN_ATTEMPTS {
         match inner.read_from(&local.name, u64::MAX, 0).await {
             Ok((span, _)) => {

@@ -116,6 +116,24 @@ pub struct Args {
     #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// Instead of --redis-url: find the Redis master through these Redis
+    /// Sentinels (`HOST:PORT,HOST:PORT,…`; list them all) and follow it
+    /// through failovers. Needs --redis-master.
+    #[arg(long, env = "PUSH_REDIS_SENTINEL", value_delimiter = ',',
+          value_parser = sentinel_address)]
+    pub redis_sentinel: Vec<SentinelAddress>,
+
+    /// The name the sentinels monitor the master under (`sentinel monitor
+    /// NAME …`); with --redis-sentinel.
+    #[arg(long, env = "PUSH_REDIS_MASTER")]
+    pub redis_master: Option<String>,
+
+    /// The password of the master and its replicas, with --redis-sentinel
+    /// (with --redis-url, the URL carries it). The sentinels are asked
+    /// without one.
+    #[arg(long, env = "PUSH_REDIS_PASSWORD", hide_env_values = true)]
+    pub redis_password: Option<String>,
+
     /// How often each node probes Redis: a message published on the command
     /// connection must come back on its Pub/Sub connection within three
     /// intervals, else /healthz answers 503 with the reason.
@@ -258,6 +276,40 @@ pub struct Args {
     pub log: String,
 }
 
+/// A sentinel's address, `HOST:PORT`, as --redis-sentinel takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SentinelAddress {
+    /// The host name or IP address (an IPv6 one without its brackets).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// Parses `HOST:PORT` (`[IPV6]:PORT` for an IPv6 address).
+fn sentinel_address(text: &str) -> Result<SentinelAddress, String> {
+    let bad =
+        || format!("`{text}` is not HOST:PORT (a sentinel's address; its port is usually 26379)");
+    let (host, port) = text.trim().rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains(':') => return Err(bad()),
+        None => host,
+    };
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty()
+        || port == 0
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '/' || c == '@')
+    {
+        return Err(bad());
+    }
+    Ok(SentinelAddress {
+        host: host.to_owned(),
+        port,
+    })
+}
+
 impl Args {
     /// Whether publishing without a publisher secret is refused: the
     /// server listens on a non-loopback address with no --publish-token
@@ -266,11 +318,49 @@ impl Args {
         self.publish_token.is_none() && !self.open_publish && !self.listen.ip().is_loopback()
     }
 
+    /// The Redis hub's settings, from --redis-url or --redis-sentinel with
+    /// --redis-master (and --redis-password); `None` for the in-memory hub.
+    /// The caller adds the history and probe settings.
+    ///
+    /// # Errors
+    /// A message naming the flags at odds (see [`validate`](Self::validate)).
+    pub fn redis_hub_config(&self) -> Result<Option<push_redis::RedisHubConfig>, String> {
+        let sentinel = !self.redis_sentinel.is_empty();
+        match (&self.redis_url, sentinel, &self.redis_master) {
+            (Some(_), true, _) => {
+                Err("--redis-url and --redis-sentinel are two ways to name Redis: use one".into())
+            }
+            (_, false, Some(_)) => Err("--redis-master needs --redis-sentinel".into()),
+            (_, true, None) => Err(
+                "--redis-sentinel needs --redis-master (the name the sentinels monitor it under)"
+                    .into(),
+            ),
+            (_, false, None) if self.redis_password.is_some() => Err(
+                "--redis-password goes with --redis-sentinel (a --redis-url carries its own)"
+                    .into(),
+            ),
+            (Some(url), false, None) => Ok(Some(push_redis::RedisHubConfig::new(url.clone()))),
+            (None, false, None) => Ok(None),
+            (None, true, Some(master)) => {
+                let sentinels = self
+                    .redis_sentinel
+                    .iter()
+                    .map(|address| (address.host.clone(), address.port));
+                let mut sentinel = push_redis::SentinelConfig::new(sentinels, master.clone());
+                if let Some(password) = &self.redis_password {
+                    sentinel = sentinel.with_password(password.clone());
+                }
+                Ok(Some(push_redis::RedisHubConfig::through_sentinel(sentinel)))
+            }
+        }
+    }
+
     /// Checks what one flag's range cannot: how settings fit together.
     ///
     /// # Errors
     /// A message naming the flags at odds.
     pub fn validate(&self) -> Result<(), String> {
+        self.redis_hub_config()?;
         if self.max_message_bytes > self.history_bytes {
             return Err(format!(
                 "--max-message-bytes ({}) must not exceed --history-bytes ({})",

@@ -27,7 +27,7 @@ use push_live::http::Technique;
 use push_live::{
     Either, MemoryHub, MemoryHubConfig, Router, RouterConfig, ServeConfig, ServeStats, Shutdown,
 };
-use push_redis::{RedisHub, RedisHubConfig};
+use push_redis::RedisHub;
 use tokio::net::TcpListener;
 
 use crate::app::{App, Cors, Policy};
@@ -73,14 +73,15 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Builds the hub (connecting to Redis with `--redis-url`), the router
+    /// Builds the hub (connecting to Redis with `--redis-url`, or through
+    /// `--redis-sentinel`), the router
     /// and the app from `args`.
     ///
     /// # Errors
     /// A setting the hub or the auth rejects, or Redis unreachable.
     pub async fn new(args: &Args) -> Result<Server, StartError> {
         args.validate().map_err(StartError::Settings)?;
-        let hub = match &args.redis_url {
+        let hub = match args.redis_hub_config().map_err(StartError::Settings)? {
             None => Either::Left(MemoryHub::with_config({
                 let config = MemoryHubConfig::default()
                     .with_max_messages(args.history_messages)
@@ -94,9 +95,9 @@ impl Server {
                     max => config.with_max_unpublished_channels(max),
                 }
             })?),
-            Some(url) => Either::Right(
+            Some(redis) => Either::Right(
                 RedisHub::connect(
-                    RedisHubConfig::new(url.clone())
+                    redis
                         .with_prefix(args.redis_prefix.clone())
                         .with_max_messages(args.history_messages)
                         .with_max_message_bytes(args.max_message_bytes)

@@ -50,11 +50,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else if args.publish_token.is_none() {
         tracing::warn!("no --publish-token: anyone who can reach this server may publish");
     }
-    match &args.redis_url {
-        Some(url) => {
+    match (&args.redis_url, &args.redis_master) {
+        (Some(url), _) => {
             tracing::info!(redis = %redact(url), "hub on Redis: nodes on the same Redis share channels");
         }
-        None => tracing::info!("in-memory hub (one node; --redis-url for several)"),
+        (None, Some(master)) => {
+            let sentinels: Vec<String> = args
+                .redis_sentinel
+                .iter()
+                .map(|s| format!("{}:{}", s.host, s.port))
+                .collect();
+            tracing::info!(%master, sentinels = %sentinels.join(","), "hub on the Redis master Sentinel names: nodes on it share channels");
+        }
+        (None, None) => tracing::info!("in-memory hub (one node; --redis-url for several)"),
     }
     if args.jwt_secret.is_some() {
         tracing::info!("subscribers need a token (--jwt-secret is set)");

@@ -18,6 +18,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod sentinel;
+
 use push_redis::{RedisHub, RedisHubConfig};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -39,6 +41,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Where a `SAVE` writes its snapshot, and a start loads it from.
     dir: Option<std::path::PathBuf>,
+    /// More arguments for every start.
+    extra: Vec<String>,
 }
 
 impl Drop for RedisServer {
@@ -49,7 +53,7 @@ impl Drop for RedisServer {
     }
 }
 
-fn binary() -> Option<String> {
+pub fn binary() -> Option<String> {
     if let Ok(path) = std::env::var("PUSH_TEST_REDIS_SERVER")
         && !path.is_empty()
     {
@@ -62,7 +66,7 @@ fn binary() -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-fn skip(why: &str) -> Option<RedisServer> {
+pub fn skip<T>(why: &str) -> Option<T> {
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{why} (CI=true: a failure, not a skip)");
     }
@@ -76,6 +80,12 @@ fn skip(why: &str) -> Option<RedisServer> {
 impl RedisServer {
     /// A server of this test's own (needed to stop and restart it).
     pub async fn own() -> Option<RedisServer> {
+        Self::own_with(&[]).await
+    }
+
+    /// A server of this test's own, started with `extra` arguments too
+    /// (`--replicaof 127.0.0.1 PORT`).
+    pub async fn own_with(extra: &[&str]) -> Option<RedisServer> {
         let Some(binary) = binary() else {
             return skip("redis-server is not installed");
         };
@@ -92,6 +102,7 @@ impl RedisServer {
             binary: Some(binary),
             child: None,
             dir: Some(dir),
+            extra: extra.iter().map(|arg| (*arg).to_owned()).collect(),
         };
         server.start_process().await;
         Some(server)
@@ -108,6 +119,7 @@ impl RedisServer {
                 binary: None,
                 child: None,
                 dir: None,
+                extra: Vec::new(),
             });
         }
         Self::own().await
@@ -124,6 +136,7 @@ impl RedisServer {
             // `MAXLEN ~` trims whole stream nodes: small nodes let small
             // histories run out, as the gap tests need.
             .args(["--stream-node-max-entries", "4"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -140,6 +153,11 @@ impl RedisServer {
             }
         })
         .await;
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Stops the server with `SIGKILL` (what it holds in memory is gone;
