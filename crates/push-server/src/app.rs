@@ -27,7 +27,7 @@ use crate::metrics::{Metered, MeteredSubscription, Metrics, family};
 /// The demo page, served at `/`.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
 /// The browser client, served at `/push.js`.
-pub const PUSH_JS: &str = include_str!("../assets/push.js");
+pub const PUSH_JS: &str = include_str!("../../../assets/push.js");
 
 /// Which browsers' pages may call this server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
