@@ -180,3 +180,26 @@ async fn the_axum_app_guards_push_publishes_from_a_form_and_shuts_down_cleanly()
     assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
     assert_eq!(live.connections(Technique::Ws), 0);
 }
+
+#[tokio::test]
+async fn a_transport_handler_mounts_alone_with_route_service() {
+    use push_live::sse::{SseConfig, SseHandler};
+    use push_live::{Hub as _, Publication};
+
+    let hub = std::sync::Arc::new(MemoryHub::new());
+    let sse: SseHandler<MemoryHub> = SseHandler::new(hub.clone(), SseConfig::default());
+    // The channel is the last path segment, wherever the handler is mounted.
+    let app: axum::Router = axum::Router::new().route_service("/events/{channel}", sse.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let (mut stream, mut seen) = open_sse(addr, "/events/news", "").await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    until("the stream to be open", || sse.connections() == 1).await;
+    hub.publish(&"news".parse().unwrap(), Publication::new("hi"))
+        .await
+        .unwrap();
+    read_until(&mut stream, &mut seen, "data: hi\n").await;
+}
