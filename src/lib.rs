@@ -6,7 +6,9 @@
 //! This crate is a facade: it re-exports [`push_core`] (always) and each
 //! transport crate behind its feature (`poll`, `longpoll`, `sse`, `ws`; all on
 //! by default), and the Redis hub behind `redis` (off by default). Depend on one transport crate alone, or on `push` with
-//! `default-features = false` and the features you serve.
+//! `default-features = false` and the features you serve. With `tower`,
+//! [`Router`] and every handler are `tower::Service`s that axum mounts in
+//! one line (docs/axum.md); [`js`] serves the browser client, push.js.
 //!
 //! ```
 //! use futures_util::StreamExt;
@@ -27,6 +29,7 @@
 
 pub use push_core::*;
 
+pub mod js;
 mod router;
 mod serve;
 
@@ -71,7 +74,12 @@ pub use push_redis as redis;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-// So do docs/scaling.md's.
+// So do docs/axum.md's.
+#[cfg(all(doctest, feature = "tower", feature = "sse"))]
+#[doc = include_str!("../docs/axum.md")]
+struct AxumDoctests;
+
+// And docs/scaling.md's.
 #[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../docs/scaling.md")]
 struct ScalingDoctests;

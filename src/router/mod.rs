@@ -270,6 +270,42 @@ impl<H: Hub> Router<H> {
         shutdown
     }
 
+    /// Shuts it down gracefully, under any host server (axum's `serve`, a
+    /// hyper loop of your own): every event stream ends with a `retry:`
+    /// hint, every WebSocket gets close 1001 (going away), every held long
+    /// poll is answered at once (`204` with the cursor), and new
+    /// subscribers are turned away (`503` for WebSockets; an event stream
+    /// or long poll ends at once). Resolves once every WebSocket's task
+    /// has ended (its close handshake done: sockets outlive their HTTP
+    /// response, so the host server does not wait for them), or after
+    /// `grace`; returns whether all ended in time. Calling it again, or
+    /// after [`shutdown`](Self::shutdown)'s `trigger`, only waits.
+    ///
+    /// Under axum, await it in the future given to
+    /// `with_graceful_shutdown`: the streams and sockets are over before
+    /// axum waits for its connections, which then close at once (an open
+    /// event stream would otherwise hold axum's shutdown forever).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use push_live::{MemoryHub, Router, RouterConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let router = Router::new(MemoryHub::new(), RouterConfig::default());
+    /// let stop = router.graceful_shutdown(Duration::from_secs(10));
+    /// assert!(stop.await, "no socket was open");
+    /// assert!(router.shutdown().is_triggered());
+    /// # }
+    /// ```
+    pub fn graceful_shutdown(
+        &self,
+        grace: Duration,
+    ) -> impl Future<Output = bool> + Send + 'static {
+        let shutdown = self.shutdown();
+        async move { shutdown.finish(grace).await }
+    }
+
     /// The long-poll handler.
     #[cfg(feature = "longpoll")]
     pub fn longpoll(&self) -> &push_longpoll::LongPollHandler<H> {
@@ -492,6 +528,31 @@ where
     type Future = Call<H::Subscription>;
 
     fn call(&self, request: Request<B>) -> Self::Future {
+        Call(self.handle(request))
+    }
+}
+
+/// With the `tower` feature, a `tower::Service` too (always ready), so that
+/// axum mounts it: `axum::Router::new().nest_service("/live", router)`.
+/// axum strips the prefix, so the router sees `/sse/news` for
+/// `/live/sse/news`, as it classifies paths ([`Route::of`]) from their
+/// first segment.
+#[cfg(feature = "tower")]
+impl<H: Hub, B> tower_service::Service<Request<B>> for Router<H>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = Response<RouterBody<H::Subscription>>;
+    type Error = Infallible;
+    type Future = Call<H::Subscription>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         Call(self.handle(request))
     }
 }

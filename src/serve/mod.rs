@@ -107,6 +107,17 @@ impl Shutdown {
             tasks.wait().await;
         }
     }
+
+    /// Shuts down under a host server other than [`serve`] (axum's, say):
+    /// triggers the shutdown, then resolves once every task it tracks (each
+    /// WebSocket, whose task outlives its HTTP connection) has ended, or
+    /// after `grace`, whichever comes first. Returns whether all ended in
+    /// time. [`Router::graceful_shutdown`](crate::Router::graceful_shutdown)
+    /// is this, for a router's handle.
+    pub async fn finish(&self, grace: Duration) -> bool {
+        self.trigger();
+        tokio::time::timeout(grace, self.tasks_done()).await.is_ok()
+    }
 }
 
 /// How [`serve`] runs connections: its limits and deadlines. Every field

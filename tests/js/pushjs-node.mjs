@@ -43,7 +43,7 @@ const { EventSource: RealEventSource } = require('eventsource');
 globalThis.WebSocket = RealWebSocket;
 globalThis.EventSource = RealEventSource;
 const { subscribe, publish: pushPublish, PushError } = await import(
-  pathToFileURL(join(ROOT, 'crates/push-server/assets/push.js')).href
+  pathToFileURL(join(ROOT, 'assets/push.js')).href
 );
 
 // ---- reporting ----

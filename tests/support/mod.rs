@@ -241,6 +241,16 @@ pub async fn read_until(stream: &mut TcpStream, seen: &mut String, needle: &str)
     .await;
 }
 
+/// Reads `stream` to its end (the peer closed it); what came.
+pub async fn read_to_end(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut rest = Vec::new();
+    within("the end of the stream", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    String::from_utf8(rest).unwrap()
+}
+
 /// Opens an event stream by hand (`headers`: extra lines, each ending in
 /// CRLF); the socket, and what came up to the end of the response head.
 pub async fn open_sse(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream, String) {

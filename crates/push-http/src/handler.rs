@@ -62,6 +62,12 @@ pub fn call<T: Handler, B>(handler: &T, request: Request<B>) -> Call<T::Body> {
 /// allowed outside hyper.) It also gives the handler `Clone` for every `H`
 /// (two `Arc`s cloned, not the hub): the type's fields are `hub: Arc<H>` and
 /// `shared: Arc<_>`.
+///
+/// When the crate that expands it has a feature named `tower` turned on
+/// (which must turn on this crate's `tower`), the handler is a
+/// `tower::Service` too, always ready, so that axum mounts it in one line
+/// (`route_service("/sse/{channel}", sse)`). Its body ignores what it is
+/// given: a subscribing request's body is never read.
 #[macro_export]
 macro_rules! service {
     ($handler:ident) => {
@@ -84,6 +90,28 @@ macro_rules! service {
             type Future = $crate::Call<<Self as $crate::Handler>::Body>;
 
             fn call(&self, request: $crate::__private::Request<B>) -> Self::Future {
+                $crate::call(self, request)
+            }
+        }
+
+        #[cfg(feature = "tower")]
+        impl<H, B> $crate::__private::TowerService<$crate::__private::Request<B>> for $handler<H>
+        where
+            H: $crate::__private::Hub,
+            B: Send + 'static,
+        {
+            type Response = $crate::__private::Response<<Self as $crate::Handler>::Body>;
+            type Error = ::core::convert::Infallible;
+            type Future = $crate::Call<<Self as $crate::Handler>::Body>;
+
+            fn poll_ready(
+                &mut self,
+                _: &mut ::core::task::Context<'_>,
+            ) -> ::core::task::Poll<::core::result::Result<(), Self::Error>> {
+                ::core::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, request: $crate::__private::Request<B>) -> Self::Future {
                 $crate::call(self, request)
             }
         }

@@ -79,4 +79,6 @@ pub mod __private {
     pub use http::{Request, Response};
     pub use hyper::service::Service;
     pub use push_core::Hub;
+    #[cfg(feature = "tower")]
+    pub use tower_service::Service as TowerService;
 }

@@ -26,8 +26,6 @@ use crate::metrics::{Metered, MeteredSubscription, Metrics, family};
 
 /// The demo page, served at `/`.
 pub const INDEX_HTML: &str = include_str!("../assets/index.html");
-/// The browser client, served at `/push.js`.
-pub const PUSH_JS: &str = include_str!("../assets/push.js");
 
 /// Which browsers' pages may call this server.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -266,7 +264,8 @@ impl<H: Hub> App<H> {
                 return fixed(request.method(), "text/html; charset=utf-8", INDEX_HTML);
             }
             Kind::Script => {
-                return fixed(request.method(), "text/javascript; charset=utf-8", PUSH_JS);
+                // The facade's push.js, with its ETag (a 304 on revalidation).
+                return push_live::js::response(request.method(), request.headers());
             }
             Kind::Health | Kind::Metrics if !is_get(request.method()) => {
                 return method_not_allowed("GET or HEAD only");

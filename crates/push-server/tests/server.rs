@@ -124,6 +124,12 @@ async fn one_publish_reaches_every_technique() {
             .starts_with("text/javascript")
     );
     assert!(String::from_utf8_lossy(&script.body).contains("export"));
+    // The facade's push.js: revalidated by its ETag.
+    let etag = script.header("etag").unwrap().to_owned();
+    assert_eq!(etag, push_live::js::PUSH_JS_ETAG);
+    let cached = get(addr, "/push.js", &[("if-none-match", &etag)]).await;
+    assert_eq!(cached.status, StatusCode::NOT_MODIFIED);
+    assert!(cached.body.is_empty());
     assert_eq!(
         get(addr, "/nowhere", &[]).await.status,
         StatusCode::NOT_FOUND
