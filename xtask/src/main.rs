@@ -77,12 +77,17 @@ struct Step {
 /// alone: `--features sse` really serves SSE, and only SSE.
 const TRANSPORTS: [&str; 4] = ["poll", "longpoll", "sse", "ws"];
 
-/// Each transport's feature alone, for the client check and the routes test.
-const SINGLE_WITH_CLIENT: [&str; 5] = [
+/// Each transport's feature alone with its client, and with tower (each
+/// crate forwards the feature its own way), and the Redis hub alone.
+const SINGLE_WITH_CLIENT: [&str; 9] = [
     "poll,client",
     "longpoll,client",
     "sse,client",
     "ws,client",
+    "poll,tower",
+    "longpoll,tower",
+    "sse,tower",
+    "ws,tower",
     "redis",
 ];
 
