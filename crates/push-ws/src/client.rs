@@ -52,6 +52,9 @@ pub struct WsClientConfig {
     /// lags, the client stops reading and the server's history takes over:
     /// a gap, never unbounded memory.
     pub buffer: usize,
+    /// Headers sent with every handshake, reconnects included
+    /// (`with_header`), and TLS for `wss://`.
+    pub http: push_http::client::HttpOptions,
 }
 
 impl Default for WsClientConfig {
@@ -64,9 +67,12 @@ impl Default for WsClientConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             max_message_bytes: 16 << 20,
             buffer: 256,
+            http: push_http::client::HttpOptions::default(),
         }
     }
 }
+
+push_http::client_options!(WsClientConfig);
 
 impl WsClientConfig {
     /// Sets [`start`](Self::start).
@@ -121,9 +127,12 @@ impl WsSubscriber {
     /// the URL's last path segment.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host and a
-    /// channel, or when called outside a tokio runtime.
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` (or `wss://`
+    /// with the `rustls` feature) with a host and a channel, or when called
+    /// outside a tokio runtime; [`Error::InvalidHeader`] for a header that
+    /// is not valid HTTP.
     pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        config.http.check()?;
         let uri = check_url(url)?;
         // The server's own rule for `/ws/{channel}` (percent-decoded).
         let no_query = push_http::Query::parse(None, 0).map_err(Error::Protocol)?;
@@ -190,9 +199,12 @@ impl WsSession {
     /// A session with the command endpoint at `url` (`ws://host:port/ws`).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host, or
-    /// when called outside a tokio runtime.
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` (or `wss://`
+    /// with the `rustls` feature) with a host, or when called outside a
+    /// tokio runtime; [`Error::InvalidHeader`] for a header that is not
+    /// valid HTTP.
     pub fn connect(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        config.http.check()?;
         let uri = check_url(url)?;
         let (ops, receiver) = mpsc::unbounded_channel();
         let (items, task) = spawn(
@@ -358,8 +370,51 @@ struct Worker {
     next_ref: u64,
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A connection's bytes: plain TCP, or TLS over it for `wss://`.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Opens the connection `uri` names: TCP, with TLS for `wss://` (rustls,
+/// offering only HTTP/1.1 by ALPN: the handshake is HTTP/1.1, whatever the
+/// given TLS configuration names).
+async fn open(uri: &Uri, http: &push_http::client::HttpOptions) -> Result<Box<dyn Io>, Error> {
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or_default();
+    // An IPv6 literal is written in brackets.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(Error::request)?;
+    tcp.set_nodelay(true).map_err(Error::request)?;
+    if !secure {
+        let _ = http;
+        return Ok(Box::new(tcp));
+    }
+    #[cfg(feature = "rustls")]
+    {
+        let mut tls = (*http.tls_config()?).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = push_http::client::rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| invalid(&uri.to_string(), "its host is not a TLS server name"))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(Error::request)?;
+        Ok(Box::new(stream))
+    }
+    #[cfg(not(feature = "rustls"))]
+    Err(invalid(
+        &uri.to_string(),
+        "wss:// needs TLS, which this build leaves out: enable the `rustls` feature",
+    ))
+}
 
 /// Why a connection ended.
 enum Ended {
@@ -427,19 +482,22 @@ impl Worker {
             }
         };
         request.headers_mut().remove(http::header::ORIGIN);
+        self.config.http.apply(request.headers_mut());
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes));
         let timeout = self.config.connect_timeout;
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let uri = request.uri().clone();
+        let http = &self.config.http;
+        let connecting = async move {
+            let stream = open(&uri, http).await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(handshake_error)
+        };
         match tokio::time::timeout(timeout, connecting).await {
             Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Err(tungstenite::Error::Http(response))) => {
-                let status = response.status().as_u16();
-                let body = response.body().as_deref().unwrap_or_default();
-                Err(Error::status(status, body))
-            }
-            Ok(Err(err)) => Err(Error::request(err)),
+            Ok(Err(err)) => Err(err),
             Ok(Ok((socket, _response))) => Ok(socket),
         }
     }
@@ -668,6 +726,7 @@ fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
                     status: 400,
                     code: text_of("code"),
                     message: text_of("message"),
+                    outcome: text_of("outcome"),
                 }),
             ))
         }
@@ -682,11 +741,25 @@ fn check_url(url: &str) -> Result<Uri, Error> {
     }
     match uri.scheme_str() {
         Some("ws") => Ok(uri),
+        Some("wss") if cfg!(feature = "rustls") => Ok(uri),
         Some("wss") => Err(invalid(
             url,
-            "wss:// needs TLS, which this build does not include",
+            "wss:// needs TLS, which this build leaves out: enable the `rustls` feature",
         )),
-        _ => Err(invalid(url, "it needs the ws:// scheme")),
+        _ => Err(invalid(url, "it needs the ws:// or wss:// scheme")),
+    }
+}
+
+/// A refused handshake is the server's status and error body; anything
+/// else, a failed request.
+fn handshake_error(err: tungstenite::Error) -> Error {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().unwrap_or_default();
+            Error::status(status, body)
+        }
+        err => Error::request(err),
     }
 }
 
