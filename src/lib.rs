@@ -94,6 +94,18 @@ pub use push_redis as redis;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+// So do docs/rust-clients.md's (TLS included).
+#[cfg(all(
+    doctest,
+    feature = "rustls",
+    feature = "poll",
+    feature = "longpoll",
+    feature = "sse",
+    feature = "ws"
+))]
+#[doc = include_str!("../docs/rust-clients.md")]
+struct RustClientsDoctests;
+
 // So do docs/scaling.md's.
 #[cfg(all(doctest, feature = "redis"))]
 #[doc = include_str!("../docs/scaling.md")]

@@ -154,7 +154,7 @@ macro_rules! client_options {
             /// Sends `name: value` on every request, reconnect and
             /// WebSocket handshake (an `Authorization` token, a `Cookie`).
             /// A name or value that is not valid HTTP makes the client
-            /// refuse to start ([`ClientError::InvalidHeader`](push_http::ClientError::InvalidHeader)).
+            /// refuse to start (`ClientError::InvalidHeader`).
             #[must_use]
             pub fn with_header<K, V>(mut self, name: K, value: V) -> Self
             where
