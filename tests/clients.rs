@@ -20,7 +20,7 @@ use push_live::client::{
     PollerConfig, Publisher, PublisherConfig, WsClientConfig, WsSession, WsSubscriber,
 };
 use push_live::{Hub, Item, MemoryHub, Publication, Router, RouterConfig, Start};
-use support::{Server, drive, next_data, within};
+use support::{Server, drive, next_data};
 
 const FAST: Duration = Duration::from_millis(20);
 const TOKEN: (&str, &str) = ("authorization", "Bearer t0ken");
@@ -83,6 +83,16 @@ async fn a_live_event_source_gets_what_is_published_right_after_connect() {
         .unwrap();
     publish(&hub, "after connect").await;
     assert_eq!(next_data(&mut events).await, "after connect");
+}
+
+#[tokio::test]
+async fn a_live_websocket_subscriber_gets_what_is_published_right_after_connect() {
+    let hub = MemoryHub::new();
+    let (server, _) = serve(&hub, None).await;
+    let url = server.url("/ws/c").replace("http", "ws");
+    let mut subscriber = WsSubscriber::connect(&url, quick_ws()).await.unwrap();
+    publish(&hub, "after connect").await;
+    assert_eq!(next_data(&mut subscriber).await, "after connect");
 }
 
 // Headers: on every request, reconnect and handshake.
@@ -149,11 +159,13 @@ async fn every_client_sends_its_headers_on_every_request_and_reconnect() {
         .with_header(TOKEN.0, TOKEN.1)
         .with_headers(headers.clone());
     let url = server.url("/ws/c").replace("http", "ws");
-    let subscriber = WsSubscriber::new(&url, ws.clone()).unwrap();
+    let subscriber = WsSubscriber::connect(&url, ws.clone()).await.unwrap();
     all_carry_the_token(&gate, "/ws/", 3).await;
     drop(subscriber);
     let handshakes = gate.seen_at("/ws").len();
-    let session = WsSession::connect(&server.url("/ws").replace("http", "ws"), ws).unwrap();
+    let session = WsSession::connect(&server.url("/ws").replace("http", "ws"), ws)
+        .await
+        .unwrap();
     let room = "room".parse().unwrap();
     session
         .control()
@@ -204,16 +216,9 @@ async fn without_the_token_the_first_request_is_refused_at_connect() {
             .unwrap_err(),
     );
     let url = server.url("/ws/c").replace("http", "ws");
-    let mut subscriber = WsSubscriber::new(&url, quick_ws()).unwrap();
-    match within(
-        "the refusal",
-        futures_util::StreamExt::next(&mut subscriber),
-    )
-    .await
-    {
-        Some(Err(err)) => refused(err),
-        other => panic!("expected a 401, got {other:?}"),
-    }
+    refused(WsSubscriber::connect(&url, quick_ws()).await.unwrap_err());
+    let url = server.url("/ws").replace("http", "ws");
+    refused(WsSession::connect(&url, quick_ws()).await.unwrap_err());
 }
 
 #[tokio::test]
@@ -244,10 +249,14 @@ async fn an_invalid_header_is_an_error_when_the_client_is_made() {
     );
     let ws_url = server.url("/ws/c").replace("http", "ws");
     invalid(
-        WsSubscriber::new(&ws_url, WsClientConfig::default().with_header("", "x")).unwrap_err(),
+        WsSubscriber::connect(&ws_url, WsClientConfig::default().with_header("", "x"))
+            .await
+            .unwrap_err(),
     );
     invalid(
-        WsSession::connect(&ws_url, WsClientConfig::default().with_header("a:b", "x")).unwrap_err(),
+        WsSession::connect(&ws_url, WsClientConfig::default().with_header("a:b", "x"))
+            .await
+            .unwrap_err(),
     );
     let bad_token = PublisherConfig::default().with_token("line\nbreak");
     invalid(Publisher::new(&server.url(""), bad_token).unwrap_err());
@@ -278,8 +287,16 @@ async fn https_without_the_rustls_feature_says_so_at_creation() {
             .await
             .unwrap_err(),
     );
-    says_so(WsSubscriber::new("wss://127.0.0.1:1/ws/c", WsClientConfig::default()).unwrap_err());
-    says_so(WsSession::connect("wss://127.0.0.1:1/ws", WsClientConfig::default()).unwrap_err());
+    says_so(
+        WsSubscriber::connect("wss://127.0.0.1:1/ws/c", WsClientConfig::default())
+            .await
+            .unwrap_err(),
+    );
+    says_so(
+        WsSession::connect("wss://127.0.0.1:1/ws", WsClientConfig::default())
+            .await
+            .unwrap_err(),
+    );
     says_so(Publisher::new("https://127.0.0.1:1", PublisherConfig::default()).unwrap_err());
 }
 

@@ -132,14 +132,15 @@ async fn every_client_and_the_publisher_work_over_tls_with_a_ca_of_their_own() {
     let ws = WsClientConfig::default()
         .with_header(TOKEN.0, TOKEN.1)
         .with_tls_config(trust.clone());
-    let session = WsSession::connect(&server.url("wss", "/ws"), ws.clone()).unwrap();
+    let session = WsSession::connect(&server.url("wss", "/ws"), ws.clone())
+        .await
+        .unwrap();
     let control = session.control();
     let channel = "c".parse().unwrap();
     control.subscribe(&channel, Start::Live).await.unwrap();
-    // A WebSocket subscriber connects in the background: from the
-    // earliest, so that it gets the first message wherever it connects.
-    let ws = ws.with_start(Start::Earliest);
-    let mut subscriber = WsSubscriber::new(&server.url("wss", "/ws/c"), ws).unwrap();
+    let mut subscriber = WsSubscriber::connect(&server.url("wss", "/ws/c"), ws)
+        .await
+        .unwrap();
 
     let publisher = Publisher::new(
         &server.url("https", ""),
@@ -194,7 +195,9 @@ async fn the_default_roots_refuse_a_certificate_they_do_not_know() {
     assert!(chain(err.error()).contains("UnknownIssuer"), "{err:?}");
 
     let ws = WsClientConfig::default().with_header(TOKEN.0, TOKEN.1);
-    let mut subscriber = WsSubscriber::new(&server.url("wss", "/ws/c"), ws).unwrap();
+    let mut subscriber = WsSubscriber::connect(&server.url("wss", "/ws/c"), ws)
+        .await
+        .unwrap();
     match within("the refusal", subscriber.next()).await {
         Some(Err(err @ ClientError::Request(_))) => {
             assert!(chain(&err).contains("UnknownIssuer"), "{err:?}");
