@@ -156,7 +156,7 @@ fn line(who: &str, text: &str) -> Publication {
 
 /// Sits in the lobby and answers `!time`.
 async fn bot(url: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut session = WsSession::connect(url, WsClientConfig::default())?;
+    let mut session = WsSession::connect(url, WsClientConfig::default()).await?;
     let control = session.control();
     let lobby: ChannelName = "lobby".parse()?;
     control.subscribe(&lobby, Start::Live).await?;
@@ -183,8 +183,8 @@ async fn bot(url: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> 
 /// Two Rust clients talk across two rooms; each message printed on arrival.
 async fn script(url: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (mut ada, mut bob) = (
-        WsSession::connect(url, WsClientConfig::default())?,
-        WsSession::connect(url, WsClientConfig::default())?,
+        WsSession::connect(url, WsClientConfig::default()).await?,
+        WsSession::connect(url, WsClientConfig::default()).await?,
     );
     let rooms: Vec<ChannelName> = ROOMS.iter().map(|r| r.parse()).collect::<Result<_, _>>()?;
     for room in &rooms {

@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut start = Start::Live;
     for connection in 1..=2 {
         let config = LongPollerConfig::default().with_start(start);
-        let mut poller = LongPoller::new(&url, config)?;
+        let mut poller = LongPoller::connect(&url, config).await?;
         while let Some(item) = poller.next().await {
             match item {
                 Ok(Item::Message(m)) => {

@@ -59,7 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let url = format!("http://{addr}/poll/weather");
-    let mut poller = Poller::new(&url, PollerConfig::default())?;
+    let mut poller = Poller::connect(&url, PollerConfig::default()).await?;
     let mut readings = 0;
     while let Some(item) = poller.next().await {
         match item {

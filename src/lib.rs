@@ -65,6 +65,29 @@ pub use push_sse as sse;
 #[cfg(feature = "ws")]
 pub use push_ws as ws;
 
+/// The Rust clients (feature `client`): one for each technique this build
+/// serves, and the HTTP [`Publisher`](client::Publisher). Every client takes
+/// headers (`with_header`) and, with the `rustls` feature, `https://` and
+/// `wss://`. docs/rust-clients.md shows each.
+#[cfg(feature = "client")]
+pub mod client {
+    pub use push_http::ClientError;
+    /// rustls, whose `ClientConfig` the clients take (feature `rustls`).
+    #[cfg(feature = "rustls")]
+    pub use push_http::client::rustls;
+    pub use push_http::client::{
+        HttpOptions, Outcome, PublishError, Publisher, PublisherConfig, Sender,
+    };
+    #[cfg(feature = "longpoll")]
+    pub use push_longpoll::{LongPoller, LongPollerConfig};
+    #[cfg(feature = "poll")]
+    pub use push_poll::{Poller, PollerConfig};
+    #[cfg(feature = "sse")]
+    pub use push_sse::{EventSource, EventSourceConfig};
+    #[cfg(feature = "ws")]
+    pub use push_ws::{WsClientConfig, WsControl, WsSession, WsSubscriber};
+}
+
 /// The hub on Redis, for several nodes (feature `redis`, not on by default).
 #[cfg(feature = "redis")]
 pub use push_redis as redis;
@@ -78,6 +101,18 @@ struct ReadmeDoctests;
 #[cfg(all(doctest, feature = "tower", feature = "sse"))]
 #[doc = include_str!("../docs/axum.md")]
 struct AxumDoctests;
+
+// And docs/rust-clients.md's (TLS included).
+#[cfg(all(
+    doctest,
+    feature = "rustls",
+    feature = "poll",
+    feature = "longpoll",
+    feature = "sse",
+    feature = "ws"
+))]
+#[doc = include_str!("../docs/rust-clients.md")]
+struct RustClientsDoctests;
 
 // And docs/scaling.md's.
 #[cfg(all(doctest, feature = "redis"))]

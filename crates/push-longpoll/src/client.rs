@@ -6,16 +6,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_core::Stream;
 use http::header::ETAG;
 use http::{Request, StatusCode, Uri};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
+use http_body_util::Full;
 use push_core::wire::json;
 use push_core::{Backoff, Batch, Cursor, Item, Start};
-use push_http::client::{BoxFuture, Exchange, Polling, Resume, Sender};
+use push_http::client::{BoxFuture, Exchange, HttpOptions, Polling, Resume, Sender};
 
 /// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
@@ -43,6 +40,8 @@ pub struct LongPollerConfig {
     pub timeout_margin: Duration,
     /// The largest answer body accepted (default 16 MiB).
     pub max_body_bytes: usize,
+    /// Headers sent with every request (`with_header`), and TLS.
+    pub http: HttpOptions,
 }
 
 impl Default for LongPollerConfig {
@@ -55,9 +54,12 @@ impl Default for LongPollerConfig {
             max_backoff: Duration::from_secs(30),
             timeout_margin: Duration::from_secs(15),
             max_body_bytes: 16 << 20,
+            http: HttpOptions::default(),
         }
     }
 }
+
+push_http::client_options!(LongPollerConfig);
 
 impl LongPollerConfig {
     /// Sets [`start`](Self::start).
@@ -105,6 +107,10 @@ enum Answer {
 /// exponentially and recovers. [`LongPoller::cursor`] is the cursor of the
 /// last item yielded.
 ///
+/// [`LongPoller::connect`] asks once without holding (`timeout=0`) before
+/// it returns: a live start is pinned to the channel's head then, and
+/// everything published after it is delivered.
+///
 /// ```no_run
 /// use futures_util::StreamExt;
 /// use push_core::Item;
@@ -112,7 +118,8 @@ enum Answer {
 ///
 /// # async fn run() -> Result<(), push_longpoll::Error> {
 /// let url = "http://127.0.0.1:8080/longpoll/notifications";
-/// let mut poller = LongPoller::new(url, LongPollerConfig::default())?;
+/// let config = LongPollerConfig::default().with_header("cookie", "session=abc");
+/// let mut poller = LongPoller::connect(url, config).await?;
 /// while let Some(item) = poller.next().await {
 ///     if let Ok(Item::Message(m)) = item {
 ///         println!("{}", String::from_utf8_lossy(m.data()));
@@ -124,40 +131,45 @@ pub struct LongPoller {
     polling: Polling<Asking>,
 }
 
-/// How a long poller asks: its URL and settings.
+/// How a long poller asks: its URL and settings, and how long the server
+/// holds the next request (zero for the first, which learns where to start).
 struct Asking {
     url: Uri,
     config: LongPollerConfig,
     send: Sender,
+    hold: Duration,
 }
 
 impl LongPoller {
-    /// A long poller of `url` (for example `http://host:8080/longpoll/news`)
-    /// over a pooled HTTP/1.1 client.
+    /// A long poller of `url` (for example `http://host:8080/longpoll/news`,
+    /// or `https://` with the `rustls` feature) over a pooled HTTP/1.1
+    /// client. It asks once at once, without holding (`timeout=0`), and
+    /// returns when that is answered: a live start is pinned to the
+    /// channel's head, so nothing published from now on is missed.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
-    pub fn new(url: &str, config: LongPollerConfig) -> Result<Self, Error> {
-        Self::with_sender(url, config, Sender::new())
+    /// [`Error::InvalidUrl`] when `url` is not a URL the client can use,
+    /// [`Error::InvalidHeader`] for a header that is not valid HTTP, or the
+    /// first request's fatal error (a refusal such as `400` or `401`). When
+    /// it fails in passing (a network error, a `5xx`), the long poller is
+    /// returned all the same: it hands out that error first, backs off and
+    /// asks again, and the first answer pins a live start.
+    pub async fn connect(url: &str, config: LongPollerConfig) -> Result<Self, Error> {
+        let send = Sender::new(&config.http)?;
+        Self::connect_with(url, config, send).await
     }
 
-    /// A long poller that sends its requests through `client` (for TLS, a
-    /// proxy, or a shared pool).
+    /// As [`connect`](Self::connect), sending the requests through `send`
+    /// (a proxy, or a pool shared by several clients).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
-    pub fn with_client<C>(
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
         url: &str,
         config: LongPollerConfig,
-        client: Client<C, Empty<Bytes>>,
-    ) -> Result<Self, Error>
-    where
-        C: Connect + Clone + Send + Sync + 'static,
-    {
-        Self::with_sender(url, config, Sender::with_client(client))
-    }
-
-    fn with_sender(url: &str, config: LongPollerConfig, send: Sender) -> Result<Self, Error> {
+        send: Sender,
+    ) -> Result<Self, Error> {
+        config.http.check()?;
         let resume = Resume::new(
             config.start,
             Backoff::new(config.initial_backoff, config.max_backoff),
@@ -166,9 +178,10 @@ impl LongPoller {
             url: push_http::client::parse_url(url)?,
             config,
             send,
+            hold: Duration::ZERO,
         };
         Ok(LongPoller {
-            polling: Polling::new(asking, resume),
+            polling: Polling::connect(asking, resume).await?,
         })
     }
 
@@ -183,7 +196,7 @@ impl Exchange for Asking {
 
     fn request(&self, resume: &Resume) -> BoxFuture<Result<Answer, Error>> {
         let since = resume.start().to_since();
-        let hold = self.config.hold.as_secs().to_string();
+        let hold = self.hold.as_secs().to_string();
         let limit = self.config.limit.map(|limit| limit.to_string());
         let mut params = Vec::new();
         params.extend(since.as_deref().map(|since| ("since", since)));
@@ -191,12 +204,14 @@ impl Exchange for Asking {
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
         let uri = push_http::client::with_params(&self.url, &params);
         let send = self.send.clone();
-        let timeout = self.config.hold.saturating_add(self.config.timeout_margin);
+        let http = self.config.http.clone();
+        let timeout = self.hold.saturating_add(self.config.timeout_margin);
         let max_body = self.config.max_body_bytes;
         Box::pin(async move {
-            let request = Request::get(uri?)
-                .body(Empty::new())
+            let mut request = Request::get(uri?)
+                .body(Full::default())
                 .map_err(Error::request)?;
+            http.apply(request.headers_mut());
             push_http::client::within(timeout, async {
                 let response = send.send(request).await?;
                 let status = response.status();
@@ -221,6 +236,7 @@ impl Exchange for Asking {
     /// Asks again at once after every answer.
     fn answered(&mut self, resume: &mut Resume, answer: Answer) -> Option<Duration> {
         resume.succeeded();
+        self.hold = self.config.hold;
         match answer {
             Answer::Nothing(cursor) => resume.moved_to(cursor),
             Answer::Batch(batch) => resume.take_batch(batch),

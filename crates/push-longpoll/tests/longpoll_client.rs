@@ -29,8 +29,11 @@ async fn delivers_every_message_in_order_as_it_is_published() {
     let hub = MemoryHub::new();
     let handler = handler(&hub);
     let server = Server::start(handler.clone()).await;
-    let mut items =
-        drive(LongPoller::new(&server.url("/longpoll/c"), LongPollerConfig::default()).unwrap());
+    let mut items = drive(
+        LongPoller::connect(&server.url("/longpoll/c"), LongPollerConfig::default())
+            .await
+            .unwrap(),
+    );
     for round in 0..5 {
         until("the poller to be held", || handler.connections() == 1).await;
         for n in 0..=round {
@@ -49,7 +52,11 @@ async fn a_204_is_followed_by_the_next_request_at_once() {
     let log = service.log.clone();
     let server = Server::start(service).await;
     let config = LongPollerConfig::default().with_hold(Duration::from_secs(5));
-    let mut items = drive(LongPoller::new(&server.url("/longpoll/c"), config).unwrap());
+    let mut items = drive(
+        LongPoller::connect(&server.url("/longpoll/c"), config)
+            .await
+            .unwrap(),
+    );
     // Two empty holds, in virtual time.
     let statuses = log.wait_for(2).await;
     assert_eq!(statuses, [StatusCode::NO_CONTENT; 2]);
@@ -65,7 +72,9 @@ async fn backs_off_on_errors_and_recovers() {
     let config = LongPollerConfig::default()
         .with_start(Start::Earliest)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(40));
-    let mut poller = LongPoller::new(&server.url("/longpoll/c"), config).unwrap();
+    let mut poller = LongPoller::connect(&server.url("/longpoll/c"), config)
+        .await
+        .unwrap();
     for _ in 0..3 {
         match within("an error", poller.next()).await {
             Some(Err(e)) => assert!(!e.is_fatal() && e.to_string().contains("503"), "{e}"),
@@ -79,19 +88,21 @@ async fn backs_off_on_errors_and_recovers() {
 }
 
 #[tokio::test]
-async fn a_bad_request_is_fatal_and_ends_the_stream() {
+async fn a_bad_request_is_fatal_at_connect() {
     let hub = MemoryHub::new();
     let server = Server::start(handler(&hub)).await;
     let config = LongPollerConfig::default().with_start(Start::Earliest);
-    let mut poller = LongPoller::new(&server.url("/longpoll/bad%20name"), config).unwrap();
-    match within("the error", poller.next()).await {
-        Some(Err(push_longpoll::Error::Status { status, code, .. })) => {
+    // The first request goes out in `connect`: a refusal is its error.
+    match LongPoller::connect(&server.url("/longpoll/bad%20name"), config).await {
+        Err(e @ push_longpoll::Error::Status { status, .. }) => {
             assert_eq!(status, StatusCode::BAD_REQUEST);
-            assert_eq!(code.as_deref(), Some("invalid_channel"));
+            assert!(e.is_fatal());
+            assert!(
+                matches!(e, push_longpoll::Error::Status { code: Some(ref c), .. } if c == "invalid_channel")
+            );
         }
         other => panic!("expected a fatal 400, got {other:?}"),
     }
-    assert!(within("the end", poller.next()).await.is_none());
 }
 
 #[tokio::test]
@@ -102,7 +113,11 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
     let addr = server.addr;
     let config = LongPollerConfig::default()
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
-    let mut items = drive(LongPoller::new(&server.url("/longpoll/c"), config).unwrap());
+    let mut items = drive(
+        LongPoller::connect(&server.url("/longpoll/c"), config)
+            .await
+            .unwrap(),
+    );
     until("the poller to be held", || first.connections() == 1).await;
     publish(&first_hub, "one").await;
     assert_eq!(next_data(&mut items).await, "one");
@@ -134,7 +149,9 @@ async fn an_answer_over_the_body_limit_is_refused_not_buffered() {
     let server = Server::start(handler(&hub)).await;
     let mut config = LongPollerConfig::default().with_start(Start::Earliest);
     config.max_body_bytes = 200;
-    let mut poller = LongPoller::new(&server.url("/longpoll/c"), config).unwrap();
+    let mut poller = LongPoller::connect(&server.url("/longpoll/c"), config)
+        .await
+        .unwrap();
     match within("the refusal", poller.next()).await {
         Some(Err(push_longpoll::Error::Request(e))) => {
             assert!(e.to_string().contains("length limit"), "{e}");
@@ -152,8 +169,9 @@ async fn a_204_without_a_cursor_is_a_protocol_error() {
             Ok::<_, std::convert::Infallible>(response)
         });
     let server = Server::start(service).await;
-    let mut poller =
-        LongPoller::new(&server.url("/longpoll/c"), LongPollerConfig::default()).unwrap();
+    let mut poller = LongPoller::connect(&server.url("/longpoll/c"), LongPollerConfig::default())
+        .await
+        .unwrap();
     match within("the error", poller.next()).await {
         Some(Err(e @ push_longpoll::Error::Protocol(_))) => {
             assert!(!e.is_fatal());

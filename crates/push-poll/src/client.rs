@@ -5,17 +5,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_core::Stream;
 use http::header::IF_NONE_MATCH;
 use http::{Request, StatusCode, Uri};
-use http_body_util::Empty;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
+use http_body_util::Full;
 use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
 use push_http::EntityTag;
-use push_http::client::{BoxFuture, Exchange, Polling, Resume, Sender};
+use push_http::client::{BoxFuture, Exchange, HttpOptions, Polling, Resume, Sender};
 
 /// What can go wrong in the client: [`push_http::ClientError`], shared by
 /// every transport's client.
@@ -45,6 +42,8 @@ pub struct PollerConfig {
     pub request_timeout: Duration,
     /// The largest answer body accepted (default 16 MiB).
     pub max_body_bytes: usize,
+    /// Headers sent with every request (`with_header`), and TLS.
+    pub http: HttpOptions,
 }
 
 impl Default for PollerConfig {
@@ -58,9 +57,12 @@ impl Default for PollerConfig {
             max_backoff: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 16 << 20,
+            http: HttpOptions::default(),
         }
     }
 }
+
+push_http::client_options!(PollerConfig);
 
 impl PollerConfig {
     /// Sets [`start`](Self::start).
@@ -128,13 +130,18 @@ enum Answer {
 /// exponentially and recovers. [`Poller::cursor`] is the cursor of the last
 /// item yielded, for a program that saves its place.
 ///
+/// [`Poller::connect`] sends the first poll before it returns: a live start
+/// is pinned to the channel's head then, and everything published after it
+/// is delivered.
+///
 /// ```no_run
 /// use futures_util::StreamExt;
 /// use push_core::Item;
 /// use push_poll::{Poller, PollerConfig};
 ///
 /// # async fn run() -> Result<(), push_poll::Error> {
-/// let mut poller = Poller::new("http://127.0.0.1:8080/poll/weather", PollerConfig::default())?;
+/// let config = PollerConfig::default().with_header("authorization", "Bearer token");
+/// let mut poller = Poller::connect("http://127.0.0.1:8080/poll/weather", config).await?;
 /// while let Some(item) = poller.next().await {
 ///     match item {
 ///         Ok(Item::Message(m)) => println!("{}", String::from_utf8_lossy(m.data())),
@@ -158,32 +165,35 @@ struct Asking {
 }
 
 impl Poller {
-    /// A poller of `url` (for example `http://host:8080/poll/news`) over a
-    /// pooled HTTP/1.1 client.
+    /// A poller of `url` (for example `http://host:8080/poll/news`, or
+    /// `https://` with the `rustls` feature) over a pooled HTTP/1.1 client.
+    /// It sends the first poll at once and returns when it is answered: a
+    /// live start is pinned to the channel's head, so nothing published
+    /// from now on is missed.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
-    pub fn new(url: &str, config: PollerConfig) -> Result<Self, Error> {
-        Self::with_sender(url, config, Sender::new())
+    /// [`Error::InvalidUrl`] when `url` is not a URL the client can use,
+    /// [`Error::InvalidHeader`] for a header that is not valid HTTP, or the
+    /// first poll's fatal error (a refusal such as `400` or `401`). When it
+    /// fails in passing (a network error, a `5xx`), the poller is returned
+    /// all the same: it hands out that error first, backs off and asks
+    /// again, and the first answer pins a live start.
+    pub async fn connect(url: &str, config: PollerConfig) -> Result<Self, Error> {
+        let send = Sender::new(&config.http)?;
+        Self::connect_with(url, config, send).await
     }
 
-    /// A poller that sends its requests through `client` (for TLS, a proxy,
-    /// or a shared pool).
+    /// As [`connect`](Self::connect), sending the requests through `send`
+    /// (a proxy, or a pool shared by several clients).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
-    pub fn with_client<C>(
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
         url: &str,
         config: PollerConfig,
-        client: Client<C, Empty<Bytes>>,
-    ) -> Result<Self, Error>
-    where
-        C: Connect + Clone + Send + Sync + 'static,
-    {
-        Self::with_sender(url, config, Sender::with_client(client))
-    }
-
-    fn with_sender(url: &str, config: PollerConfig, send: Sender) -> Result<Self, Error> {
+        send: Sender,
+    ) -> Result<Self, Error> {
+        config.http.check()?;
         let resume = Resume::new(
             config.start,
             Backoff::new(config.initial_backoff, config.max_backoff),
@@ -195,7 +205,7 @@ impl Poller {
             etag: None,
         };
         Ok(Poller {
-            polling: Polling::new(asking, resume),
+            polling: Polling::connect(asking, resume).await?,
         })
     }
 
@@ -216,19 +226,21 @@ impl Exchange for Asking {
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
         let uri = push_http::client::with_params(&self.url, &params);
         let etag = self.etag;
+        let http = self.config.http.clone();
         let send = self.send.clone();
         let timeout = self.config.request_timeout;
         let max_body = self.config.max_body_bytes;
         Box::pin(async move {
             let uri = uri?;
             let mut request = Request::get(uri)
-                .body(Empty::new())
+                .body(Full::default())
                 .map_err(Error::request)?;
             if let Some(etag) = etag {
                 request
                     .headers_mut()
                     .insert(IF_NONE_MATCH, EntityTag::of(etag).to_header());
             }
+            http.apply(request.headers_mut());
             push_http::client::within(timeout, async {
                 let response = send.send(request).await?;
                 let status = response.status();

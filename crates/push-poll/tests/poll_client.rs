@@ -34,7 +34,9 @@ async fn delivers_in_order_and_costs_304s_when_nothing_changes() {
     let server = Server::start(service).await;
     publish(&hub, "before").await;
     let config = PollerConfig::default().with_start(Start::Earliest);
-    let poller = Poller::new(&server.url("/poll/c"), config).unwrap();
+    let poller = Poller::connect(&server.url("/poll/c"), config)
+        .await
+        .unwrap();
     let mut items = drive(poller);
 
     assert_eq!(next_data(&mut items).await, "before");
@@ -68,7 +70,9 @@ async fn an_answer_cut_at_the_limit_is_followed_at_once() {
         publish(&hub, &n.to_string()).await;
     }
     let config = PollerConfig::default().with_start(Start::Earliest);
-    let mut poller = Poller::new(&server.url("/poll/c"), config).unwrap();
+    let mut poller = Poller::connect(&server.url("/poll/c"), config)
+        .await
+        .unwrap();
     for n in 0..7 {
         assert_eq!(next_data(&mut poller).await, n.to_string());
     }
@@ -84,7 +88,11 @@ async fn follows_the_advised_interval() {
     let server = Server::start(service).await;
     // No jitter, and a default (5 s) that differs from the advice.
     let config = PollerConfig::default().with_jitter(0.0);
-    let items = drive(Poller::new(&server.url("/poll/c"), config).unwrap());
+    let items = drive(
+        Poller::connect(&server.url("/poll/c"), config)
+            .await
+            .unwrap(),
+    );
 
     let start = tokio::time::Instant::now();
     log.wait_for(1).await;
@@ -108,7 +116,9 @@ async fn backs_off_on_errors_and_recovers() {
     let config = PollerConfig::default()
         .with_start(Start::Earliest)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(40));
-    let mut poller = Poller::new(&server.url("/poll/c"), config).unwrap();
+    let mut poller = Poller::connect(&server.url("/poll/c"), config)
+        .await
+        .unwrap();
     for _ in 0..3 {
         match within("an error", poller.next()).await {
             Some(Err(push_poll::Error::Status { status, code, .. })) => {
@@ -130,21 +140,27 @@ async fn backs_off_on_errors_and_recovers() {
 }
 
 #[tokio::test]
-async fn a_bad_request_is_fatal_and_ends_the_stream() {
+async fn a_bad_request_is_fatal_at_connect() {
     let hub = MemoryHub::new();
     let server = Server::start(handler(&hub, PollConfig::default())).await;
-    let mut poller =
-        Poller::new(&server.url("/poll/not%20valid"), PollerConfig::default()).unwrap();
-    match within("the error", poller.next()).await {
-        Some(Err(e)) => {
+    // The first poll goes out in `connect`: a refusal is its error.
+    match Poller::connect(&server.url("/poll/not%20valid"), PollerConfig::default()).await {
+        Err(e) => {
             assert!(e.is_fatal());
             assert!(e.to_string().contains("invalid channel name"), "{e}");
         }
-        other => panic!("expected a fatal error, got {other:?}"),
+        Ok(poller) => panic!("expected a fatal error, got {poller:?}"),
     }
-    assert!(within("the end", poller.next()).await.is_none());
-    assert!(Poller::new("not a url", PollerConfig::default()).is_err());
-    assert!(Poller::new("/relative", PollerConfig::default()).is_err());
+    assert!(
+        Poller::connect("not a url", PollerConfig::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        Poller::connect("/relative", PollerConfig::default())
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -157,7 +173,9 @@ async fn recovers_from_a_server_restart_and_reports_the_reset() {
     let poller_config = PollerConfig::default()
         .with_start(Start::Earliest)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(50));
-    let mut poller = Poller::new(&server.url("/poll/c"), poller_config).unwrap();
+    let mut poller = Poller::connect(&server.url("/poll/c"), poller_config)
+        .await
+        .unwrap();
     assert_eq!(next_data(&mut poller).await, "one");
 
     // The server goes away; the poller keeps trying.
@@ -192,7 +210,9 @@ async fn an_answer_over_the_body_limit_is_refused_not_buffered() {
         .with_start(Start::Earliest)
         .with_backoff(Duration::from_millis(10), Duration::from_millis(10));
     config.max_body_bytes = 200;
-    let mut poller = Poller::new(&server.url("/poll/c"), config).unwrap();
+    let mut poller = Poller::connect(&server.url("/poll/c"), config)
+        .await
+        .unwrap();
     match within("the refusal", poller.next()).await {
         Some(Err(push_poll::Error::Request(e))) => {
             assert!(e.to_string().contains("length limit"), "{e}");

@@ -78,7 +78,7 @@ fn index(data: &str) -> usize {
 }
 
 /// The project's four clients on `node`, from the start of the history.
-fn clients(node: &Running) -> Vec<(&'static str, Driven)> {
+async fn clients(node: &Running) -> Vec<(&'static str, Driven)> {
     let (backoff, max) = (Duration::from_millis(20), Duration::from_millis(500));
     let base = format!("http://{}", node.addr);
     let ws = format!("ws://{}/ws/news", node.addr);
@@ -86,50 +86,54 @@ fn clients(node: &Running) -> Vec<(&'static str, Driven)> {
         (
             "poll",
             drive(
-                Poller::new(
+                Poller::connect(
                     &format!("{base}/poll/news"),
                     PollerConfig::default()
                         .with_start(Start::Earliest)
                         .with_interval(Duration::from_millis(50))
                         .with_backoff(backoff, max),
                 )
+                .await
                 .unwrap(),
             ),
         ),
         (
             "longpoll",
             drive(
-                LongPoller::new(
+                LongPoller::connect(
                     &format!("{base}/longpoll/news"),
                     LongPollerConfig::default()
                         .with_start(Start::Earliest)
                         .with_hold(Duration::from_secs(2))
                         .with_backoff(backoff, max),
                 )
+                .await
                 .unwrap(),
             ),
         ),
         (
             "sse",
             drive(
-                EventSource::new(
+                EventSource::connect(
                     &format!("{base}/sse/news"),
                     EventSourceConfig::default()
                         .with_start(Start::Earliest)
                         .with_retry(backoff, max),
                 )
+                .await
                 .unwrap(),
             ),
         ),
         (
             "ws",
             drive(
-                WsSubscriber::new(
+                WsSubscriber::connect(
                     &ws,
                     WsClientConfig::default()
                         .with_start(Start::Earliest)
                         .with_backoff(backoff, max),
                 )
+                .await
                 .unwrap(),
             ),
         ),
@@ -148,15 +152,12 @@ async fn two_nodes_on_sentinel_serve_every_technique_through_a_failover() {
     ];
     let old_master = topology.master_port().await;
     let mut confirmed = vec![publish_keyed(&nodes[0], 0).await];
-    let mut watched: Vec<(String, Driven)> = nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(n, node)| {
-            clients(node)
-                .into_iter()
-                .map(move |(name, client)| (format!("{name} on node {n}"), client))
-        })
-        .collect();
+    let mut watched: Vec<(String, Driven)> = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for (name, client) in clients(node).await {
+            watched.push((format!("{name} on node {n}"), client));
+        }
+    }
 
     // A keyed publisher alternating nodes at a steady pace, through the
     // failover.

@@ -7,17 +7,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_core::Stream;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, StatusCode, Uri};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::Connect;
 use push_core::wire::json;
 use push_core::{Backoff, Cursor, Item, Start};
-use push_http::client::{BoxFuture, Resume, Sender};
+use push_http::client::{BoxFuture, HttpOptions, Resume, Sender};
 use tokio::time::{Sleep, sleep};
 
 use crate::encode::{GAP_EVENT, RESET_EVENT, SUBSCRIBED_EVENT};
@@ -49,6 +46,9 @@ pub struct EventSourceConfig {
     /// The longest message (one event, or one line) accepted (default
     /// 16 MiB).
     pub max_message_bytes: usize,
+    /// Headers sent with every request, reconnects included
+    /// (`with_header`), and TLS.
+    pub http: HttpOptions,
 }
 
 impl Default for EventSourceConfig {
@@ -60,9 +60,12 @@ impl Default for EventSourceConfig {
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(45)),
             max_message_bytes: Parser::DEFAULT_LIMIT,
+            http: HttpOptions::default(),
         }
     }
 }
+
+push_http::client_options!(EventSourceConfig);
 
 impl EventSourceConfig {
     /// Sets [`start`](Self::start).
@@ -118,13 +121,18 @@ enum State {
 /// says, a `204 No Content` ends it for good, and so does a `200` that is not
 /// `text/event-stream` or a 4xx; a 5xx or a network error is retried.
 ///
+/// [`EventSource::connect`] opens the stream before it returns: a live
+/// start is pinned to the channel's head then, and everything published
+/// after it is delivered.
+///
 /// ```no_run
 /// use futures_util::StreamExt;
 /// use push_core::Item;
 /// use push_sse::{EventSource, EventSourceConfig};
 ///
 /// # async fn run() -> Result<(), push_sse::Error> {
-/// let mut events = EventSource::new("http://127.0.0.1:8080/sse/news", EventSourceConfig::default())?;
+/// let config = EventSourceConfig::default().with_header("authorization", "Bearer token");
+/// let mut events = EventSource::connect("http://127.0.0.1:8080/sse/news", config).await?;
 /// while let Some(item) = events.next().await {
 ///     match item {
 ///         Ok(Item::Message(m)) => println!("{}", String::from_utf8_lossy(m.data())),
@@ -147,30 +155,49 @@ pub struct EventSource {
 }
 
 impl EventSource {
-    /// An event source of `url` (for example `http://host:8080/sse/news`)
-    /// over a pooled HTTP/1.1 client.
+    /// An event source of `url` (for example `http://host:8080/sse/news`,
+    /// or `https://` with the `rustls` feature) over a pooled HTTP/1.1
+    /// client. It opens the stream at once and returns when the server has
+    /// answered: a live start is pinned to the channel's head, so nothing
+    /// published from now on is missed.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host.
-    pub fn new(url: &str, config: EventSourceConfig) -> Result<Self, Error> {
-        Self::with_sender(url, config, Sender::new())
+    /// [`Error::InvalidUrl`] when `url` is not a URL the client can use (or
+    /// its query cannot take the `format` parameter),
+    /// [`Error::InvalidHeader`] for a header that is not valid HTTP, or the
+    /// first connection's fatal error (a refusal such as `401`, or a `204`).
+    /// When it fails in passing (a network error, a `5xx`), the event
+    /// source is returned all the same: it hands out that error first and
+    /// reconnects as usual, and the first stream pins a live start.
+    pub async fn connect(url: &str, config: EventSourceConfig) -> Result<Self, Error> {
+        let send = Sender::new(&config.http)?;
+        Self::connect_with(url, config, send).await
     }
 
-    /// An event source that connects through `client` (for TLS, a proxy, or
-    /// a shared pool).
+    /// As [`connect`](Self::connect), connecting through `send` (a proxy,
+    /// or a pool shared by several clients).
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] when `url` is not a URL with a scheme and host,
-    /// or its query cannot take the `format` parameter.
-    pub fn with_client<C>(
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with(
         url: &str,
         config: EventSourceConfig,
-        client: Client<C, Empty<Bytes>>,
-    ) -> Result<Self, Error>
-    where
-        C: Connect + Clone + Send + Sync + 'static,
-    {
-        Self::with_sender(url, config, Sender::with_client(client))
+        send: Sender,
+    ) -> Result<Self, Error> {
+        config.http.check()?;
+        let mut source = Self::with_sender(url, config, send)?;
+        match source.open().await {
+            Ok(body) => source.streaming(body),
+            Err(err) if err.is_fatal() || matches!(err, Error::Status { status: 204, .. }) => {
+                return Err(err);
+            }
+            Err(err) => {
+                // Handed out first; then the usual reconnecting.
+                source.resume.take_error(err);
+                source.reconnect_later();
+            }
+        }
+        Ok(source)
     }
 
     fn with_sender(url: &str, config: EventSourceConfig, send: Sender) -> Result<Self, Error> {
@@ -207,7 +234,16 @@ impl EventSource {
         self.resume.cursor()
     }
 
-    fn connect(&self) -> BoxFuture<Result<Incoming, Error>> {
+    /// The stream has opened: read it.
+    fn streaming(&mut self, body: Incoming) {
+        self.parser.restart();
+        self.state = State::Streaming {
+            body,
+            idle: self.idle_timer(),
+        };
+    }
+
+    fn open(&self) -> BoxFuture<Result<Incoming, Error>> {
         let mut request = Request::get(self.url.clone());
         let headers = request.headers_mut();
         if let Some(headers) = headers {
@@ -219,8 +255,9 @@ impl EventSource {
             {
                 headers.insert(LAST_EVENT_ID, value);
             }
+            self.config.http.apply(headers);
         }
-        let request = request.body(Empty::new()).map_err(Error::request);
+        let request = request.body(Full::default()).map_err(Error::request);
         let send = self.send.clone();
         let timeout = self.config.connect_timeout;
         Box::pin(async move {
@@ -255,6 +292,7 @@ impl EventSource {
                     status: 204,
                     code: None,
                     message: None,
+                    outcome: None,
                 }),
                 Ok(Err(err)) => Err(err),
                 Err(_) => Err(Error::Timeout(timeout)),
@@ -326,19 +364,13 @@ impl Stream for EventSource {
             }
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
-                State::Ready => this.state = State::Connecting(this.connect()),
+                State::Ready => this.state = State::Connecting(this.open()),
                 State::Waiting(sleep) => {
                     ready!(sleep.as_mut().poll(cx));
                     this.state = State::Ready;
                 }
                 State::Connecting(connecting) => match ready!(connecting.as_mut().poll(cx)) {
-                    Ok(body) => {
-                        this.parser.restart();
-                        this.state = State::Streaming {
-                            body,
-                            idle: this.idle_timer(),
-                        };
-                    }
+                    Ok(body) => this.streaming(body),
                     Err(Error::Status { status: 204, .. }) => this.state = State::Done,
                     Err(err) => {
                         if err.is_fatal() {

@@ -40,7 +40,11 @@ async fn delivers_messages_with_their_names_and_exact_bytes() {
     let server = Server::start(handler.clone()).await;
     let first = publish(&hub, "first").await;
     let config = quick().with_start(Start::Earliest);
-    let mut items = drive(EventSource::new(&server.url("/sse/c"), config).unwrap());
+    let mut items = drive(
+        EventSource::connect(&server.url("/sse/c"), config)
+            .await
+            .unwrap(),
+    );
     assert_eq!(next_data(&mut items).await, "first");
 
     let named = Publication::new("a\r\nb").with_event("price".parse::<EventName>().unwrap());
@@ -68,7 +72,11 @@ async fn a_lifetime_end_is_followed_by_a_resume_with_last_event_id() {
         .with_max_lifetime(Duration::from_millis(30));
     let gate = Gate::new(SseHandler::new(hub.clone(), config));
     let server = Server::start(gate.clone()).await;
-    let mut items = drive(EventSource::new(&server.url("/sse/c"), quick()).unwrap());
+    let mut items = drive(
+        EventSource::connect(&server.url("/sse/c"), quick())
+            .await
+            .unwrap(),
+    );
     until("the first stream", || gate.handler.connections() == 1).await;
     let mut published = Vec::new();
     let mut received = Vec::new();
@@ -96,7 +104,11 @@ async fn a_restarted_server_is_reported_as_a_reset() {
     let hub = MemoryHub::new();
     let server = Server::start(SseHandler::new(hub.clone(), SseConfig::default())).await;
     let addr = server.addr;
-    let mut items = drive(EventSource::new(&server.url("/sse/c"), quick()).unwrap());
+    let mut items = drive(
+        EventSource::connect(&server.url("/sse/c"), quick())
+            .await
+            .unwrap(),
+    );
     let handler_hub = hub.clone();
     within("the first message", async {
         loop {
@@ -146,7 +158,11 @@ async fn retries_5xx_with_backoff_and_recovers() {
         ));
     }
     let server = Server::start(gate.clone()).await;
-    let mut items = drive(EventSource::new(&server.url("/sse/c"), quick()).unwrap());
+    let mut items = drive(
+        EventSource::connect(&server.url("/sse/c"), quick())
+            .await
+            .unwrap(),
+    );
     for _ in 0..3 {
         match within("an error", items.next()).await {
             Some(Err(ClientError::Status {
@@ -166,13 +182,15 @@ async fn retries_5xx_with_backoff_and_recovers() {
 }
 
 #[tokio::test]
-async fn a_204_ends_the_stream_without_an_error() {
+async fn a_204_at_connect_ends_it_without_reconnecting() {
     let hub = MemoryHub::new();
     let gate = Gate::new(SseHandler::new(hub.clone(), SseConfig::default()));
     gate.queue(Canned::Status(StatusCode::NO_CONTENT, ""));
     let server = Server::start(gate.clone()).await;
-    let mut source = EventSource::new(&server.url("/sse/c"), quick()).unwrap();
-    assert!(within("the end", source.next()).await.is_none());
+    match EventSource::connect(&server.url("/sse/c"), quick()).await {
+        Err(ClientError::Status { status: 204, .. }) => {}
+        other => panic!("expected the 204 to end it, got {other:?}"),
+    }
     assert_eq!(
         gate.seen.lock().unwrap().len(),
         1,
@@ -184,29 +202,26 @@ async fn a_204_ends_the_stream_without_an_error() {
 async fn a_4xx_or_a_wrong_content_type_is_fatal() {
     let hub = MemoryHub::new();
     let server = Server::start(SseHandler::new(hub.clone(), SseConfig::default())).await;
-    let mut source = EventSource::new(&server.url("/sse/bad%20name"), quick()).unwrap();
-    match within("an error", source.next()).await {
-        Some(Err(err @ ClientError::Status { status: 400, .. })) => assert!(err.is_fatal()),
+    // The stream opens in `connect`: a refusal is its error.
+    match EventSource::connect(&server.url("/sse/bad%20name"), quick()).await {
+        Err(err @ ClientError::Status { status: 400, .. }) => assert!(err.is_fatal()),
         other => panic!("expected a 400, got {other:?}"),
     }
-    assert!(within("the end", source.next()).await.is_none());
 
     let gate = Gate::new(SseHandler::new(hub.clone(), SseConfig::default()));
     gate.queue(Canned::Typed("text/plain"));
     let server = Server::start(gate.clone()).await;
-    let mut source = EventSource::new(&server.url("/sse/c"), quick()).unwrap();
-    match within("an error", source.next()).await {
-        Some(Err(err @ ClientError::WrongContentType { .. })) => {
+    match EventSource::connect(&server.url("/sse/c"), quick()).await {
+        Err(err @ ClientError::WrongContentType { .. }) => {
             assert!(err.is_fatal());
             assert!(err.to_string().contains("text/event-stream"), "{err}");
         }
         other => panic!("expected a refusal of text/plain, got {other:?}"),
     }
-    assert!(within("the end", source.next()).await.is_none());
     assert_eq!(gate.seen.lock().unwrap().len(), 1);
 
     assert!(matches!(
-        EventSource::new("not a url", quick()),
+        EventSource::connect("not a url", quick()).await,
         Err(ClientError::InvalidUrl { .. })
     ));
 }
@@ -217,7 +232,9 @@ async fn a_content_type_with_parameters_is_fine() {
     let gate = Gate::new(SseHandler::new(hub.clone(), SseConfig::default()));
     gate.queue(Canned::Typed("Text/Event-Stream; charset=utf-8"));
     let server = Server::start(gate.clone()).await;
-    let mut source = EventSource::new(&server.url("/sse/c"), quick()).unwrap();
+    let mut source = EventSource::connect(&server.url("/sse/c"), quick())
+        .await
+        .unwrap();
     // The canned stream's event is not push's JSON: a passing protocol error.
     match within("an item", source.next()).await {
         Some(Err(ClientError::Protocol(_))) => {}
@@ -232,10 +249,11 @@ async fn a_silent_server_is_given_up_after_the_idle_timeout() {
     let config = SseConfig::default().with_keep_alive(Duration::from_secs(3600));
     let gate = Gate::new(SseHandler::new(hub.clone(), config));
     let server = Server::start(gate.clone()).await;
-    let source = EventSource::new(
+    let source = EventSource::connect(
         &server.url("/sse/c"),
         quick().with_idle_timeout(Some(Duration::from_secs(10))),
     )
+    .await
     .unwrap();
     let mut items = drive(source);
     match within("the idle timeout", items.next()).await {
@@ -255,7 +273,11 @@ async fn a_gap_while_away_comes_first_then_the_rest() {
         publish(&hub, n.to_string()).await;
     }
     let config = quick().with_start(Start::After(seen));
-    let mut items = drive(EventSource::new(&server.url("/sse/c"), config).unwrap());
+    let mut items = drive(
+        EventSource::connect(&server.url("/sse/c"), config)
+            .await
+            .unwrap(),
+    );
     let Item::Signal(Signal::Gap(gap)) = next_item(&mut items).await else {
         panic!("expected a gap")
     };

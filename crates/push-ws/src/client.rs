@@ -52,6 +52,9 @@ pub struct WsClientConfig {
     /// lags, the client stops reading and the server's history takes over:
     /// a gap, never unbounded memory.
     pub buffer: usize,
+    /// Headers sent with every handshake, reconnects included
+    /// (`with_header`), and TLS for `wss://`.
+    pub http: push_http::client::HttpOptions,
 }
 
 impl Default for WsClientConfig {
@@ -64,9 +67,12 @@ impl Default for WsClientConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             max_message_bytes: 16 << 20,
             buffer: 256,
+            http: push_http::client::HttpOptions::default(),
         }
     }
 }
+
+push_http::client_options!(WsClientConfig);
 
 impl WsClientConfig {
     /// Sets [`start`](Self::start).
@@ -97,13 +103,18 @@ impl WsClientConfig {
 /// with backoff and `since` set to the last item's cursor: nothing lost,
 /// nothing twice.
 ///
+/// [`WsSubscriber::connect`] returns once the socket is open and, for a
+/// live start, the server has said where it starts: everything published
+/// after it returns is delivered.
+///
 /// ```no_run
 /// use futures_util::StreamExt;
 /// use push_core::Item;
 /// use push_ws::{WsClientConfig, WsSubscriber};
 ///
 /// # async fn run() -> Result<(), push_ws::Error> {
-/// let mut news = WsSubscriber::new("ws://127.0.0.1:8080/ws/news", WsClientConfig::default())?;
+/// let config = WsClientConfig::default().with_header("authorization", "Bearer token");
+/// let mut news = WsSubscriber::connect("ws://127.0.0.1:8080/ws/news", config).await?;
 /// while let Some(item) = news.next().await {
 ///     if let Ok(Item::Message(m)) = item {
 ///         println!("{}", String::from_utf8_lossy(m.data()));
@@ -117,13 +128,23 @@ pub struct WsSubscriber {
 }
 
 impl WsSubscriber {
-    /// A subscriber of `url` (`ws://host:port/ws/{channel}`); the channel is
-    /// the URL's last path segment.
+    /// A subscriber of `url` (`ws://host:port/ws/{channel}`, or `wss://`
+    /// with the `rustls` feature); the channel is the URL's last path
+    /// segment. It connects at once, in a task of its own, and returns
+    /// when the socket is open and a live start is pinned to the channel's
+    /// head (the server's `subscribed` frame), so that nothing published
+    /// from now on is missed. When the first attempt fails in passing (a
+    /// network error, a `5xx`), the subscriber is returned all the same: it
+    /// hands out the error first and reconnects with backoff.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host and a
-    /// channel, or when called outside a tokio runtime.
-    pub fn new(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` (or `wss://`
+    /// with the `rustls` feature) with a host and a channel, or when called
+    /// outside a tokio runtime; [`Error::InvalidHeader`] for a header that
+    /// is not valid HTTP; or the first handshake's fatal error (a refusal
+    /// such as `401` or `404`).
+    pub async fn connect(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        config.http.check()?;
         let uri = check_url(url)?;
         // The server's own rule for `/ws/{channel}` (percent-decoded).
         let no_query = push_http::Query::parse(None, 0).map_err(Error::Protocol)?;
@@ -132,8 +153,10 @@ impl WsSubscriber {
             .map_err(|_| invalid(url, "its last path segment is not a channel name"))?;
         let mut subscriptions = HashMap::new();
         subscriptions.insert(channel, config.start);
-        let (items, task) = spawn(Target::Channel(uri), config, subscriptions, None, url)?;
-        Ok(WsSubscriber { items, task })
+        let (items, task, ready) = spawn(Target::Channel(uri), config, subscriptions, None, url)?;
+        let subscriber = WsSubscriber { items, task };
+        opened(ready).await?;
+        Ok(subscriber)
     }
 }
 
@@ -170,7 +193,7 @@ impl fmt::Debug for WsSubscriber {
 /// use push_ws::{WsClientConfig, WsSession};
 ///
 /// # async fn run() -> Result<(), push_ws::Error> {
-/// let mut session = WsSession::connect("ws://127.0.0.1:8080/ws", WsClientConfig::default())?;
+/// let mut session = WsSession::connect("ws://127.0.0.1:8080/ws", WsClientConfig::default()).await?;
 /// let control = session.control();
 /// let room = "room:1".parse()?;
 /// control.subscribe(&room, Start::Live).await?;
@@ -187,26 +210,37 @@ pub struct WsSession {
 }
 
 impl WsSession {
-    /// A session with the command endpoint at `url` (`ws://host:port/ws`).
+    /// A session with the command endpoint at `url` (`ws://host:port/ws`,
+    /// or `wss://` with the `rustls` feature). It connects at once, in a
+    /// task of its own, and returns when the socket is open. When the
+    /// first attempt fails in passing (a network error, a `5xx`), the
+    /// session is returned all the same: it hands out the error first and
+    /// reconnects with backoff.
     ///
     /// # Errors
-    /// [`Error::InvalidUrl`] for a URL that is not `ws://` with a host, or
-    /// when called outside a tokio runtime.
-    pub fn connect(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+    /// [`Error::InvalidUrl`] for a URL that is not `ws://` (or `wss://`
+    /// with the `rustls` feature) with a host, or when called outside a
+    /// tokio runtime; [`Error::InvalidHeader`] for a header that is not
+    /// valid HTTP; or the first handshake's fatal error (a refusal such as
+    /// `401` or `404`).
+    pub async fn connect(url: &str, config: WsClientConfig) -> Result<Self, Error> {
+        config.http.check()?;
         let uri = check_url(url)?;
         let (ops, receiver) = mpsc::unbounded_channel();
-        let (items, task) = spawn(
+        let (items, task, ready) = spawn(
             Target::Commands(uri),
             config,
             HashMap::new(),
             Some(receiver),
             url,
         )?;
-        Ok(WsSession {
+        let session = WsSession {
             items,
             control: WsControl { ops },
             task,
-        })
+        };
+        opened(ready).await?;
+        Ok(session)
     }
 
     /// A handle to subscribe, unsubscribe and publish; clone it freely.
@@ -321,10 +355,11 @@ fn spawn(
     subscriptions: HashMap<ChannelName, Start>,
     ops: Option<mpsc::UnboundedReceiver<Op>>,
     url: &str,
-) -> Result<(Received, JoinHandle<()>), Error> {
+) -> Result<(Received, JoinHandle<()>, Ready), Error> {
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|_| invalid(url, "the client must be made inside a tokio runtime"))?;
     let (items, receiver) = mpsc::channel(config.buffer.max(1));
+    let (ready, opened) = oneshot::channel();
     let worker = Worker {
         backoff: Backoff::new(config.initial_backoff, config.max_backoff),
         target,
@@ -334,8 +369,19 @@ fn spawn(
         subscriptions,
         waiting: HashMap::new(),
         next_ref: 0,
+        ready: Some(ready),
     };
-    Ok((receiver, runtime.spawn(worker.run())))
+    Ok((receiver, runtime.spawn(worker.run()), opened))
+}
+
+/// Told once how the first connection went: `Ok` when the client may be
+/// handed out (open and pinned, or failed in passing), the error when it
+/// failed for good.
+type Ready = oneshot::Receiver<Result<(), Error>>;
+
+/// Waits for the first connection (see [`Ready`]).
+async fn opened(ready: Ready) -> Result<(), Error> {
+    ready.await.map_err(|_| gone())?
 }
 
 /// What an answer with a given `ref` resolves.
@@ -356,10 +402,56 @@ struct Worker {
     subscriptions: HashMap<ChannelName, Start>,
     waiting: HashMap<u64, Waiting>,
     next_ref: u64,
+    /// Until the first connection is open (and a live channel socket
+    /// pinned), or has failed: who waits for it.
+    ready: Option<oneshot::Sender<Result<(), Error>>>,
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A connection's bytes: plain TCP, or TLS over it for `wss://`.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+type Socket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// Opens the connection `uri` names: TCP, with TLS for `wss://` (rustls,
+/// offering only HTTP/1.1 by ALPN: the handshake is HTTP/1.1, whatever the
+/// given TLS configuration names).
+async fn open(uri: &Uri, http: &push_http::client::HttpOptions) -> Result<Box<dyn Io>, Error> {
+    let secure = uri.scheme_str() == Some("wss");
+    let host = uri.host().unwrap_or_default();
+    // An IPv6 literal is written in brackets.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(Error::request)?;
+    tcp.set_nodelay(true).map_err(Error::request)?;
+    if !secure {
+        let _ = http;
+        return Ok(Box::new(tcp));
+    }
+    #[cfg(feature = "rustls")]
+    {
+        let mut tls = (*http.tls_config()?).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = push_http::client::rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|_| invalid(&uri.to_string(), "its host is not a TLS server name"))?;
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .map_err(Error::request)?;
+        Ok(Box::new(stream))
+    }
+    #[cfg(not(feature = "rustls"))]
+    Err(invalid(
+        &uri.to_string(),
+        "wss:// needs TLS, which this build leaves out: enable the `rustls` feature",
+    ))
+}
 
 /// Why a connection ended.
 enum Ended {
@@ -373,16 +465,26 @@ impl Worker {
     async fn run(mut self) {
         loop {
             match self.connect().await {
-                Ok(socket) => match self.session(socket).await {
-                    Ended::Stop => return,
-                    Ended::Retry(err) => {
-                        if let Some(err) = err
-                            && self.items.send(Err(err)).await.is_err()
-                        {
-                            return;
+                Ok(socket) => {
+                    if !self.pins_first() {
+                        self.opened(Ok(()));
+                    }
+                    let ended = self.session(socket).await;
+                    match ended {
+                        Ended::Stop => return,
+                        Ended::Retry(err) => {
+                            if let Some(err) = err
+                                && self.items.send(Err(err)).await.is_err()
+                            {
+                                return;
+                            }
                         }
                     }
-                },
+                }
+                Err(err) if err.is_fatal() && self.ready.is_some() => {
+                    self.opened(Err(err));
+                    return;
+                }
                 Err(err) => {
                     let fatal = err.is_fatal();
                     if self.items.send(Err(err)).await.is_err() || fatal {
@@ -390,6 +492,8 @@ impl Worker {
                     }
                 }
             }
+            // Handed out all the same: the error first, then what comes.
+            self.opened(Ok(()));
             // What was in flight is lost with the connection.
             let waiting = std::mem::take(&mut self.waiting);
             for waiting in waiting.into_values() {
@@ -427,19 +531,22 @@ impl Worker {
             }
         };
         request.headers_mut().remove(http::header::ORIGIN);
+        self.config.http.apply(request.headers_mut());
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(self.config.max_message_bytes))
             .max_frame_size(Some(self.config.max_message_bytes));
         let timeout = self.config.connect_timeout;
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let uri = request.uri().clone();
+        let http = &self.config.http;
+        let connecting = async move {
+            let stream = open(&uri, http).await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+                .await
+                .map_err(handshake_error)
+        };
         match tokio::time::timeout(timeout, connecting).await {
             Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Err(tungstenite::Error::Http(response))) => {
-                let status = response.status().as_u16();
-                let body = response.body().as_deref().unwrap_or_default();
-                Err(Error::status(status, body))
-            }
-            Ok(Err(err)) => Err(Error::request(err)),
+            Ok(Err(err)) => Err(err),
             Ok(Ok((socket, _response))) => Ok(socket),
         }
     }
@@ -547,7 +654,14 @@ impl Worker {
 
     /// Handles one text frame; `Some` when the connection should end.
     async fn received(&mut self, text: &str) -> Option<Ended> {
-        let delivery = match parse_frame(text) {
+        // The first frame of a live channel socket says where it starts
+        // (`subscribed`); any frame at all says the socket is subscribed.
+        let frame = parse_frame(text);
+        if let Ok(Frame::Subscribed(channel, head)) = &frame {
+            self.pin(channel, *head);
+        }
+        self.opened(Ok(()));
+        let delivery = match frame {
             Ok(Frame::Delivery(channel, item)) => {
                 if let Some(start) = self.subscriptions.get_mut(&channel) {
                     *start = Start::After(item.cursor());
@@ -557,10 +671,7 @@ impl Worker {
                 }
                 Ok((channel, item))
             }
-            Ok(Frame::Subscribed(channel, head)) => {
-                self.pin(&channel, head);
-                return None;
-            }
+            Ok(Frame::Subscribed(..)) => return None,
             Ok(Frame::Answer(reference, answer)) => {
                 match reference.and_then(|r| self.waiting.remove(&r)) {
                     Some(Waiting::Caller(reply, subscribed)) => {
@@ -595,6 +706,23 @@ impl Worker {
 }
 
 impl Worker {
+    /// `true` for a live channel socket: it is ready once the server said
+    /// where it starts (`subscribed`), not when the handshake is done.
+    fn pins_first(&self) -> bool {
+        matches!(self.target, Target::Channel(_))
+            && self
+                .subscriptions
+                .values()
+                .all(|start| *start == Start::Live)
+    }
+
+    /// Tells whoever waits for the first connection how it went (once).
+    fn opened(&mut self, result: Result<(), Error>) {
+        if let Some(ready) = self.ready.take() {
+            let _ = ready.send(result);
+        }
+    }
+
     /// A live subscription learns where it starts: it resumes from there.
     fn pin(&mut self, channel: &ChannelName, head: Cursor) {
         if let Some(start @ Start::Live) = self.subscriptions.get_mut(channel) {
@@ -668,6 +796,7 @@ fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
                     status: 400,
                     code: text_of("code"),
                     message: text_of("message"),
+                    outcome: text_of("outcome"),
                 }),
             ))
         }
@@ -682,11 +811,25 @@ fn check_url(url: &str) -> Result<Uri, Error> {
     }
     match uri.scheme_str() {
         Some("ws") => Ok(uri),
+        Some("wss") if cfg!(feature = "rustls") => Ok(uri),
         Some("wss") => Err(invalid(
             url,
-            "wss:// needs TLS, which this build does not include",
+            "wss:// needs TLS, which this build leaves out: enable the `rustls` feature",
         )),
-        _ => Err(invalid(url, "it needs the ws:// scheme")),
+        _ => Err(invalid(url, "it needs the ws:// or wss:// scheme")),
+    }
+}
+
+/// A refused handshake is the server's status and error body; anything
+/// else, a failed request.
+fn handshake_error(err: tungstenite::Error) -> Error {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response.body().as_deref().unwrap_or_default();
+            Error::status(status, body)
+        }
+        err => Error::request(err),
     }
 }
 

@@ -12,10 +12,11 @@ use push_core::BoxError;
 /// ```
 /// use push_http::ClientError;
 ///
-/// let refused = ClientError::Status { status: 400, code: Some("invalid_channel".into()), message: None };
+/// let refused = ClientError::status(400, br#"{"error":{"code":"invalid_channel","message":"bad"}}"#);
 /// assert!(refused.is_fatal());
-/// let busy = ClientError::Status { status: 503, code: None, message: None };
+/// let busy = ClientError::status(503, br#"{"error":{"code":"unavailable","message":"m","outcome":"unknown"}}"#);
 /// assert!(!busy.is_fatal());
+/// assert_eq!(busy.may_have_happened(), Some(true));
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -27,6 +28,12 @@ pub enum ClientError {
         url: String,
         /// What is wrong with it.
         reason: &'static str,
+    },
+    /// A header given to the client (`with_header`) is not valid HTTP.
+    #[error("invalid header: {reason}")]
+    InvalidHeader {
+        /// What is wrong with it.
+        reason: String,
     },
     /// Connecting or talking to the server failed.
     #[error("request failed: {0}")]
@@ -43,6 +50,10 @@ pub enum ClientError {
         code: Option<String>,
         /// The error `message` from the JSON body, when there is one.
         message: Option<String>,
+        /// The error `outcome` from the JSON body of a `503` (`"not_done"`,
+        /// `"unknown"`: whether the operation may have happened anyway,
+        /// docs/protocol.md §1.8), when there is one.
+        outcome: Option<String>,
     },
     /// The server answered `200` with a body the client cannot read (an SSE
     /// client given something other than `text/event-stream`). As the SSE
@@ -60,11 +71,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// `true` when retrying cannot help: a bad URL, a wrong content type, or
+    /// `true` when retrying cannot help: a bad URL or header, a wrong content type, or
     /// a 4xx other than 408 (timeout) and 429 (too many requests).
     pub fn is_fatal(&self) -> bool {
         match self {
-            ClientError::InvalidUrl { .. } | ClientError::WrongContentType { .. } => true,
+            ClientError::InvalidUrl { .. }
+            | ClientError::InvalidHeader { .. }
+            | ClientError::WrongContentType { .. } => true,
             ClientError::Status { status, .. } => {
                 (400..500).contains(status) && *status != 408 && *status != 429
             }
@@ -76,10 +89,32 @@ impl ClientError {
     /// JSON error `body` when it is one.
     pub fn status(status: u16, body: &[u8]) -> Self {
         let (code, message) = push_core::wire::json::parse_error(body).unzip();
+        let outcome = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|body| Some(body.get("error")?.get("outcome")?.as_str()?.to_owned()));
         ClientError::Status {
             status,
             code,
             message,
+            outcome,
+        }
+    }
+
+    /// For an answer that says so (`outcome`), whether the operation may
+    /// have happened anyway: `Some(false)` for `"not_done"`, `Some(true)`
+    /// for `"unknown"`, as [`push_core::Error::may_have_happened`]; `None`
+    /// otherwise.
+    pub fn may_have_happened(&self) -> Option<bool> {
+        match self {
+            ClientError::Status {
+                outcome: Some(outcome),
+                ..
+            } => match outcome.as_str() {
+                "not_done" => Some(false),
+                "unknown" => Some(true),
+                _ => None,
+            },
+            _ => None,
         }
     }
 

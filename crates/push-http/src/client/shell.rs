@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, Uri};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
@@ -19,29 +19,50 @@ use hyper_util::rt::TokioExecutor;
 use push_core::Item;
 use tokio::time::{Sleep, sleep};
 
-use super::Resume;
+use super::{HttpOptions, Resume};
 use crate::ClientError;
 
 /// A boxed, sendable future: what the shell keeps in flight.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-type SendFn = dyn Fn(Request<Empty<Bytes>>) -> BoxFuture<Result<Response<Incoming>, ClientError>>
+type SendFn = dyn Fn(Request<Full<Bytes>>) -> BoxFuture<Result<Response<Incoming>, ClientError>>
     + Send
     + Sync;
 
-/// Sends a client's requests: hyper-util's pooled HTTP/1.1 client, or one
-/// you built (for TLS, a proxy, or a shared pool).
+/// Sends a client's requests: hyper-util's pooled HTTP/1.1 client (with
+/// rustls for `https://` under the `rustls` feature), or one you built (for
+/// a proxy, or a pool shared by several clients).
 #[derive(Clone)]
 pub struct Sender(Arc<SendFn>);
 
 impl Sender {
-    /// Over a pooled HTTP/1.1 client of its own.
-    pub fn new() -> Self {
-        Self::with_client(Client::builder(TokioExecutor::new()).build(HttpConnector::new()))
+    /// Over a pooled HTTP/1.1 client of its own, with the TLS settings of
+    /// `options` when the `rustls` feature is on.
+    ///
+    /// # Errors
+    /// [`ClientError::Request`] when the TLS configuration cannot be built.
+    pub fn new(options: &HttpOptions) -> Result<Self, ClientError> {
+        let builder = Client::builder(TokioExecutor::new());
+        #[cfg(feature = "rustls")]
+        {
+            let mut http = HttpConnector::new();
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config((*options.tls_config()?).clone())
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            Ok(Self::with_client(builder.build(https)))
+        }
+        #[cfg(not(feature = "rustls"))]
+        {
+            let _ = options;
+            Ok(Self::with_client(builder.build(HttpConnector::new())))
+        }
     }
 
     /// Through `client`.
-    pub fn with_client<C>(client: Client<C, Empty<Bytes>>) -> Self
+    pub fn with_client<C>(client: Client<C, Full<Bytes>>) -> Self
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
@@ -54,15 +75,9 @@ impl Sender {
     /// Sends `request`; the answer's head, its body still to read.
     pub fn send(
         &self,
-        request: Request<Empty<Bytes>>,
+        request: Request<Full<Bytes>>,
     ) -> BoxFuture<Result<Response<Incoming>, ClientError>> {
         (self.0)(request)
-    }
-}
-
-impl Default for Sender {
-    fn default() -> Self {
-        Sender::new()
     }
 }
 
@@ -72,20 +87,30 @@ impl fmt::Debug for Sender {
     }
 }
 
-/// `url` as a URI the clients can use: one with a scheme and a host.
+/// `url` as a URI the clients can use: `http://` or `https://` (with the
+/// `rustls` feature) and a host.
 ///
 /// # Errors
-/// [`ClientError::InvalidUrl`] otherwise.
+/// [`ClientError::InvalidUrl`] otherwise; for `https://` in a build without
+/// the `rustls` feature, saying so.
 pub fn parse_url(url: &str) -> Result<Uri, ClientError> {
     let invalid = |reason| ClientError::InvalidUrl {
         url: url.to_owned(),
         reason,
     };
     let parsed: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    if parsed.scheme().is_none() || parsed.host().is_none() {
+    if parsed.host().is_none() {
         return Err(invalid("it needs a scheme and a host"));
     }
-    Ok(parsed)
+    match parsed.scheme_str() {
+        Some("http") => Ok(parsed),
+        Some("https") if cfg!(feature = "rustls") => Ok(parsed),
+        Some("https") => Err(invalid(
+            "https:// needs TLS, which this build leaves out: enable the `rustls` feature",
+        )),
+        Some(_) => Err(invalid("it needs the http:// or https:// scheme")),
+        None => Err(invalid("it needs a scheme and a host")),
+    }
 }
 
 /// `url` with `params` added to its query (see
@@ -169,6 +194,37 @@ impl<E: Exchange> Polling<E> {
         }
     }
 
+    /// Asks with `exchange` from `resume` at once, and takes in the answer
+    /// before returning: a live start is pinned to the channel's head now,
+    /// so that everything published from here on is delivered. When that
+    /// first request fails in passing (a network error, a `5xx`), the
+    /// client is returned all the same: it hands out the error first, backs
+    /// off and asks again, and the first answer pins the start.
+    ///
+    /// # Errors
+    /// A fatal error of the first request ([`ClientError::is_fatal`]: a bad
+    /// URL or header, a refusal such as `400` or `401`).
+    pub async fn connect(exchange: E, resume: Resume) -> Result<Self, ClientError> {
+        let mut polling = Polling::new(exchange, resume);
+        match polling.exchange.request(&polling.resume).await {
+            Ok(answer) => polling.take(answer),
+            Err(err) if err.is_fatal() => return Err(err),
+            Err(err) => {
+                polling.resume.take_error(err);
+                polling.state = State::Waiting(Box::pin(sleep(polling.resume.retry_delay())));
+            }
+        }
+        Ok(polling)
+    }
+
+    /// Takes in `answer`; the next request waits as the exchange says.
+    fn take(&mut self, answer: E::Answer) {
+        self.state = match self.exchange.answered(&mut self.resume, answer) {
+            None => State::Ready,
+            Some(delay) => State::Waiting(Box::pin(sleep(delay))),
+        };
+    }
+
     /// The client's own part.
     pub fn exchange(&self) -> &E {
         &self.exchange
@@ -193,12 +249,7 @@ impl<E: Exchange> Polling<E> {
                     self.state = State::Ready;
                 }
                 State::Requesting(request) => match ready!(request.as_mut().poll(cx)) {
-                    Ok(answer) => {
-                        self.state = match self.exchange.answered(&mut self.resume, answer) {
-                            None => State::Ready,
-                            Some(delay) => State::Waiting(Box::pin(sleep(delay))),
-                        };
-                    }
+                    Ok(answer) => self.take(answer),
                     Err(err) => {
                         self.state = if err.is_fatal() {
                             State::Done
@@ -310,7 +361,11 @@ mod tests {
     #[test]
     fn urls_need_a_scheme_and_a_host() {
         assert!(parse_url("http://h:1/poll/a").is_ok());
-        for bad in ["/poll/a", "h:1/poll/a", "not a url"] {
+        assert_eq!(
+            parse_url("https://h/poll/a").is_ok(),
+            cfg!(feature = "rustls")
+        );
+        for bad in ["/poll/a", "h:1/poll/a", "not a url", "ftp://h/poll/a"] {
             assert!(
                 matches!(parse_url(bad), Err(ClientError::InvalidUrl { .. })),
                 "{bad}"
