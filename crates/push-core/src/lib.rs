@@ -46,6 +46,7 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod content;
 mod cursor;
 mod either;
 mod error;
@@ -62,6 +63,7 @@ pub mod wire;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
+pub use crate::content::{ContentKind, MAX_JSON_DEPTH};
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::either::Either;
 pub use crate::error::{BoxError, Error};
