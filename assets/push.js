@@ -8,6 +8,7 @@
 //
 //   import { subscribe } from "/push.js";
 //   const news = subscribe("news", (m) => console.log(m.id, m.data));
+//   // m.data: text, bytes, or the parsed value of a JSON message (m.json)
 //   // ... later: news.close();
 
 /** The techniques, most preferred first: the default order. */
@@ -69,7 +70,11 @@ export class PushError extends Error {
  * @property {string} id its cursor (opaque: compare for equality only)
  * @property {string} [event] its event name, when the publisher gave one
  * @property {number} time when the server accepted it, ms since the Unix epoch
- * @property {string|Uint8Array} data text, or the bytes of binary data
+ * @property {*} data text (a string), the bytes of binary data (a
+ *   Uint8Array), or for a message published as JSON the parsed value
+ *   (any JSON value: object, array, number, boolean, null, or a string)
+ * @property {boolean} [json] true when it was published as JSON: tells a
+ *   JSON string value from text
  */
 
 /**
@@ -140,11 +145,17 @@ export function subscribe(channel, onMessage, options = {}) {
  * network error, a `408`, `429` or `503` is retried with the same key (so a
  * publish that was stored before its answer got lost is not stored twice).
  *
+ * A string is published as text, a Uint8Array, ArrayBuffer or Blob as its
+ * bytes; any other value (object, array, number, boolean, null) as JSON
+ * (`JSON.stringify`, `Content-Type: application/json`), which subscribers
+ * receive parsed. `{json: true}` publishes a string as a JSON string value.
+ *
  * @param {string} channel
- * @param {string|Uint8Array|Blob} data
- * @param {{url?: string, token?: string, event?: string, key?: string, retries?: number}} [options]
+ * @param {*} data
+ * @param {{url?: string, token?: string, event?: string, key?: string, retries?: number, json?: boolean}} [options]
  *   `token` is the publisher secret, sent as `Authorization: Bearer`; `key`
- *   the idempotency key; `retries` how many times to retry (default 3)
+ *   the idempotency key; `retries` how many times to retry (default 3);
+ *   `json` publishes `data` as JSON whatever its type
  * @returns {Promise<{id: string}>} the message's cursor
  */
 export async function publish(channel, data, options = {}) {
@@ -152,6 +163,13 @@ export async function publish(channel, data, options = {}) {
   const key = options.key ?? newKey();
   const headers = { "Idempotency-Key": key };
   if (options.token) headers.Authorization = `Bearer ${options.token}`;
+  const asJson = options.json === true || !(typeof data === "string" || isBytes(data));
+  if (asJson) {
+    const text = JSON.stringify(data);
+    if (text === undefined) throw new TypeError("push: this value cannot be published as JSON");
+    data = text;
+    headers["Content-Type"] = "application/json";
+  }
   const url = `${baseUrl(options.url)}/pub/${encodeURIComponent(channel)}${query}`;
   const retries = options.retries ?? 3;
   for (let attempt = 0; ; attempt++) {
@@ -169,6 +187,15 @@ export async function publish(channel, data, options = {}) {
     if (attempt >= retries) throw error;
     await sleep(Math.min(4000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2));
   }
+}
+
+/** Data `fetch` sends as bytes. */
+function isBytes(data) {
+  return (
+    ArrayBuffer.isView(data) ||
+    data instanceof ArrayBuffer ||
+    (typeof Blob === "function" && data instanceof Blob)
+  );
 }
 
 /** Resolves after `ms` milliseconds. */
@@ -349,6 +376,10 @@ export class Subscription {
     if (envelope.encoding === "base64") {
       const { encoding, ...rest } = envelope;
       message = { ...rest, data: decodeBase64(envelope.data) };
+    } else if (envelope.encoding === "json") {
+      // `data` is the value itself, parsed with the envelope.
+      const { encoding, ...rest } = envelope;
+      message = { ...rest, json: true };
     }
     try {
       this.#onMessage(message);

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONNECTION;
+use http::header::{CONNECTION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Body;
-use push_core::{Error, EventName, Hub, IdempotencyKey, Publication};
+use push_core::{ContentKind, Error, EventName, Hub, IdempotencyKey, Publication};
 use push_http::{ChannelLocator, Head};
 
 /// The header a publisher names its idempotency key with.
@@ -27,7 +27,10 @@ pub(super) struct Publisher<H> {
 }
 
 impl<H: Hub> Publisher<H> {
-    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`.
+    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`. A
+    /// body sent as `application/json` (or `application/*+json`) is
+    /// published as JSON, and refused with `400 invalid_json` when it is not
+    /// one JSON value.
     pub(super) async fn publish<B>(&self, head: Head, body: B) -> Response<Full<Bytes>>
     where
         B: Body + Send + 'static,
@@ -98,7 +101,13 @@ impl<H: Hub> Publisher<H> {
                 );
             }
         };
-        let mut publication = Publication::new(data);
+        let mut publication = match content_kind(head.headers()) {
+            ContentKind::Json => match Publication::json(data) {
+                Ok(publication) => publication,
+                Err(err) => return push_http::error_for(&err),
+            },
+            _ => Publication::new(data),
+        };
         if let Some(event) = event {
             publication = publication.with_event(event);
         }
@@ -121,6 +130,14 @@ impl<H: Hub> Publisher<H> {
             }
         }
     }
+}
+
+/// What a publish's `Content-Type` says its body is (bytes without one).
+fn content_kind(headers: &HeaderMap) -> ContentKind {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map_or(ContentKind::Bytes, ContentKind::of_media_type)
 }
 
 /// The `Idempotency-Key` of a publish, if it names one (once).

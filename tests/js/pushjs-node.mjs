@@ -352,6 +352,56 @@ for (const list of LISTS) {
   });
 }
 
+// 1b. JSON data: publish() sends non-string values as JSON, and every
+// technique hands the parsed value to the callback (with `json: true`), a
+// string published as text stays text, a JSON string value stays apart.
+for (const list of LISTS) {
+  await section(`JSON data over ${listName(list)}`, async () => {
+    const name = listName(list);
+    const channel = channelFor(`json-${name}`);
+    const got = record(channel, { ...QUICK, transports: list ?? undefined, since: 'earliest' });
+    const published = [
+      [{ a: [1, 'two'], n: 2.5, nested: { ok: true } }, {}],
+      ['hi', {}],
+      ['hi', { json: true }],
+      [42, {}],
+      [null, {}],
+      [['x', { y: null }], {}],
+    ];
+    for (const [data, options] of published) await pushPublish(channel, data, { url: BASE, ...options });
+    await got.until(published.length, 'JSON messages');
+    const seen = got.messages.map((m) => [m.json === true, JSON.stringify(m.data), 'encoding' in m]);
+    const expected = published.map(([data, options]) => [typeof data !== 'string' || options.json === true, JSON.stringify(data), false]);
+    check(
+      JSON.stringify(seen) === JSON.stringify(expected),
+      `${name}: JSON values parsed, text as text (${JSON.stringify(seen)})`,
+    );
+    check(typeof got.messages[0].data === 'object' && got.messages[0].data.nested.ok === true, `${name}: an object, not a string`);
+    check(got.errors.length === 0, `${name}: no errors (${got.errors.map(String)})`);
+    got.sub.close();
+  });
+}
+
+await section('JSON data: invalid JSON is refused, and stores nothing', async () => {
+  const channel = channelFor('json-invalid');
+  const answer = await fetch(`${BASE}/pub/${channel}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: '{oops',
+  });
+  const body = await answer.json();
+  check(answer.status === 400 && body.error?.code === 'invalid_json', `400 invalid_json (${answer.status} ${JSON.stringify(body)})`);
+  const polled = await (await fetch(`${BASE}/poll/${channel}?since=earliest`)).json();
+  check(polled.messages.length === 0, `nothing stored (${polled.messages.length})`);
+  let thrown;
+  try {
+    await pushPublish(channel, undefined, { url: BASE });
+  } catch (err) {
+    thrown = err;
+  }
+  check(thrown instanceof TypeError, `publish(undefined) is refused before sending (${thrown})`);
+});
+
 // 2. Cursor resume: every connection cut (twice), messages published while
 // down; nothing lost, nothing twice.
 for (const list of LISTS) {

@@ -66,6 +66,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: Box<str>,
     },
+    /// Data published as JSON that is not one JSON value (or nests deeper
+    /// than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH)); also what
+    /// [`Message::json`](crate::Message::json) answers for a message that was
+    /// not published as JSON or does not fit the type asked for.
+    #[error("invalid JSON: {reason}")]
+    InvalidJson {
+        /// What is wrong with it.
+        reason: Box<str>,
+    },
     /// A response that does not follow the wire protocol (seen by clients).
     #[error("invalid response: {reason}")]
     InvalidResponse {
@@ -121,7 +130,8 @@ impl Error {
             | Error::InvalidEventName { .. }
             | Error::InvalidCursor { .. }
             | Error::InvalidIdempotencyKey { .. }
-            | Error::InvalidQuery { .. } => 400,
+            | Error::InvalidQuery { .. }
+            | Error::InvalidJson { .. } => 400,
             Error::MessageTooLarge { .. } => 413,
             Error::IdempotencyKeyReused => 422,
             Error::InvalidConfig { .. } => 500,
@@ -140,6 +150,7 @@ impl Error {
             Error::InvalidIdempotencyKey { .. } => "invalid_idempotency_key",
             Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::InvalidQuery { .. } => "invalid_query",
+            Error::InvalidJson { .. } => "invalid_json",
             Error::InvalidResponse { .. } => "invalid_response",
             Error::MessageTooLarge { .. } => "message_too_large",
             Error::TooManyChannels { .. } => "too_many_channels",
@@ -164,6 +175,13 @@ impl Error {
     /// An [`Error::InvalidQuery`] saying `reason`.
     pub fn invalid_query(reason: impl Into<Box<str>>) -> Self {
         Error::InvalidQuery {
+            reason: reason.into(),
+        }
+    }
+
+    /// An [`Error::InvalidJson`] saying `reason`.
+    pub fn invalid_json(reason: impl Into<Box<str>>) -> Self {
+        Error::InvalidJson {
             reason: reason.into(),
         }
     }

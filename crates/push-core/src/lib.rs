@@ -19,6 +19,10 @@
 //!   is told first ([`Item::Signal`]). Nothing is lost silently.
 //! - **Encode once**: a [`Message`] keeps each wire encoding of itself, made by
 //!   the first connection that needs it and shared by all ([`Message::encoded`]).
+//! - **JSON as JSON**: data is bytes or one JSON value ([`ContentKind`]); a
+//!   [`Publication::json`] is checked once, and every JSON envelope carries
+//!   its value itself (`"data":{"a":1},"encoding":"json"`), which a Rust
+//!   client reads typed with [`Message::json`].
 //! - **Bounded memory**: the [`MemoryHub`] keeps all retained history, encodings
 //!   included, within one byte budget, dropping the oldest messages of the whole
 //!   hub first, and makes room for new channels by evicting ones nobody is
@@ -46,6 +50,7 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod content;
 mod cursor;
 mod either;
 mod error;
@@ -62,6 +67,7 @@ pub mod wire;
 pub mod testing;
 
 pub use crate::backoff::Backoff;
+pub use crate::content::{ContentKind, MAX_JSON_DEPTH};
 pub use crate::cursor::{Cursor, CursorText, EARLIEST, Epoch, MAX_CURSOR_LEN, Position, Start};
 pub use crate::either::Either;
 pub use crate::error::{BoxError, Error};

@@ -4,12 +4,15 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
+use crate::content::compact_json;
 use crate::memory::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
-use crate::{ChannelName, Cursor, EventName, IdempotencyKey, Timestamp};
+use crate::{ChannelName, ContentKind, Cursor, Error, EventName, IdempotencyKey, Timestamp};
 
-/// What a publisher hands to [`Hub::publish`](crate::Hub::publish): the data and
-/// an optional event name. The hub adds the cursor and the time.
+/// What a publisher hands to [`Hub::publish`](crate::Hub::publish): the data,
+/// its [`ContentKind`] and an optional event name. The hub adds the cursor and
+/// the time.
 ///
 /// ```
 /// use push_core::{EventName, Publication};
@@ -23,17 +26,70 @@ use crate::{ChannelName, Cursor, EventName, IdempotencyKey, Timestamp};
 pub struct Publication {
     event: Option<EventName>,
     data: Bytes,
+    kind: ContentKind,
     key: Option<IdempotencyKey>,
 }
 
 impl Publication {
-    /// A publication of `data` with no event name.
+    /// A publication of `data`, any bytes ([`ContentKind::Bytes`]), with no
+    /// event name.
     pub fn new(data: impl Into<Bytes>) -> Self {
         Publication {
             event: None,
             data: data.into(),
+            kind: ContentKind::Bytes,
             key: None,
         }
+    }
+
+    /// A publication of one JSON value, given as its text
+    /// ([`ContentKind::Json`]): every JSON envelope carries it as the value
+    /// (`"data":{"a":1}`), not as a string. The text is checked, and kept
+    /// compact (whitespace between tokens removed; strings and numbers
+    /// exactly as written).
+    ///
+    /// ```
+    /// use push_core::{ContentKind, Publication};
+    ///
+    /// let p = Publication::json("{ \"a\": [1, 2] }\n")?;
+    /// assert_eq!(p.kind(), ContentKind::Json);
+    /// assert_eq!(&p.data()[..], br#"{"a":[1,2]}"#);
+    /// assert_eq!(Publication::json("{oops").unwrap_err().code(), "invalid_json");
+    /// # Ok::<(), push_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidJson`] when `text` is not one JSON value, or nests
+    /// deeper than [`MAX_JSON_DEPTH`](crate::MAX_JSON_DEPTH).
+    pub fn json(text: impl Into<Bytes>) -> Result<Self, Error> {
+        Ok(Publication {
+            kind: ContentKind::Json,
+            ..Publication::new(compact_json(text.into())?)
+        })
+    }
+
+    /// A publication of `value` serialized as JSON ([`Publication::json`]).
+    ///
+    /// ```
+    /// use push_core::Publication;
+    ///
+    /// let p = Publication::json_value(&[1, 2, 3])?;
+    /// assert_eq!(&p.data()[..], b"[1,2,3]");
+    /// # Ok::<(), push_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidJson`] when `value` cannot be serialized as JSON (a
+    /// map with keys that are not strings, a failing `Serialize`), or nests
+    /// too deep.
+    pub fn json_value<T: Serialize + ?Sized>(value: &T) -> Result<Self, Error> {
+        let text = serde_json::to_vec(value).map_err(|e| Error::invalid_json(e.to_string()))?;
+        Publication::json(text)
+    }
+
+    /// What the data is: any bytes, or JSON.
+    pub fn kind(&self) -> ContentKind {
+        self.kind
     }
 
     /// Sets the idempotency key: a hub that already published a message with
@@ -72,9 +128,20 @@ impl Publication {
         self
     }
 
-    /// A 64-bit fingerprint of the event name and data (FNV-1a), the same in
-    /// every process and version: what a hub keeps with an idempotency key to
-    /// tell a retry from a different message under the same key.
+    /// A 64-bit fingerprint of the event name, the kind and the data
+    /// (FNV-1a), the same in every process and version: what a hub keeps
+    /// with an idempotency key to tell a retry from a different message
+    /// under the same key. The same bytes published as JSON and as bytes are
+    /// different messages.
+    ///
+    /// ```
+    /// use push_core::Publication;
+    ///
+    /// let text = Publication::new("1");
+    /// assert_ne!(text.fingerprint(), Publication::json("1")?.fingerprint());
+    /// assert_eq!(text.fingerprint(), Publication::new("1").fingerprint());
+    /// # Ok::<(), push_core::Error>(())
+    /// ```
     pub fn fingerprint(&self) -> u64 {
         const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -82,10 +149,15 @@ impl Publication {
             .event
             .as_ref()
             .map_or(&b""[..], |e| e.as_str().as_bytes());
-        // The separator cannot occur in an event name (UTF-8, no 0xff).
+        // The separator cannot occur in an event name (UTF-8: no 0xfe, no
+        // 0xff), and says the kind; bytes keep the fingerprint they always had.
+        let separator = match self.kind {
+            ContentKind::Bytes => 0xff,
+            ContentKind::Json => 0xfe,
+        };
         event
             .iter()
-            .chain(std::iter::once(&0xff))
+            .chain(std::iter::once(&separator))
             .chain(self.data.iter())
             .fold(OFFSET, |hash, byte| {
                 (hash ^ u64::from(*byte)).wrapping_mul(PRIME)
@@ -114,7 +186,8 @@ impl Publication {
         self.data.len() + self.event.as_ref().map_or(0, |e| e.as_str().len())
     }
 
-    /// Splits into its parts (the key, if any, is dropped: take it first).
+    /// Splits into its parts (the key, if any, is dropped, and so is the
+    /// kind: take them first).
     pub fn into_parts(self) -> (Option<EventName>, Bytes) {
         (self.event, self.data)
     }
@@ -178,6 +251,7 @@ pub struct Message {
     cursor: Cursor,
     event: Option<EventName>,
     data: Bytes,
+    kind: ContentKind,
     published_at: Timestamp,
     encoded: [OnceLock<Bytes>; WireFormat::COUNT],
     /// The budget this message is charged to; `None`: not counted.
@@ -185,8 +259,9 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message as a hub records it. Hubs call this; publishers use
-    /// [`Publication`].
+    /// A message as a hub records it, of [`ContentKind::Bytes`]
+    /// ([`Message::with_kind`] makes it JSON). Hubs call this; publishers
+    /// use [`Publication`].
     pub fn new(
         channel: ChannelName,
         cursor: Cursor,
@@ -199,10 +274,27 @@ impl Message {
             cursor,
             event,
             data,
+            kind: ContentKind::Bytes,
             published_at,
             encoded: Default::default(),
             budget: None,
         }
+    }
+
+    /// The same message with its data of `kind`. For [`ContentKind::Json`]
+    /// the data is checked and made compact, as [`Publication::json`] does:
+    /// a JSON message always holds one JSON value on one line, which the
+    /// encoders splice into envelopes as it is.
+    ///
+    /// # Errors
+    /// [`Error::InvalidJson`] when the data is not one JSON value (or nests
+    /// too deep); the message is then dropped.
+    pub fn with_kind(mut self, kind: ContentKind) -> Result<Self, Error> {
+        if kind == ContentKind::Json && self.kind != ContentKind::Json {
+            self.data = compact_json(std::mem::take(&mut self.data))?;
+        }
+        self.kind = kind;
+        Ok(self)
     }
 
     /// A message charged to `budget` until it is dropped. Its data is kept in
@@ -212,7 +304,7 @@ impl Message {
         channel: ChannelName,
         cursor: Cursor,
         event: Option<EventName>,
-        data: Bytes,
+        (data, kind): (Bytes, ContentKind),
         published_at: Timestamp,
         budget: &Arc<Budget>,
     ) -> Arc<Self> {
@@ -221,6 +313,7 @@ impl Message {
             cursor,
             event,
             data: own(data),
+            kind,
             published_at,
             encoded: Default::default(),
             budget: Some(budget.clone()),
@@ -259,6 +352,47 @@ impl Message {
     /// The data, as published: any bytes.
     pub fn data(&self) -> &Bytes {
         &self.data
+    }
+
+    /// What the data is: any bytes, or JSON (as its publisher declared it).
+    pub fn kind(&self) -> ContentKind {
+        self.kind
+    }
+
+    /// The data of a message published as JSON, deserialized into `T`: the
+    /// typed way for a Rust client to read it.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use push_core::{ContentKind, Message, Timestamp};
+    ///
+    /// #[derive(Debug, PartialEq, serde::Deserialize)]
+    /// struct Price { symbol: String, cents: u64 }
+    ///
+    /// # let channel = "news".parse()?; let cursor = "1.1".parse()?;
+    /// let data = Bytes::from(r#"{"symbol":"ACME","cents":4217}"#);
+    /// let message = Message::new(channel, cursor, None, data, Timestamp::UNIX_EPOCH)
+    ///     .with_kind(ContentKind::Json)?;
+    /// let price: Price = message.json()?;
+    /// assert_eq!(price, Price { symbol: "ACME".into(), cents: 4217 });
+    /// // Any type that deserializes from it will do, serde_json::Value too.
+    /// let value: serde_json::Value = message.json()?;
+    /// assert_eq!(value["cents"], 4217);
+    /// # Ok::<(), push_core::Error>(())
+    /// ```
+    ///
+    /// A message published as bytes is refused even when its text happens to
+    /// be JSON (`"42"` published as text is a string, not a number); read
+    /// such text with `serde_json::from_slice(message.data())`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidJson`] when the message was not published as JSON, or
+    /// its value does not deserialize into `T`.
+    pub fn json<'a, T: Deserialize<'a>>(&'a self) -> Result<T, Error> {
+        if self.kind != ContentKind::Json {
+            return Err(Error::invalid_json("the message was not published as JSON"));
+        }
+        serde_json::from_slice(&self.data).map_err(|e| Error::invalid_json(e.to_string()))
     }
 
     /// When the hub accepted it.
@@ -343,6 +477,7 @@ impl fmt::Debug for Message {
             .field("cursor", &self.cursor)
             .field("event", &self.event)
             .field("data_len", &self.data.len())
+            .field("kind", &self.kind)
             .field("published_at", &self.published_at)
             .finish_non_exhaustive()
     }

@@ -5,8 +5,8 @@
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use push_core::{
-    ChannelName, Cursor, Error, EventName, Hub, IdempotencyKey, Item, MemoryHub, MemoryHubConfig,
-    Publication, Start,
+    ChannelName, ContentKind, Cursor, Error, EventName, Hub, IdempotencyKey, Item, MemoryHub,
+    MemoryHubConfig, Publication, Start,
 };
 
 fn name(s: &str) -> ChannelName {
@@ -64,6 +64,35 @@ fn the_same_key_with_other_content_is_refused() {
         assert_eq!(err.http_status(), 422);
     }
     assert_eq!(hub.channel_stats(&news).unwrap().messages, 1);
+}
+
+/// The same bytes as JSON and as text are two different messages: a key
+/// first used for one refuses the other, and a retry of either keeps its kind.
+#[test]
+fn the_same_bytes_as_json_and_as_text_are_different_messages() {
+    let hub = MemoryHub::new();
+    let news = name("news");
+    let text = || Publication::new("1").with_key(key("t"));
+    let json = || Publication::json("1").unwrap().with_key(key("j"));
+    let first_text = publish(&hub, &news, text()).unwrap();
+    let first_json = publish(&hub, &news, json()).unwrap();
+    assert_eq!(publish(&hub, &news, text()).unwrap(), first_text);
+    assert_eq!(publish(&hub, &news, json()).unwrap(), first_json);
+    for swapped in [
+        Publication::json("1").unwrap().with_key(key("t")),
+        Publication::new("1").with_key(key("j")),
+    ] {
+        let err = publish(&hub, &news, swapped).unwrap_err();
+        assert!(matches!(err, Error::IdempotencyKeyReused), "{err:?}");
+    }
+    let batch = hub
+        .read(&news, Start::Earliest, 10)
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<_> = batch.messages.iter().map(|m| m.kind()).collect();
+    assert_eq!(kinds, [ContentKind::Bytes, ContentKind::Json]);
+    assert_eq!(batch.messages[1].json::<u8>().unwrap(), 1);
 }
 
 #[test]

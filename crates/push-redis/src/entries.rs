@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use push_core::{ChannelName, Epoch, Error, EventName, Message, Span, Timestamp};
+use push_core::{ChannelName, ContentKind, Epoch, Error, EventName, Message, Span, Timestamp};
 use redis::Value;
 
 pub(crate) fn parse_epoch(text: &str) -> Result<Epoch, Error> {
@@ -13,6 +13,10 @@ pub(crate) fn parse_epoch(text: &str) -> Result<Epoch, Error> {
         .map_err(|_| Error::invalid_response(format!("not an epoch: {text:?}")))
 }
 
+/// How a stream entry's `k` field and a notification's first line name
+/// data published as JSON ([`ContentKind::Json`]); bytes have no `k`.
+pub(crate) const KIND_JSON: &str = "j";
+
 /// A notification or a stream entry as a message.
 pub(crate) fn message(
     channel: &ChannelName,
@@ -20,7 +24,7 @@ pub(crate) fn message(
     number: u64,
     event: &[u8],
     time: u64,
-    data: Bytes,
+    (data, kind): (Bytes, ContentKind),
 ) -> Result<Message, Error> {
     let event = if event.is_empty() {
         None
@@ -35,13 +39,15 @@ pub(crate) fn message(
         head: number,
     }
     .head_cursor();
-    Ok(Message::new(
+    Message::new(
         channel.clone(),
         cursor,
         event,
         data,
         Timestamp::from_unix_millis(time),
-    ))
+    )
+    .with_kind(kind)
+    .map_err(|e| Error::invalid_response(format!("a message's data: {e}")))
 }
 
 /// `XRANGE` entries (`[[id, [field, value, …]], …]`) as messages.
@@ -69,6 +75,7 @@ pub(crate) fn parse_entries(
             .and_then(|n| n.parse::<u64>().ok())
             .ok_or_else(|| bad("id is not N-0"))?;
         let (mut event, mut time, mut data) = (Bytes::new(), 0, Bytes::new());
+        let mut kind = ContentKind::Bytes;
         for pair in fields.chunks(2) {
             let [name, value] = pair else {
                 return Err(bad("odd field list"));
@@ -83,11 +90,18 @@ pub(crate) fn parse_entries(
                         .ok_or_else(|| bad("time"))?;
                 }
                 Some(b"d") => data = value,
+                Some(b"k") if value == KIND_JSON.as_bytes() => kind = ContentKind::Json,
+                Some(b"k") => return Err(bad("kind")),
                 _ => {}
             }
         }
         messages.push(Arc::new(message(
-            channel, epoch, number, &event, time, data,
+            channel,
+            epoch,
+            number,
+            &event,
+            time,
+            (data, kind),
         )?));
     }
     Ok(messages)

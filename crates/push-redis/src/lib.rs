@@ -81,15 +81,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use push_core::{
-    Batch, ChannelName, Cursor, Epoch, Error, EventName, Hub, Message, Publication, Span, Start,
-    Timestamp,
+    Batch, ChannelName, ContentKind, Cursor, Epoch, Error, EventName, Hub, Message, Publication,
+    Span, Start, Timestamp,
 };
 use redis::Value;
 use tokio::sync::mpsc;
 
 pub use crate::config::{RedisHubConfig, SentinelConfig};
 use crate::connection::{Connector, Failure, Link};
-pub(crate) use crate::entries::message;
+pub(crate) use crate::entries::{KIND_JSON, message};
 use crate::entries::{parse_entries, parse_epoch};
 use crate::health::Health;
 pub use crate::health::RedisHealth;
@@ -288,6 +288,10 @@ impl Inner {
                 self.config.retry_window(),
             ),
         };
+        let kind = match publication.kind() {
+            ContentKind::Json => KIND_JSON,
+            _ => "",
+        };
         let (event, data) = publication.into_parts();
         let now = Timestamp::from(SystemTime::now()).as_unix_millis();
         let mut invocation = self.scripts.publish.key(self.meta_key(channel));
@@ -302,7 +306,8 @@ impl Inner {
             .arg(data.as_ref())
             .arg(self.notify_channel(channel))
             .arg(fingerprint.to_string())
-            .arg(millis(window));
+            .arg(millis(window))
+            .arg(kind);
         let answer = self
             .link
             .script(&invocation)

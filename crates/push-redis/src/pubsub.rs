@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use push_core::{Backoff, ChannelName, Epoch};
+use push_core::{Backoff, ChannelName, ContentKind, Epoch};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
@@ -154,14 +154,22 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
     local.lock().nudge();
 }
 
-/// One notification: `epoch \n number \n time \n event \n data`, or
-/// `epoch \n head` when a script gave the channel a new epoch.
+/// One notification: `epoch \n number \n time \n event \n data` (after
+/// `j \n` for JSON data), or `epoch \n head` when a script gave the channel
+/// a new epoch.
 fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
     };
     let Some(local) = inner.local(&name) else {
         return;
+    };
+    let (kind, payload) = match payload
+        .strip_prefix(crate::KIND_JSON.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+    {
+        Some(rest) => (ContentKind::Json, rest),
+        None => (ContentKind::Bytes, payload),
     };
     let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
     let mut fields = payload.splitn(5, |b| *b == b'\n');
@@ -201,7 +209,7 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         number,
         event,
         time,
-        Bytes::copy_from_slice(data),
+        (Bytes::copy_from_slice(data), kind),
     ) {
         Ok(message) => {
             local.lock().notified(

@@ -8,7 +8,9 @@
 //!   time, ms; publish times never go backwards), `run` (the `run_id` of the
 //!   Redis process that last wrote the hash);
 //! - `PREFIX:{CHANNEL}:log`, a stream: message number N is entry `N-0`,
-//!   fields `e` (event name, empty for none), `t` (time, ms), `d` (data);
+//!   fields `e` (event name, empty for none), `t` (time, ms), `d` (data),
+//!   and `k` = `j` for data published as JSON (absent for bytes: entries
+//!   written before the field existed read as bytes, as they always did);
 //! - `PREFIX:{CHANNEL}:key:KEY` (a caller's idempotency key) and
 //!   `PREFIX:{CHANNEL}:auto:RANDOM` (the node's own, so that it may retry a
 //!   publish once), strings `EPOCH NUMBER FINGERPRINT` naming the message
@@ -40,15 +42,19 @@ use redis::Script;
 /// a fresh epoch (used if the channel has none, or was written by another
 /// Redis process), max retained (approximate, `MAXLEN ~`), idle TTL in ms,
 /// the time now in ms, event ('' for none), data, the Pub/Sub channel to
-/// notify, the publication's fingerprint, the key's window in ms.
+/// notify, the publication's fingerprint, the key's window in ms, the kind
+/// ('j' for JSON, '' for bytes).
 ///
 /// Returns `{epoch, number, outcome}`: outcome 0 stored now, 1 stored before
 /// under this key (the cursor is that message's, verbatim), 2 the key names
 /// a message with another fingerprint (nothing stored).
 ///
 /// The notification is `epoch \n number \n time \n event \n data`: event
-/// names hold no newline, and data is raw bytes. A new epoch of an existing
-/// history is announced first, as `epoch \n head` (see [`READ`]).
+/// names hold no newline, and data is raw bytes. JSON data's notification
+/// starts with `j \n` (a node that does not know it finds no epoch there,
+/// ignores the notification and reads the message from the stream). A new
+/// epoch of an existing history is announced first, as `epoch \n head` (see
+/// [`READ`]).
 pub(crate) const PUBLISH: &str = r"
 local info = redis.call('INFO', 'server')
 local at = string.find(info, 'run_id:', 1, true)
@@ -76,11 +82,18 @@ local last = tonumber(redis.call('HGET', KEYS[1], 'time')) or 0
 local time = math.max(tonumber(ARGV[4]), last)
 redis.call('HSET', KEYS[1], 'time', string.format('%d', time))
 local id = string.format('%d-0', number)
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', string.format('%d', time), 'd', ARGV[6])
+if ARGV[10] == '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', string.format('%d', time), 'd', ARGV[6])
+else
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', string.format('%d', time), 'd', ARGV[6], 'k', ARGV[10])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[3], epoch .. ' ' .. string.format('%d', number) .. ' ' .. ARGV[8], 'PX', ARGV[9])
 local note = epoch .. '\n' .. string.format('%d', number) .. '\n' .. string.format('%d', time) .. '\n' .. ARGV[5] .. '\n' .. ARGV[6]
+if ARGV[10] ~= '' then
+  note = ARGV[10] .. '\n' .. note
+end
 redis.call('PUBLISH', ARGV[7], note)
 return {epoch, number, 0}
 ";

@@ -235,8 +235,9 @@ pub const KEEP_ALIVE: &[u8] = b":\n\n";
 #[non_exhaustive]
 pub enum Format {
     /// `id:` the cursor, `event:` the event name (when it has one), `data:` the
-    /// data as published; binary (non-UTF-8) data as base64 with an
-    /// `encoding: base64` field. What a browser's `EventSource` and `curl` want.
+    /// data as published (JSON data as its compact text, on one line); binary
+    /// (non-UTF-8) data as base64 with an `encoding: base64` field. What a
+    /// browser's `EventSource` and `curl` want.
     #[default]
     Plain,
     /// `id:` the cursor, `data:` the message's JSON envelope (channel, event,
@@ -274,7 +275,9 @@ fn encode_plain(message: &Message) -> Bytes {
 }
 
 fn encode_json(message: &Message) -> Bytes {
-    // The envelope is one line: JSON strings escape every control character.
+    // The envelope is one line: JSON strings escape every control character,
+    // and JSON data is held compact (a `ContentKind::Json` message's data has
+    // no whitespace between its tokens, checked when it was made).
     let envelope = json::envelope(message);
     let mut buf = BytesMut::with_capacity(envelope.len() + 80);
     put_field(&mut buf, "id", message.cursor().text().as_str());

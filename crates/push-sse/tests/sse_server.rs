@@ -431,13 +431,35 @@ fn each_message_is_encoded_once_for_every_stream() {
     runtime.block_on(async {
         let hub = MemoryHub::new();
         publish(&hub, "shared").await;
-        let batch = hub.read(&channel(), Start::Earliest, 1).await.unwrap();
-        let message = &batch.messages[0];
-        for format in [push_sse::Format::Plain, push_sse::Format::Json] {
-            let first = push_sse::message_event(message, format);
-            let again = push_sse::message_event(message, format);
-            assert_eq!(first.as_ptr(), again.as_ptr());
+        let json = Publication::json(r#"{"shared": [1, "two"]}"#).unwrap();
+        hub.publish(&channel(), json).await.unwrap();
+        let batch = hub.read(&channel(), Start::Earliest, 2).await.unwrap();
+        for message in &batch.messages {
+            for format in [push_sse::Format::Plain, push_sse::Format::Json] {
+                let first = push_sse::message_event(message, format);
+                let again = push_sse::message_event(message, format);
+                assert_eq!(first.as_ptr(), again.as_ptr(), "{format:?}");
+            }
+            // The envelope the SSE json format spliced is the one polling and
+            // WebSockets send: made once.
+            let envelope = json::envelope(message);
+            assert_eq!(envelope.as_ptr(), json::envelope(message).as_ptr());
         }
+        let json = &batch.messages[1];
+        assert_eq!(
+            push_sse::message_event(json, push_sse::Format::Plain),
+            &format!(
+                "id: {}\ndata: {{\"shared\":[1,\"two\"]}}\n\n",
+                json.cursor()
+            )[..],
+            "raw (compact) JSON in the plain format"
+        );
+        let in_json = push_sse::message_event(json, push_sse::Format::Json);
+        let line = std::str::from_utf8(&in_json).unwrap();
+        assert!(
+            line.contains(r#","data":{"shared":[1,"two"]},"encoding":"json"}"#),
+            "{line}"
+        );
     });
 }
 

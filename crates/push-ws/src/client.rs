@@ -15,7 +15,7 @@ use futures_core::Stream;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::Uri;
 use push_core::wire::json;
-use push_core::{Backoff, ChannelName, Cursor, Item, Publication, Start};
+use push_core::{Backoff, ChannelName, ContentKind, Cursor, Item, Publication, Start};
 use serde_json::{Value, json as to_json};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -625,21 +625,32 @@ impl Worker {
             Op::Publish(channel, publication, reply) => {
                 let reference = self.reference(Waiting::Caller(reply, None));
                 let key = publication.key().map(|key| Value::from(key.as_str()));
+                let kind = publication.kind();
                 let (event, data) = publication.into_parts();
                 let mut command =
                     to_json!({"op": "publish", "channel": channel.as_str(), "ref": reference});
                 if let Some(key) = key {
                     command["key"] = key;
                 }
+                if let Some(event) = event {
+                    command["event"] = Value::from(event.as_str());
+                }
                 match std::str::from_utf8(&data) {
+                    // JSON data goes as written (never through a Value).
+                    Ok(text) if kind == ContentKind::Json => {
+                        command["encoding"] = Value::from("json");
+                        let mut frame = command.to_string();
+                        frame.pop();
+                        frame.push_str(",\"data\":");
+                        frame.push_str(text);
+                        frame.push('}');
+                        return frame;
+                    }
                     Ok(text) => command["data"] = Value::from(text),
                     Err(_) => {
                         command["data"] = Value::from(BASE64.encode(&data));
                         command["encoding"] = Value::from("base64");
                     }
-                }
-                if let Some(event) = event {
-                    command["event"] = Value::from(event.as_str());
                 }
                 command.to_string()
             }
@@ -751,7 +762,8 @@ fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
     let bad = |what: &str| push_core::Error::invalid_response(format!("a frame {what}"));
     let value: Value = serde_json::from_str(text).map_err(|_| bad("is not JSON"))?;
     let Some(op) = value.get("op") else {
-        let message = json::parse_envelope(&value)?;
+        // From the text: a JSON message's data exactly as sent.
+        let message = json::parse_message(text.as_bytes())?;
         return Ok(Frame::Delivery(
             message.channel().clone(),
             Item::Message(Arc::new(message)),

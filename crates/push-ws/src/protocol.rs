@@ -82,7 +82,7 @@ pub(crate) fn parse(text: &str) -> (Option<&str>, Result<Command, Refused>) {
         }
     };
     match object.reference.map(reference).transpose() {
-        Ok(reference) => (reference.flatten(), command(&object.fields)),
+        Ok(reference) => (reference.flatten(), command(&object.fields, object.data)),
         Err(refused) => (None, Err(refused)),
     }
 }
@@ -107,10 +107,12 @@ fn reference(raw: &RawValue) -> Result<Option<&str>, Refused> {
     }
 }
 
-/// A command object: its fields, and its `ref` as the client wrote it.
+/// A command object: its fields, and its `ref` and `data` as the client
+/// wrote them (JSON data is published as written, never re-serialized).
 struct Object<'a> {
     fields: Map<String, Value>,
     reference: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
 }
 
 impl<'de> Deserialize<'de> for Object<'de> {
@@ -132,20 +134,23 @@ impl<'de> Visitor<'de> for ObjectVisitor {
         let mut object = Object {
             fields: Map::new(),
             reference: None,
+            data: None,
         };
         // As in a `serde_json::Value`, the last of repeated keys wins.
         while let Some(key) = map.next_key::<String>()? {
-            if key == "ref" {
-                object.reference = Some(map.next_value()?);
-            } else {
-                object.fields.insert(key, map.next_value()?);
+            match key.as_str() {
+                "ref" => object.reference = Some(map.next_value()?),
+                "data" => object.data = Some(map.next_value()?),
+                _ => {
+                    object.fields.insert(key, map.next_value()?);
+                }
             }
         }
         Ok(object)
     }
 }
 
-fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
+fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Command, Refused> {
     let op =
         string(object, "op")?.ok_or_else(|| Refused::new("invalid_command", "`op` is missing"))?;
     let channel = || -> Result<ChannelName, Refused> {
@@ -163,18 +168,8 @@ fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
         }),
         "publish" => {
             let channel = channel()?;
-            let data = string(object, "data")?
-                .ok_or_else(|| Refused::new("invalid_command", "`data` is missing"))?;
-            let data = match string(object, "encoding")? {
-                None => Bytes::copy_from_slice(data.as_bytes()),
-                Some("base64") => BASE64.decode(data).map(Bytes::from).map_err(|e| {
-                    Refused::new("invalid_command", format!("`data` is not base64: {e}"))
-                })?,
-                Some(_) => {
-                    return Err(Refused::new("invalid_command", "`encoding` must be base64"));
-                }
-            };
-            let mut publication = Publication::new(data);
+            let data = data.ok_or_else(|| Refused::new("invalid_command", "`data` is missing"))?;
+            let mut publication = publication(data, string(object, "encoding")?)?;
             if let Some(event) = string(object, "event")? {
                 publication = publication.with_event(event.parse::<EventName>()?);
             }
@@ -187,6 +182,32 @@ fn command(object: &Map<String, Value>) -> Result<Command, Refused> {
             })
         }
         _ => Err(Refused::new("unknown_op", format!("unknown op {op:?}"))),
+    }
+}
+
+/// A publish's data: a string is text (or, with `"encoding":"base64"`,
+/// binary data); any other JSON value, or any value with
+/// `"encoding":"json"`, is published as JSON, as the client wrote it.
+fn publication(data: &RawValue, encoding: Option<&str>) -> Result<Publication, Refused> {
+    let text = data.get();
+    let string = || {
+        serde_json::from_str::<String>(text)
+            .map_err(|_| Refused::new("invalid_command", "`data` must be a string"))
+    };
+    match encoding {
+        Some("json") => Ok(Publication::json(Bytes::copy_from_slice(text.as_bytes()))?),
+        None if !text.starts_with('"') => {
+            Ok(Publication::json(Bytes::copy_from_slice(text.as_bytes()))?)
+        }
+        None => Ok(Publication::new(string()?)),
+        Some("base64") => BASE64
+            .decode(string()?)
+            .map(Publication::new)
+            .map_err(|e| Refused::new("invalid_command", format!("`data` is not base64: {e}"))),
+        Some(_) => Err(Refused::new(
+            "invalid_command",
+            "`encoding` must be base64 or json",
+        )),
     }
 }
 
@@ -291,6 +312,7 @@ fn put_ref(buf: &mut BytesMut, reference: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use push_core::ContentKind;
 
     #[test]
     fn commands_and_their_refusals() {
@@ -311,6 +333,37 @@ mod tests {
             panic!()
         };
         assert_eq!(&publication.data()[..], b"\x00\xff");
+        assert_eq!(publication.kind(), ContentKind::Bytes);
+        for (text, kind, data) in [
+            (r#""{\"a\":1}""#, ContentKind::Bytes, r#"{"a":1}"#),
+            (
+                r#"{ "a" : 12345678901234567890123 }"#,
+                ContentKind::Json,
+                r#"{"a":12345678901234567890123}"#,
+            ),
+            ("[1, 2.50]", ContentKind::Json, "[1,2.50]"),
+            ("null", ContentKind::Json, "null"),
+            ("false", ContentKind::Json, "false"),
+        ] {
+            let command = format!(r#"{{"op":"publish","channel":"c","data":{text}}}"#);
+            let Ok(Command::Publish { publication, .. }) = parse(&command).1 else {
+                panic!("{command}")
+            };
+            assert_eq!(
+                (publication.kind(), &publication.data()[..]),
+                (kind, data.as_bytes()),
+                "{text}"
+            );
+        }
+        // A JSON string value needs the marker; without it a string is text.
+        let (_, command) = parse(r#"{"op":"publish","channel":"c","data":"hi","encoding":"json"}"#);
+        let Ok(Command::Publish { publication, .. }) = command else {
+            panic!()
+        };
+        assert_eq!(
+            (publication.kind(), &publication.data()[..]),
+            (ContentKind::Json, &b"\"hi\""[..])
+        );
         for (text, code) in [
             ("nope", "invalid_command"),
             ("[1]", "invalid_command"),
@@ -331,6 +384,18 @@ mod tests {
             (
                 r#"{"op":"publish","channel":"c","data":"!","encoding":"base64"}"#,
                 "invalid_command",
+            ),
+            (
+                r#"{"op":"publish","channel":"c","data":[1],"encoding":"base64"}"#,
+                "invalid_command",
+            ),
+            (
+                r#"{"op":"publish","channel":"c","data":"x","encoding":"rot13"}"#,
+                "invalid_command",
+            ),
+            (
+                r#"{"op":"publish","channel":"c","data":"\ud800","encoding":"json"}"#,
+                "invalid_json",
             ),
             (
                 r#"{"op":"unsubscribe","channel":"c","ref":{"a":1}}"#,

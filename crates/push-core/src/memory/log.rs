@@ -169,8 +169,16 @@ impl ChannelLog {
         self.last_published_at = published_at;
         self.head += 1;
         let cursor = self.cursor_at(self.head);
+        let kind = publication.kind();
         let (event, data) = publication.into_parts();
-        let message = Message::charged(channel.clone(), cursor, event, data, published_at, budget);
+        let message = Message::charged(
+            channel.clone(),
+            cursor,
+            event,
+            (data, kind),
+            published_at,
+            budget,
+        );
         self.bytes += message.size();
         self.messages.push_back(message);
         if let Some((key, fingerprint)) = keyed {

@@ -4,24 +4,31 @@
 //! ```text
 //! envelope  {"channel":"news","id":"5eed.42","event":"price","time":1700000000000,"data":"hello"}
 //! binary    {"channel":"news","id":"5eed.43","time":1700000000001,"data":"AAEC/w==","encoding":"base64"}
+//! JSON      {"channel":"news","id":"5eed.44","time":1700000000002,"data":{"a":1},"encoding":"json"}
 //! batch     {"cursor":"5eed.43","more":false,"gap":{"since":"5eed.3","resume":"5eed.41","missed":38},"messages":[…]}
 //! error     {"error":{"code":"invalid_cursor","message":"invalid cursor: a number has leading zeros"}}
 //! ```
 //!
-//! Data that is valid UTF-8 travels as a JSON string; any other data as
+//! Data published as JSON ([`ContentKind::Json`]) travels as the JSON value
+//! itself, its compact text spliced in as it is, with `"encoding":"json"`;
+//! other data that is valid UTF-8 as a JSON string; any other data as
 //! standard base64 with `"encoding":"base64"`, so no byte is ever lost.
+//! The marker keeps a JSON string value (`"data":"hi","encoding":"json"`)
+//! apart from the text `hi` (`"data":"hi"`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::{
-    Batch, ChannelName, Cursor, Error, EventName, Gap, Message, Reset, Signal, Timestamp,
-    WireFormat,
+    Batch, ChannelName, ContentKind, Cursor, Error, EventName, Gap, Message, Reset, Signal,
+    Timestamp, WireFormat,
 };
 
 /// The message's JSON envelope: encoded the first time any connection asks,
@@ -45,6 +52,11 @@ fn encode_envelope(message: &Message) -> Bytes {
     put_display(&mut buf, message.published_at().as_unix_millis());
     buf.put_slice(b",\"data\":");
     match std::str::from_utf8(data) {
+        // Compact JSON text, checked when published: spliced as it is.
+        _ if message.kind() == ContentKind::Json => {
+            buf.put_slice(data);
+            buf.put_slice(b",\"encoding\":\"json\"");
+        }
         Ok(text) => put_string(&mut buf, text),
         Err(_) => {
             buf.put_u8(b'"');
@@ -232,53 +244,101 @@ fn put_display(buf: &mut BytesMut, value: impl fmt::Display) {
     let _ = fmt::Write::write_fmt(buf, format_args!("{value}"));
 }
 
-/// Reads a batch as [`batch`] writes it.
+/// An object's fields, each as the JSON text it was sent as (a field given
+/// twice: the last one, as in a `serde_json::Value`).
+type RawFields<'a> = BTreeMap<String, &'a RawValue>;
+
+fn raw_fields<'a>(body: &'a [u8], what: &str) -> Result<RawFields<'a>, Error> {
+    serde_json::from_slice(body)
+        .map_err(|e| Error::invalid_response(format!("the {what} is not a JSON object: {e}")))
+}
+
+fn raw_field<'a>(fields: &RawFields<'a>, name: &str) -> Option<&'a RawValue> {
+    fields.get(name).copied().filter(|raw| raw.get() != "null")
+}
+
+fn value_of(raw: &RawValue, name: &str) -> Result<Value, Error> {
+    serde_json::from_str(raw.get())
+        .map_err(|e| Error::invalid_response(format!("`{name}` is not JSON: {e}")))
+}
+
+/// Reads a batch as [`batch`] writes it. A JSON message's data is read as
+/// the text it was sent as, never parsed into a value and written again.
 ///
 /// # Errors
 /// [`Error::InvalidResponse`] naming what is missing or malformed.
 pub fn parse_batch(body: &[u8]) -> Result<Batch, Error> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid_response(format!("batch is not JSON: {e}")))?;
-    let object = as_object(&value, "batch")?;
-    let cursor = cursor_field(object, "cursor")?;
-    let more = match object.get("more") {
-        None => false,
-        Some(Value::Bool(more)) => *more,
+    let fields = raw_fields(body, "batch")?;
+    let cursor = match raw_field(&fields, "cursor") {
+        Some(raw) => parse_cursor(&value_of(raw, "cursor")?, "cursor")?,
+        None => {
+            return Err(Error::invalid_response(
+                "`cursor` is missing or not a string",
+            ));
+        }
+    };
+    let more = match raw_field(&fields, "more").map(RawValue::get) {
+        None | Some("false") => false,
+        Some("true") => true,
         Some(_) => return Err(Error::invalid_response("`more` is not a boolean")),
     };
-    let signal = match (object.get("gap"), object.get("reset")) {
+    let signal = match (raw_field(&fields, "gap"), raw_field(&fields, "reset")) {
         (None, None) => None,
-        (Some(gap), None) => Some(Signal::Gap(parse_gap(gap)?)),
-        (None, Some(reset)) => Some(Signal::Reset(parse_reset(reset)?)),
+        (Some(gap), None) => Some(Signal::Gap(parse_gap(&value_of(gap, "gap")?)?)),
+        (None, Some(reset)) => Some(Signal::Reset(parse_reset(&value_of(reset, "reset")?)?)),
         (Some(_), Some(_)) => return Err(Error::invalid_response("both a gap and a reset")),
     };
-    let messages = match object.get("messages") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| parse_envelope(item).map(Arc::new))
-            .collect::<Result<_, _>>()?,
-        _ => return Err(Error::invalid_response("`messages` is not an array")),
-    };
+    let items: Vec<&RawValue> = raw_field(&fields, "messages")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
+        .ok_or_else(|| Error::invalid_response("`messages` is not an array"))?;
+    let messages = items
+        .into_iter()
+        .map(|item| parse_message(item.get().as_bytes()).map(Arc::new))
+        .collect::<Result<_, _>>()?;
     Ok(Batch::new(signal, messages, cursor, more))
 }
 
 /// Reads one message envelope from its bytes (an SSE event's data, a
-/// WebSocket frame).
+/// WebSocket frame). A JSON message's data is read as the text it was sent
+/// as, never parsed into a value and written again.
 ///
 /// # Errors
 /// [`Error::InvalidResponse`] naming what is missing or malformed.
 pub fn parse_message(body: &[u8]) -> Result<Message, Error> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| Error::invalid_response(format!("the message is not JSON: {e}")))?;
-    parse_envelope(&value)
+    let mut fields = raw_fields(body, "message")?;
+    let data = fields
+        .remove("data")
+        .ok_or_else(|| Error::invalid_response("`data` is missing"))?;
+    let mut object = Map::new();
+    for (name, raw) in fields {
+        let value = value_of(raw, &name)?;
+        object.insert(name, value);
+    }
+    envelope_of(&object, Data::Raw(data))
 }
 
-/// Reads one message envelope.
+/// Reads one message envelope from a parsed value. A JSON message's data is
+/// written back from the value (serde_json's number precision and key
+/// order); [`parse_message`], from the bytes, keeps it exactly as sent.
 ///
 /// # Errors
 /// [`Error::InvalidResponse`] naming what is missing or malformed.
 pub fn parse_envelope(value: &Value) -> Result<Message, Error> {
     let object = as_object(value, "message")?;
+    let data = object
+        .get("data")
+        .ok_or_else(|| Error::invalid_response("`data` is missing"))?;
+    envelope_of(object, Data::Value(data))
+}
+
+/// An envelope's `data`, as text or as a parsed value.
+#[derive(Clone, Copy)]
+enum Data<'a> {
+    Raw(&'a RawValue),
+    Value(&'a Value),
+}
+
+fn envelope_of(object: &Map<String, Value>, data: Data<'_>) -> Result<Message, Error> {
     let channel = ChannelName::new(str_field(object, "channel")?)
         .map_err(|e| Error::invalid_response(e.to_string()))?;
     let cursor = cursor_field(object, "id")?;
@@ -295,24 +355,53 @@ pub fn parse_envelope(value: &Value) -> Result<Message, Error> {
             .ok_or_else(|| Error::invalid_response("`time` is not a whole number"))?,
         _ => return Err(Error::invalid_response("`time` is missing")),
     };
-    let data = str_field(object, "data")?;
-    let data = match object.get("encoding") {
-        None | Some(Value::Null) => Bytes::copy_from_slice(data.as_bytes()),
-        Some(Value::String(encoding)) if encoding == "base64" => BASE64
-            .decode(data)
-            .map(Bytes::from)
-            .map_err(|e| Error::invalid_response(format!("`data` is not base64: {e}")))?,
+    let encoding = match object.get("encoding") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(encoding)) => Some(encoding.as_str()),
         Some(other) => {
             return Err(Error::invalid_response(format!("unknown encoding {other}")));
         }
     };
-    Ok(Message::new(
+    let (data, kind) = match encoding {
+        Some("json") => {
+            let text = match data {
+                Data::Raw(raw) => Bytes::copy_from_slice(raw.get().as_bytes()),
+                Data::Value(value) => Bytes::from(value.to_string()),
+            };
+            (text, ContentKind::Json)
+        }
+        None | Some("base64") => {
+            let text = match data {
+                Data::Raw(raw) => serde_json::from_str::<String>(raw.get()).ok(),
+                Data::Value(Value::String(text)) => Some(text.clone()),
+                Data::Value(_) => None,
+            }
+            .ok_or_else(|| Error::invalid_response("`data` is not a string"))?;
+            let data = if encoding.is_some() {
+                BASE64
+                    .decode(text)
+                    .map(Bytes::from)
+                    .map_err(|e| Error::invalid_response(format!("`data` is not base64: {e}")))?
+            } else {
+                Bytes::from(text)
+            };
+            (data, ContentKind::Bytes)
+        }
+        Some(other) => {
+            return Err(Error::invalid_response(format!(
+                "unknown encoding {other:?}"
+            )));
+        }
+    };
+    Message::new(
         channel,
         cursor,
         event,
         data,
         Timestamp::from_unix_millis(time),
-    ))
+    )
+    .with_kind(kind)
+    .map_err(|e| Error::invalid_response(format!("`data`: {e}")))
 }
 
 /// Reads an error body: its code and message, when it is one.
@@ -363,7 +452,18 @@ fn str_field<'a>(object: &'a Map<String, Value>, name: &str) -> Result<&'a str, 
 }
 
 fn cursor_field(object: &Map<String, Value>, name: &str) -> Result<Cursor, Error> {
-    str_field(object, name)?
+    parse_cursor(
+        object
+            .get(name)
+            .ok_or_else(|| Error::invalid_response(format!("`{name}` is missing")))?,
+        name,
+    )
+}
+
+fn parse_cursor(value: &Value, name: &str) -> Result<Cursor, Error> {
+    value
+        .as_str()
+        .ok_or_else(|| Error::invalid_response(format!("`{name}` is missing or not a string")))?
         .parse()
         .map_err(|e: Error| Error::invalid_response(format!("`{name}`: {e}")))
 }
@@ -398,6 +498,72 @@ mod tests {
             envelope(&message(&[0, 1, 2, 0xff], None)),
             &br#"{"channel":"news","id":"ab.7","time":1700000000123,"data":"AAEC/w==","encoding":"base64"}"#[..]
         );
+    }
+
+    fn json_message(text: &str) -> Message {
+        message(text.as_bytes(), None)
+            .with_kind(ContentKind::Json)
+            .unwrap()
+    }
+
+    #[test]
+    fn json_envelopes_carry_the_value() {
+        let m = json_message("{ \"a\" : [1, 2.50, \"x\"] }");
+        let json = envelope(&m);
+        assert_eq!(
+            json,
+            &br#"{"channel":"news","id":"ab.7","time":1700000000123,"data":{"a":[1,2.50,"x"]},"encoding":"json"}"#[..]
+        );
+        let back = parse_message(&json).unwrap();
+        assert_eq!(back.kind(), ContentKind::Json);
+        assert_eq!(
+            &back.data()[..],
+            br#"{"a":[1,2.50,"x"]}"#,
+            "as sent, 2.50 too"
+        );
+        let value: Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["data"]["a"][2], "x");
+        assert_eq!(parse_envelope(&value).unwrap().kind(), ContentKind::Json);
+    }
+
+    #[test]
+    fn a_json_string_and_text_stay_apart() {
+        let json = json_message("\"hi\"");
+        let text = message(b"hi", None);
+        assert_eq!(
+            envelope(&json),
+            &br#"{"channel":"news","id":"ab.7","time":1700000000123,"data":"hi","encoding":"json"}"#[..]
+        );
+        assert_eq!(
+            envelope(&text),
+            &br#"{"channel":"news","id":"ab.7","time":1700000000123,"data":"hi"}"#[..]
+        );
+        let json = parse_message(&envelope(&json)).unwrap();
+        let text = parse_message(&envelope(&text)).unwrap();
+        assert_eq!(
+            (json.kind(), &json.data()[..]),
+            (ContentKind::Json, &b"\"hi\""[..])
+        );
+        assert_eq!(
+            (text.kind(), &text.data()[..]),
+            (ContentKind::Bytes, &b"hi"[..])
+        );
+        assert_eq!(json.json::<String>().unwrap(), "hi");
+        assert_eq!(text.json::<String>().unwrap_err().code(), "invalid_json");
+    }
+
+    #[test]
+    fn json_data_that_is_null_is_a_value() {
+        let m =
+            parse_message(br#"{"channel":"a","id":"ab.1","time":0,"data":null,"encoding":"json"}"#)
+                .unwrap();
+        assert_eq!((m.kind(), &m.data()[..]), (ContentKind::Json, &b"null"[..]));
+        let m = parse_message(
+            br#"{"channel":"a","id":"ab.1","time":0,"data":{ "b" :
+            true },"encoding":"json"}"#,
+        )
+        .unwrap();
+        assert_eq!(&m.data()[..], br#"{"b":true}"#, "made compact");
     }
 
     #[test]
@@ -449,6 +615,11 @@ mod tests {
             br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":"!","encoding":"base64"}]}"#,
             br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":"","encoding":"rot13"}]}"#,
             br#"{"cursor":"ab.1","gap":{"since":"ab.1"},"messages":[]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":{}}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":null}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"encoding":"json"}]}"#,
+            br#"{"cursor":"ab.1","messages":[{"channel":"a","id":"ab.1","time":0,"data":1,"encoding":"base64"}]}"#,
+            br#"{"cursor":null,"messages":[]}"#,
         ] {
             let parsed = parse_batch(body);
             assert!(
@@ -494,8 +665,49 @@ mod tests {
         }
 
         #[test]
+        fn any_json_value_survives_the_envelope_unchanged(
+            value in crate::content::strategy::any_json(),
+            event in proptest::option::of("[a-z]{1,8}"),
+            n: u64,
+        ) {
+            // What a publisher sends: compact, or pretty (made compact).
+            let text = serde_json::to_string(&value).unwrap();
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let published = crate::Publication::json(pretty).unwrap();
+            prop_assert_eq!(&published.data()[..], text.as_bytes());
+            let m = Message::new(
+                "c".parse().unwrap(),
+                cursor(n),
+                event.map(|e| e.parse().unwrap()),
+                published.data().clone(),
+                Timestamp::from_unix_millis(1),
+            )
+            .with_kind(ContentKind::Json)
+            .unwrap();
+            let encoded = envelope(&m);
+            // The envelope holds the value itself, and is one line.
+            let parsed: Value = serde_json::from_slice(&encoded).unwrap();
+            prop_assert_eq!(&parsed["encoding"], "json");
+            prop_assert_eq!(&parsed["data"], &serde_json::from_str::<Value>(&text).unwrap());
+            prop_assert!(!encoded.contains(&b'\n'));
+            // Read back from the bytes, alone and in a batch: the very text.
+            let back = parse_message(&encoded).unwrap();
+            prop_assert_eq!(back.kind(), ContentKind::Json);
+            prop_assert_eq!(&back.data()[..], text.as_bytes());
+            prop_assert_eq!(back.event(), m.event());
+            let b = Batch::new(None, vec![Arc::new(m)], cursor(n), false);
+            let read = parse_batch(&batch(&b)).unwrap();
+            prop_assert_eq!(&read.messages[0].data()[..], text.as_bytes());
+            prop_assert_eq!(read.messages[0].kind(), ContentKind::Json);
+            // And typed: the value deserializes as the one published.
+            let typed: Value = back.json().unwrap();
+            prop_assert_eq!(typed, serde_json::from_str::<Value>(&text).unwrap());
+        }
+
+        #[test]
         fn arbitrary_bodies_never_panic(body: Vec<u8>) {
             let _ = parse_batch(&body);
+            let _ = parse_message(&body);
             let _ = parse_error(&body);
         }
     }
