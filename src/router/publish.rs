@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Body;
 use push_core::{Error, EventName, Hub, IdempotencyKey, Publication};
-use push_http::{ChannelLocator, Head};
+use push_http::{Access, Action, ChannelLocator, Head};
 
 /// The header a publisher names its idempotency key with.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -27,8 +27,15 @@ pub(super) struct Publisher<H> {
 }
 
 impl<H: Hub> Publisher<H> {
-    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`.
-    pub(super) async fn publish<B>(&self, head: Head, body: B) -> Response<Full<Bytes>>
+    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`
+    /// (and the `channel` published to when `access`'s hook mapped it),
+    /// once the hook allows it: before the body is read.
+    pub(super) async fn publish<B>(
+        &self,
+        head: Head,
+        body: B,
+        access: Access,
+    ) -> Response<Full<Bytes>>
     where
         B: Body + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -51,9 +58,18 @@ impl<H: Hub> Publisher<H> {
             };
             Ok((channel, event, idempotency_key(head.headers())?))
         });
-        let (channel, event, key) = match asked {
+        let (mut channel, event, key) = match asked {
             Ok(asked) => asked,
             Err(err) => return push_http::error_for(&err),
+        };
+        let check = access.check(head.parts(), &channel, Action::Publish);
+        drop(head);
+        let mapped = match check.await {
+            Ok(mapped) => mapped.is_some_and(|mapped| {
+                channel = mapped;
+                true
+            }),
+            Err(denial) => return denial.respond(),
         };
         let too_large = || {
             push_http::error(
@@ -110,7 +126,14 @@ impl<H: Hub> Publisher<H> {
                 let mut body = Vec::with_capacity(32);
                 body.extend_from_slice(b"{\"id\":\"");
                 body.extend_from_slice(cursor.to_string().as_bytes());
-                body.extend_from_slice(b"\"}");
+                body.push(b'"');
+                if mapped {
+                    body.extend_from_slice(b",\"channel\":\"");
+                    // A channel name needs no escaping in JSON.
+                    body.extend_from_slice(channel.as_str().as_bytes());
+                    body.push(b'"');
+                }
+                body.push(b'}');
                 push_http::json(StatusCode::OK, Bytes::from(body))
             }
             Err(err) => {
