@@ -16,7 +16,7 @@ use http::request::Parts;
 use http::{Request, Response, StatusCode};
 use hyper::body::Body;
 use push_core::Hub;
-use push_http::{Access, Head, Technique};
+use push_http::{Access, Authorize, Head, Technique};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -70,6 +70,11 @@ pub struct RouterConfig {
     /// `GET /ws` (subprotocol `push.v1`).
     #[cfg(feature = "ws")]
     pub ws_commands: push_ws::WsConfig,
+    /// The app's hook, asked on every subscribe (every technique) and
+    /// publish (`POST /pub`, `push.v1` commands): it allows, denies with a
+    /// status, or maps the channel (see [`with_authorize`](Self::with_authorize)).
+    /// Default: none, everything the rest of the configuration allows.
+    pub authorize: Option<Arc<dyn Authorize>>,
 }
 
 impl Default for RouterConfig {
@@ -89,6 +94,7 @@ impl Default for RouterConfig {
             ws: push_ws::WsConfig::default(),
             #[cfg(feature = "ws")]
             ws_commands: push_ws::WsConfig::commands(),
+            authorize: None,
         }
     }
 }
@@ -112,6 +118,62 @@ impl RouterConfig {
     #[must_use]
     pub fn with_publish_body_timeout(mut self, timeout: Duration) -> Self {
         self.publish_body_timeout = timeout;
+        self
+    }
+
+    /// Sets [`authorize`](Self::authorize): the app decides, on every
+    /// technique alike, who may subscribe and publish where.
+    ///
+    /// The hook gets the request's head (cookies, headers, the peer's
+    /// address from [`push_http::peer`]), the channel as the client named
+    /// it, and the [`Action`](push_http::Action). It runs once per request
+    /// (per command on `GET /ws`), after the channel is read and before the
+    /// hub is touched. A [`Decision::Deny`](push_http::Decision::Deny) is
+    /// answered with its status and push's JSON error body (on `GET /ws`, an
+    /// error reply to that command; the socket stays open); a
+    /// [`Decision::Map`](push_http::Decision::Map) serves another channel
+    /// instead, without rewriting the URL: `GET /sse/me` streams `user:42`.
+    /// The hub, the messages and the acks then name the mapped channel, and
+    /// cursors are the mapped channel's, so a client resumes at the same
+    /// URL (`/sse/me`, `Last-Event-ID`) as long as the mapping holds.
+    ///
+    /// ```
+    /// use http::request::Parts;
+    /// use push_live::http::{Action, Decision, Denial};
+    /// use push_live::{ChannelName, RouterConfig};
+    ///
+    /// /// The user a session cookie names (your session store goes here).
+    /// fn user_of(parts: &Parts) -> Option<u64> {
+    ///     let cookies = parts.headers.get(http::header::COOKIE)?.to_str().ok()?;
+    ///     let session = cookies.split("; ").find_map(|c| c.strip_prefix("session="))?;
+    ///     session.strip_prefix("valid-")?.parse().ok()
+    /// }
+    ///
+    /// let config = RouterConfig::default().with_publish(true).with_authorize(
+    ///     |parts: &Parts, channel: &ChannelName, action: Action| {
+    ///         let user = user_of(parts);
+    ///         let channel = channel.clone();
+    ///         async move {
+    ///             let Some(user) = user else {
+    ///                 return Decision::Deny(Denial::unauthorized());
+    ///             };
+    ///             match (channel.as_str(), action) {
+    ///                 // Everyone's own channel, under one URL: /sse/me.
+    ///                 ("me", _) => match format!("user:{user}").parse() {
+    ///                     Ok(mine) => Decision::Map(mine),
+    ///                     Err(_) => Decision::Deny(Denial::forbidden()),
+    ///                 },
+    ///                 (name, Action::Subscribe) if !name.starts_with("user:") => Decision::Allow,
+    ///                 _ => Decision::Deny(Denial::forbidden()),
+    ///             }
+    ///         }
+    ///     },
+    /// );
+    /// assert!(config.authorize.is_some());
+    /// ```
+    #[must_use]
+    pub fn with_authorize(mut self, hook: impl Authorize) -> Self {
+        self.authorize = Some(Arc::new(hook));
         self
     }
 }
@@ -158,6 +220,7 @@ impl<H> Clone for Router<H> {
 struct Routes<H> {
     publisher: Publisher<H>,
     shutdown: CancellationToken,
+    authorize: Option<Arc<dyn Authorize>>,
     #[cfg(feature = "poll")]
     poll: push_poll::PollHandler<H>,
     #[cfg(feature = "longpoll")]
@@ -241,6 +304,7 @@ impl<H: Hub> Router<H> {
                     config.ws_commands.with_shutdown(shutdown.clone()),
                 ),
                 shutdown,
+                authorize: config.authorize,
                 publisher: Publisher {
                     hub,
                     enabled: config.publish,
@@ -250,6 +314,14 @@ impl<H: Hub> Router<H> {
                 },
             }),
         }
+    }
+
+    /// `access` with the router's hook, unless it brings its own.
+    fn hooked(&self, mut access: Access) -> Access {
+        if access.authorize.is_none() {
+            access.authorize.clone_from(&self.shared.authorize);
+        }
+        access
     }
 
     /// The hub it serves.
@@ -406,7 +478,8 @@ impl<H: Hub> Router<H> {
     /// Answers a request already classified as `route`, whose head was read
     /// by [`head`](Self::head), within what `access` allows: an event
     /// stream ends at its deadline; a WebSocket is closed then, and applies
-    /// its rules. A path that does not name exactly one channel, or a
+    /// its rules. Its [`authorize`](Access::authorize) hook, else the
+    /// router's ([`RouterConfig::authorize`]), is asked on every technique. A path that does not name exactly one channel, or a
     /// technique whose feature is off, gets `404`. Boxed, as
     /// [`handle`](Self::handle).
     pub fn serve<B>(
@@ -424,6 +497,7 @@ impl<H: Hub> Router<H> {
         if route != Route::Commands && !Route::names_one_channel(head.uri().path()) {
             return not_found(NO_ROUTE);
         }
+        let access = self.hooked(access);
         #[cfg(any(feature = "poll", feature = "longpoll", feature = "sse"))]
         let routes = &*self.shared;
         #[cfg(not(any(
@@ -437,7 +511,7 @@ impl<H: Hub> Router<H> {
             Route::Publish => {
                 let router = self.clone();
                 Box::pin(async move {
-                    RouterBody::full(router.shared.publisher.publish(head, body).await)
+                    RouterBody::full(router.shared.publisher.publish(head, body, access).await)
                 })
             }
             #[cfg(feature = "poll")]
@@ -472,6 +546,7 @@ impl<H: Hub> Router<H> {
         head: Head,
         access: Access,
     ) -> RouterFuture<H::Subscription> {
+        let access = self.hooked(access);
         let handler = match route {
             Route::Subscribe(Technique::Ws) if Route::names_one_channel(head.uri().path()) => {
                 &self.shared.ws

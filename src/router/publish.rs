@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Body;
 use push_core::{ContentKind, Error, EventName, Hub, IdempotencyKey, Publication};
-use push_http::{ChannelLocator, Head};
+use push_http::{Access, Action, ChannelLocator, Head};
 
 /// The header a publisher names its idempotency key with.
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -27,11 +27,17 @@ pub(super) struct Publisher<H> {
 }
 
 impl<H: Hub> Publisher<H> {
-    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`. A
-    /// body sent as `application/json` (or `application/*+json`) is
-    /// published as JSON, and refused with `400 invalid_json` when it is not
-    /// one JSON value.
-    pub(super) async fn publish<B>(&self, head: Head, body: B) -> Response<Full<Bytes>>
+    /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`
+    /// (and the `channel` published to when `access`'s hook mapped it),
+    /// once the hook allows it: before the body is read. A body sent as
+    /// `application/json` (or `application/*+json`) is published as JSON,
+    /// and refused with `400 invalid_json` when it is not one JSON value.
+    pub(super) async fn publish<B>(
+        &self,
+        head: Head,
+        body: B,
+        access: Access,
+    ) -> Response<Full<Bytes>>
     where
         B: Body + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -54,9 +60,19 @@ impl<H: Hub> Publisher<H> {
             };
             Ok((channel, event, idempotency_key(head.headers())?))
         });
-        let (channel, event, key) = match asked {
+        let (mut channel, event, key) = match asked {
             Ok(asked) => asked,
             Err(err) => return push_http::error_for(&err),
+        };
+        let kind = content_kind(head.headers());
+        let check = access.check(head.parts(), &channel, Action::Publish);
+        drop(head);
+        let mapped = match check.await {
+            Ok(mapped) => mapped.is_some_and(|mapped| {
+                channel = mapped;
+                true
+            }),
+            Err(denial) => return denial.respond(),
         };
         let too_large = || {
             push_http::error(
@@ -101,7 +117,7 @@ impl<H: Hub> Publisher<H> {
                 );
             }
         };
-        let mut publication = match content_kind(head.headers()) {
+        let mut publication = match kind {
             ContentKind::Json => match Publication::json(data) {
                 Ok(publication) => publication,
                 Err(err) => return push_http::error_for(&err),
@@ -119,7 +135,14 @@ impl<H: Hub> Publisher<H> {
                 let mut body = Vec::with_capacity(32);
                 body.extend_from_slice(b"{\"id\":\"");
                 body.extend_from_slice(cursor.to_string().as_bytes());
-                body.extend_from_slice(b"\"}");
+                body.push(b'"');
+                if mapped {
+                    body.extend_from_slice(b",\"channel\":\"");
+                    // A channel name needs no escaping in JSON.
+                    body.extend_from_slice(channel.as_str().as_bytes());
+                    body.push(b'"');
+                }
+                body.push(b'}');
                 push_http::json(StatusCode::OK, Bytes::from(body))
             }
             Err(err) => {

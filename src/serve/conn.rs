@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -49,6 +49,8 @@ pub(super) enum Verdict {
 pub(super) struct Conn {
     shared: Arc<Shared>,
     peer: Option<IpAddr>,
+    /// The peer's address, put in every request's extensions.
+    addr: SocketAddr,
     in_flight: AtomicU32,
     /// Bumped each time the connection goes idle: an idle-queue entry is
     /// current only while it matches.
@@ -79,11 +81,12 @@ impl std::fmt::Debug for Conn {
 impl Conn {
     /// A new connection, counted open and queued as idle (it has sent
     /// nothing yet).
-    pub(super) fn open(shared: &Arc<Shared>, peer: Option<IpAddr>) -> Arc<Conn> {
+    pub(super) fn open(shared: &Arc<Shared>, addr: SocketAddr, peer: Option<IpAddr>) -> Arc<Conn> {
         shared.stats.open.fetch_add(1, Ordering::Relaxed);
         let conn = Arc::new(Conn {
             shared: shared.clone(),
             peer,
+            addr,
             in_flight: AtomicU32::new(0),
             idle_generation: AtomicU64::new(0),
             idle_since: AtomicU64::new(shared.now_ms()),
@@ -410,7 +413,8 @@ where
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.conn.addr);
         let in_flight = InFlight::new(&self.conn);
         if let Some(reason) = bad_host(&request) {
             return TrackedFuture::Refused {

@@ -505,7 +505,7 @@ where
         };
         backoff.reset();
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        let peer = peer.ip();
+        let (addr, peer) = (peer, peer.ip());
         let at_limit = config
             .max_connections
             .is_some_and(|max| shared.stats.open_connections() >= max);
@@ -525,7 +525,7 @@ where
             refuse(&mut connections, &refusing, stream, refusal);
         } else {
             let _ = stream.set_nodelay(true);
-            let conn = Conn::open(&shared, shared.per_ip.as_ref().map(|_| peer));
+            let conn = Conn::open(&shared, addr, shared.per_ip.as_ref().map(|_| peer));
             connections.spawn(serve_connection(
                 stream,
                 service.clone(),

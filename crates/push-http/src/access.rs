@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use http::request::Parts;
 use push_core::ChannelName;
 use tokio::time::Instant;
+
+use crate::authorize::{Action, Authorize, Check};
 
 /// A rule on channels: may this connection subscribe (or publish) to it?
 pub type ChannelRule = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
@@ -14,7 +17,9 @@ pub type ChannelRule = Arc<dyn Fn(&ChannelName) -> bool + Send + Sync>;
 ///
 /// An event stream ends at the deadline (with a `retry:` hint); a WebSocket
 /// is closed with 1008 then, and on the command endpoint subscribes and
-/// publishes only where the rules allow.
+/// publishes only where the rules allow. The [`authorize`](Self::authorize)
+/// hook is asked by every technique alike, once the channel is read and
+/// before the hub is touched (see [`Authorize`]).
 ///
 /// ```
 /// use std::sync::Arc;
@@ -34,6 +39,11 @@ pub struct Access {
     /// Channels a WebSocket command socket may publish to, when its
     /// configuration allows publishing at all (default: any).
     pub publish: Option<ChannelRule>,
+    /// The app's hook, asked on every subscribe and publish this request
+    /// (or, on the command endpoint, each of its commands) makes: it
+    /// allows, denies or maps the channel. On the command endpoint it is
+    /// asked after the rules above allowed the channel as named.
+    pub authorize: Option<Arc<dyn Authorize>>,
 }
 
 impl Access {
@@ -58,9 +68,27 @@ impl Access {
         self
     }
 
-    /// `true` when it limits anything: a deadline or a rule.
+    /// Sets [`authorize`](Self::authorize).
+    #[must_use]
+    pub fn authorizing(mut self, hook: Arc<dyn Authorize>) -> Self {
+        self.authorize = Some(hook);
+        self
+    }
+
+    /// Asks the [`authorize`](Self::authorize) hook whether the request
+    /// `parts` may do `action` on `channel`: what every transport does once
+    /// it has read the channel, before it touches the hub. Without a hook
+    /// the check is ready at once, and allocates nothing.
+    pub fn check(&self, parts: &Parts, channel: &ChannelName, action: Action) -> Check {
+        Check::new(self.authorize.as_ref(), parts, channel, action)
+    }
+
+    /// `true` when it limits anything: a deadline, a rule or a hook.
     pub fn is_limited(&self) -> bool {
-        self.deadline.is_some() || self.subscribe.is_some() || self.publish.is_some()
+        self.deadline.is_some()
+            || self.subscribe.is_some()
+            || self.publish.is_some()
+            || self.authorize.is_some()
     }
 }
 
@@ -70,6 +98,7 @@ impl std::fmt::Debug for Access {
             .field("deadline", &self.deadline)
             .field("subscribe", &self.subscribe.as_ref().map(|_| "rule"))
             .field("publish", &self.publish.as_ref().map(|_| "rule"))
+            .field("authorize", &self.authorize)
             .finish()
     }
 }

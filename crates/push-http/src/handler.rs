@@ -39,11 +39,31 @@ pub fn handle<T: Handler, B>(
     handler: &T,
     request: Request<B>,
 ) -> impl Future<Output = Response<T::Body>> + Send + 'static {
+    handle_with(handler, request, Access::default())
+}
+
+/// Answers `request` with `handler` within what `access` allows: its
+/// deadline, its rules, and its [`Authorize`](crate::Authorize) hook. How a
+/// handler served on its own, without the facade's router, gets the app's
+/// hook.
+///
+/// ```
+/// use std::sync::Arc;
+/// use push_http::{Access, Decision, Denial};
+///
+/// let deny_all = Access::default().authorizing(Arc::new(|_: &_, _: &_, _| async {
+///     Decision::Deny(Denial::forbidden())
+/// }));
+/// // push_http::handle_with(&sse_handler, request, deny_all.clone()).await
+/// # let _ = deny_all;
+/// ```
+pub fn handle_with<T: Handler, B>(
+    handler: &T,
+    request: Request<B>,
+    access: Access,
+) -> impl Future<Output = Response<T::Body>> + Send + 'static {
     let (parts, _body) = request.into_parts();
-    handler.serve(
-        Head::read(parts, handler.max_query_bytes()),
-        Access::default(),
-    )
+    handler.serve(Head::read(parts, handler.max_query_bytes()), access)
 }
 
 /// The future of a handler's `Service::call`: [`handle`]'s, boxed, so that

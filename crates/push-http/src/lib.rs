@@ -19,7 +19,8 @@
 //!   sockets, and the guard that keeps one counted while it lives.
 //! - [`Technique`]: the four techniques, one name each, for routers,
 //!   servers, metrics and command lines; [`Access`], what one connection
-//!   may do.
+//!   may do, and [`Authorize`], the app's hook that allows, denies or maps
+//!   each subscribe and publish on every technique alike.
 //!
 //! Client side ([`client`]): [`ClientError`], the error every push client
 //! yields; [`client::Resume`], a reconnecting client's state with no I/O
@@ -46,6 +47,7 @@
 #![deny(missing_docs)]
 
 mod access;
+mod authorize;
 pub mod client;
 mod handler;
 mod head;
@@ -56,8 +58,9 @@ mod respond;
 mod technique;
 
 pub use crate::access::{Access, ChannelRule};
+pub use crate::authorize::{Action, Authorize, Check, Deciding, Decision, Denial, peer};
 pub use crate::client::ClientError;
-pub use crate::handler::{Call, Handler, call, handle};
+pub use crate::handler::{Call, Handler, call, handle, handle_with};
 pub use crate::head::Head;
 pub use crate::headers::{
     CACHE_NEVER, CACHE_REVALIDATE, EntityTag, POLL_INTERVAL, cursor_from_etag, if_none_match_names,

@@ -12,7 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use push_core::wire::json;
 use push_core::{Batch, ChannelName, Cursor, Error, Hub, Item, Start};
-use push_http::{Access, ChannelLocator, EntityTag, Handler, Head, Live, LiveCount};
+use push_http::{Access, Action, ChannelLocator, Check, EntityTag, Handler, Head, Live, LiveCount};
 use tokio_util::sync::CancellationToken;
 
 /// How a [`LongPollHandler`] reads requests and how long it holds them.
@@ -231,23 +231,32 @@ impl<H: Hub> Handler for LongPollHandler<H> {
 
     /// Answers a long poll. Everything the wait needs is read first, and the
     /// head dropped: a held request keeps only a few words, not its headers.
-    /// `access` limits nothing here (a held request ends by its timeout).
+    /// `access`'s hook is asked first; its deadline limits nothing here (a
+    /// held request ends by its timeout).
     fn serve(
         &self,
         head: Head,
-        _access: Access,
+        access: Access,
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
         let read = (head.method() == Method::GET).then(|| self.read(&head));
+        let check = match &read {
+            Some(Ok(asked)) => access.check(head.parts(), &asked.channel, Action::Subscribe),
+            _ => Check::allowed(),
+        };
         drop(head);
         let handler = self.clone();
         async move {
-            let asked = match read {
+            let mut asked = match read {
                 None => {
                     return push_http::method_not_allowed("GET", "long polling answers GET only");
                 }
                 Some(Err(err)) => return push_http::error_plain(&err),
                 Some(Ok(asked)) => asked,
             };
+            match check.await {
+                Ok(mapped) => asked.channel = mapped.unwrap_or(asked.channel),
+                Err(denial) => return denial.respond(),
+            }
             match handler.answer(asked).await {
                 Ok(response) => response,
                 Err(err) => push_http::error_plain(&err),

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use push_core::wire::json;
 use push_core::{ChannelName, Error, Hub, Start};
-use push_http::{Access, ChannelLocator, EntityTag, Handler, Head};
+use push_http::{Access, Action, ChannelLocator, Check, EntityTag, Handler, Head};
 
 /// How a [`PollHandler`] reads requests and what it advises clients.
 ///
@@ -219,22 +219,26 @@ impl<H: Hub> Handler for PollHandler<H> {
         self.shared.config.max_query_bytes
     }
 
-    /// Answers a poll; `access` limits nothing here (a poll is answered at
-    /// once).
+    /// Answers a poll, once `access`'s hook allows it (its deadline limits
+    /// nothing here: a poll is answered at once).
     fn serve(
         &self,
         head: Head,
-        _access: Access,
+        access: Access,
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send + 'static {
         let read = if head.method() == Method::GET || head.method() == Method::HEAD {
             Some(self.read(&head))
         } else {
             None
         };
+        let check = match &read {
+            Some(Ok(asked)) => access.check(head.parts(), &asked.channel, Action::Subscribe),
+            _ => Check::allowed(),
+        };
         let handler = self.clone();
         let parts = head.into_parts();
         async move {
-            let asked = match read {
+            let mut asked = match read {
                 None => {
                     return push_http::method_not_allowed(
                         "GET, HEAD",
@@ -244,6 +248,10 @@ impl<H: Hub> Handler for PollHandler<H> {
                 Some(Err(err)) => return push_http::error_plain(&err),
                 Some(Ok(asked)) => asked,
             };
+            match check.await {
+                Ok(mapped) => asked.channel = mapped.unwrap_or(asked.channel),
+                Err(denial) => return denial.respond(),
+            }
             match handler.answer(&parts, asked).await {
                 Ok(response) => response,
                 Err(err) => push_http::error_plain(&err),

@@ -17,7 +17,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use push_live::http::{Access, ChannelLocator, Head, Technique};
+use push_live::http::{Access, Authorize, ChannelLocator, Head, Technique};
 use push_live::{Hub, Route, Router, RouterBody, ServeStats, Shutdown, Start};
 use tokio::time::Instant;
 
@@ -95,6 +95,10 @@ pub struct Policy {
     pub cors: Cors,
     /// The techniques served, in [`Technique::ALL`] order.
     pub techniques: [bool; 4],
+    /// The app's hook on every subscribe and publish (proxy mode,
+    /// [`crate::proxy`]), after the tokens above; a request that shows the
+    /// publisher secret is not asked.
+    pub authorize: Option<Arc<dyn Authorize>>,
 }
 
 impl Default for Policy {
@@ -105,6 +109,7 @@ impl Default for Policy {
             jwt: None,
             cors: Cors::default(),
             techniques: [true; 4],
+            authorize: None,
         }
     }
 }
@@ -313,8 +318,13 @@ impl<H: Hub> App<H> {
         let head = router.head(route, parts);
         match route {
             Route::Publish => match self.check_publisher(head.headers()) {
-                // The router logs a failed publish with its reason.
-                Ok(()) => router.serve(route, head, body, Access::default()).await,
+                // The router logs a failed publish with its reason. The
+                // publisher secret, when set, is all a publish needs;
+                // without one, the app's hook decides.
+                Ok(()) if shared.policy.publish_token.is_some() => {
+                    router.serve(route, head, body, Access::default()).await
+                }
+                Ok(()) => router.serve(route, head, body, self.hooked()).await,
                 Err(err) => refusal(&err),
             },
             Route::Subscribe(technique) => {
@@ -322,8 +332,9 @@ impl<H: Hub> App<H> {
                     Ok(claims) => claims,
                     Err(err) => return refusal(&err),
                 };
-                let access =
-                    Access::default().until(claims.as_ref().map(|claims| deadline(claims.expires)));
+                let access = self
+                    .hooked()
+                    .until(claims.as_ref().map(|claims| deadline(claims.expires)));
                 tracing::debug!(
                     technique = technique.as_str(),
                     path = head.uri().path(),
@@ -342,6 +353,14 @@ impl<H: Hub> App<H> {
                 tracing::debug!("command socket");
                 router.serve_ws(route, head, access).await
             }
+        }
+    }
+
+    /// An access with the app's hook, if there is one.
+    fn hooked(&self) -> Access {
+        match &self.shared.policy.authorize {
+            Some(hook) => Access::default().authorizing(hook.clone()),
+            None => Access::default(),
         }
     }
 
@@ -405,15 +424,16 @@ impl<H: Hub> App<H> {
                     subscribe,
                     publish,
                 } = jwt.verify(&token, unix_now())?;
-                Ok(Access::default()
+                Ok(self
+                    .hooked()
                     .until(Some(deadline(expires)))
                     .subscribing(Arc::new(move |channel| subscribe.allows(channel)))
                     .publishing(Arc::new(move |channel| publish.allows(channel))))
             }
             None if policy.publish_token.is_some() || policy.publish_protected => {
-                Ok(Access::default().publishing(Arc::new(|_| false)))
+                Ok(self.hooked().publishing(Arc::new(|_| false)))
             }
-            None => Ok(Access::default()),
+            None => Ok(self.hooked()),
         }
     }
 

@@ -264,6 +264,41 @@ pub struct Args {
     #[arg(long, env = "PUSH_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
 
+    // Proxy mode: the app's backend decides every subscribe and publish.
+    /// Proxy mode: on every subscribe and publish, POST
+    /// `{"action","channel","transport"}` with the request's cookies and
+    /// headers (--auth-proxy-forward-headers) to this http:// URL of your
+    /// app, and obey: 200 allows (`{"channel":"user:42"}` serves that
+    /// channel instead), 401 and 403 refuse with that status, anything else
+    /// or no answer in time refuses with 503 (fail closed).
+    #[arg(long, env = "PUSH_AUTH_PROXY_URL")]
+    pub auth_proxy_url: Option<String>,
+
+    /// How long the backend may take to answer, body included.
+    #[arg(long, env = "PUSH_AUTH_PROXY_TIMEOUT", default_value = "2",
+          value_parser = secs(0.01, 60.0))]
+    pub auth_proxy_timeout: Duration,
+
+    /// How long an answer of the backend (200, 401, 403) is reused for the
+    /// same headers, channel, action and transport (0: ask every time).
+    #[arg(long, env = "PUSH_AUTH_PROXY_CACHE_SECONDS", default_value = "5",
+          value_parser = secs(0.0, 3_600.0))]
+    pub auth_proxy_cache_seconds: Duration,
+
+    /// The most answers of the backend kept; the oldest go first.
+    #[arg(long, env = "PUSH_AUTH_PROXY_CACHE_SIZE", default_value_t = 10_000,
+          value_parser = count(0, 10_000_000))]
+    pub auth_proxy_cache_size: usize,
+
+    /// The request headers forwarded to the backend, comma-separated.
+    #[arg(
+        long,
+        env = "PUSH_AUTH_PROXY_FORWARD_HEADERS",
+        value_delimiter = ',',
+        default_value = "cookie,authorization"
+    )]
+    pub auth_proxy_forward_headers: Vec<String>,
+
     /// On shutdown (SIGINT, SIGTERM), how long to wait for connections to
     /// end.
     #[arg(long, env = "PUSH_SHUTDOWN_GRACE", default_value = "10",
@@ -312,10 +347,14 @@ fn sentinel_address(text: &str) -> Result<SentinelAddress, String> {
 
 impl Args {
     /// Whether publishing without a publisher secret is refused: the
-    /// server listens on a non-loopback address with no --publish-token
-    /// and without --open-publish (as Redis's protected mode does).
+    /// server listens on a non-loopback address with no --publish-token,
+    /// no --auth-proxy-url (whose backend decides each publish) and without
+    /// --open-publish (as Redis's protected mode does).
     pub fn publish_protected(&self) -> bool {
-        self.publish_token.is_none() && !self.open_publish && !self.listen.ip().is_loopback()
+        self.publish_token.is_none()
+            && self.auth_proxy_url.is_none()
+            && !self.open_publish
+            && !self.listen.ip().is_loopback()
     }
 
     /// The Redis hub's settings, from --redis-url or --redis-sentinel with

@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod metrics;
+pub mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,6 +170,16 @@ impl Server {
                 .map_err(flag("--jwt-secret"))?,
             cors,
             techniques: Technique::ALL.map(|t| args.transports.contains(&t)),
+            authorize: match &args.auth_proxy_url {
+                Some(url) => Some(Arc::new(proxy::AuthProxy::new(
+                    proxy::ProxyConfig::new(url)
+                        .and_then(|config| config.with_forward(&args.auth_proxy_forward_headers))
+                        .map_err(|err| StartError::Settings(format!("--auth-proxy-url: {err}")))?
+                        .with_timeout(args.auth_proxy_timeout)
+                        .with_cache(args.auth_proxy_cache_seconds, args.auth_proxy_cache_size),
+                ))),
+                None => None,
+            },
         };
         let stats = Arc::new(ServeStats::default());
         let mut app = App::new(router, metrics, stats.clone(), policy);

@@ -13,7 +13,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
 use push_core::{Backoff, ChannelName, Cursor, Error, Hub, Item, Start};
-use push_http::{Access, ChannelLocator, Handler, Head, Live, LiveCount};
+use push_http::{Access, Action, ChannelLocator, Check, Handler, Head, Live, LiveCount};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -288,21 +288,32 @@ impl<H: Hub> Handler for SseHandler<H> {
     }
 
     /// Answers a request for an event stream that also ends at the access's
-    /// deadline (with a `retry:` hint). What the stream needs is read first
-    /// and the head dropped.
+    /// deadline (with a `retry:` hint), once its hook allows it. What the
+    /// stream needs is read first and the head dropped.
     fn serve(
         &self,
         head: Head,
         access: Access,
     ) -> impl Future<Output = Response<Self::Body>> + Send + 'static {
         let read = (head.method() == Method::GET).then(|| self.read(&head));
+        let check = match &read {
+            Some(Ok(asked)) => access.check(head.parts(), &asked.channel, Action::Subscribe),
+            _ => Check::allowed(),
+        };
         drop(head);
         let handler = self.clone();
+        let deadline = access.deadline;
         async move {
             match read {
                 None => push_http::method_not_allowed("GET", "an event stream answers GET only"),
                 Some(Err(err)) => push_http::error_plain(&err),
-                Some(Ok(asked)) => handler.open(asked, access.deadline).await,
+                Some(Ok(mut asked)) => match check.await {
+                    Ok(mapped) => {
+                        asked.channel = mapped.unwrap_or(asked.channel);
+                        handler.open(asked, deadline).await
+                    }
+                    Err(denial) => denial.respond(),
+                },
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The `push.v1` JSON protocol: commands read from clients, control frames
 //! written to them. Messages themselves travel as their shared JSON envelope.
 
+use std::borrow::Cow;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -33,7 +35,7 @@ pub(crate) enum Command {
 /// A command that cannot be carried out: its error code and message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Refused {
-    pub(crate) code: &'static str,
+    pub(crate) code: Cow<'static, str>,
     pub(crate) message: String,
     /// For a backend failure: whether the command may have happened anyway.
     pub(crate) may_have_happened: Option<bool>,
@@ -42,7 +44,7 @@ pub(crate) struct Refused {
 impl Refused {
     pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
         Refused {
-            code,
+            code: Cow::Borrowed(code),
             message: message.into(),
             may_have_happened: None,
         }
@@ -234,9 +236,10 @@ pub(crate) enum Acked {
 }
 
 /// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
-/// or the published message's `id`.
-pub(crate) fn ack(reference: Option<&str>, acked: Acked) -> Bytes {
-    let mut buf = BytesMut::with_capacity(96);
+/// or the published message's `id`; and the `channel` it acted on when the
+/// app's hook mapped the one named.
+pub(crate) fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&ChannelName>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(96 + mapped.map_or(0, |c| c.as_str().len()));
     buf.put_slice(b"{\"op\":\"ack\"");
     put_ref(&mut buf, reference);
     let (name, cursor): (&[u8], _) = match acked {
@@ -248,6 +251,10 @@ pub(crate) fn ack(reference: Option<&str>, acked: Acked) -> Bytes {
         buf.put_slice(name);
         buf.put_slice(cursor.text().as_str().as_bytes());
         buf.put_u8(b'"');
+    }
+    if let Some(channel) = mapped {
+        buf.put_slice(b",\"channel\":");
+        json::put_string(&mut buf, channel.as_str());
     }
     buf.put_u8(b'}');
     buf.freeze()
@@ -271,7 +278,7 @@ pub(crate) fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
     buf.put_slice(b"{\"op\":\"error\"");
     put_ref(&mut buf, reference);
     buf.put_slice(b",\"code\":");
-    json::put_string(&mut buf, refused.code);
+    json::put_string(&mut buf, &refused.code);
     buf.put_slice(b",\"message\":");
     json::put_string(&mut buf, &refused.message);
     match refused.may_have_happened {
@@ -431,7 +438,7 @@ mod tests {
             ] {
                 let (r, _) = parse(&command);
                 assert_eq!(r, Some(written), "{command}");
-                let acked = ack(r, Acked::Done);
+                let acked = ack(r, Acked::Done, None);
                 let expected = format!(r#"{{"op":"ack","ref":{written}}}"#);
                 assert_eq!(&acked[..], expected.as_bytes());
                 let errored = error(r, &Refused::new("unknown_op", "m"));
@@ -475,8 +482,18 @@ mod tests {
 
     #[test]
     fn control_frames_are_json() {
-        let ack: Value = serde_json::from_slice(&ack(Some(r#""a\"b""#), Acked::Done)).unwrap();
+        let ack: Value =
+            serde_json::from_slice(&ack(Some(r#""a\"b""#), Acked::Done, None)).unwrap();
         assert_eq!(ack, serde_json::json!({"op":"ack","ref":"a\"b"}));
+        let mapped: ChannelName = "user:42".parse().unwrap();
+        let cursor: Cursor = "a.7".parse().unwrap();
+        let acked: Value =
+            serde_json::from_slice(&super::ack(None, Acked::Cursor(cursor), Some(&mapped)))
+                .unwrap();
+        assert_eq!(
+            acked,
+            serde_json::json!({"op":"ack","cursor":"a.7","channel":"user:42"})
+        );
         let refused = Refused::new("forbidden", "no \"publish\" here");
         let error: Value = serde_json::from_slice(&error(Some("3"), &refused)).unwrap();
         assert_eq!(

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use push_core::Hub;
-use push_http::{Access, Handler, Head, Live, LiveCount};
+use push_http::{Access, Action, Handler, Head, Live, LiveCount};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -120,10 +120,13 @@ impl<H: Hub> WsHandler<H> {
     }
 
     /// Answers one handshake with a socket limited by `access`: closed at its
-    /// deadline with 1008, and, on the command endpoint, subscribing and
-    /// publishing only where it allows (else an error reply, code
-    /// `forbidden`). Check the channel of `GET /ws/{channel}` yourself before
-    /// calling this.
+    /// deadline with 1008; on the command endpoint, subscribing and
+    /// publishing only where its rules allow (else an error reply, code
+    /// `forbidden`); and its [`authorize`](Access::authorize) hook asked
+    /// for the channel of `GET /ws/{channel}` before the handshake is
+    /// answered (a denial is the handshake's answer), and for each
+    /// `subscribe` and `publish` command (a denial is that command's error
+    /// reply; the socket stays open).
     pub async fn handle_with<B>(
         &self,
         request: Request<B>,
@@ -166,17 +169,29 @@ impl<H: Hub> WsHandler<H> {
                 let found = head
                     .channel(locator)
                     .and_then(|channel| Ok((channel, head.start()?)));
-                let (channel, start) = match found {
+                let (mut channel, start) = match found {
                     Ok(found) => found,
                     Err(err) => return push_http::error_for(&err),
                 };
+                match access
+                    .check(head.parts(), &channel, Action::Subscribe)
+                    .await
+                {
+                    Ok(mapped) => channel = mapped.unwrap_or(channel),
+                    Err(denial) => return denial.respond(),
+                }
                 match push_core::subscribe_pinned(&*self.hub, &channel, start).await {
                     Ok((subscription, head)) => Mode::Channel(channel, subscription, head),
                     Err(err) => return push_http::error_for(&err),
                 }
             }
         };
-        let upgrade = head.into_parts().extensions.remove::<OnUpgrade>();
+        let mut parts = head.into_parts();
+        let upgrade = parts.extensions.remove::<OnUpgrade>();
+        // A command socket asks the hook with its handshake's head, for
+        // every command: kept only when there is a hook to ask.
+        let request =
+            (matches!(mode, Mode::Commands) && access.authorize.is_some()).then(|| Box::new(parts));
         // Over HTTP/2 a plain 200 accepts (RFC 8441); over HTTP/1.1, a 101.
         let mut response = Response::new(Full::new(Bytes::new()));
         if let Some(accept) = accepted.accept {
@@ -206,7 +221,9 @@ impl<H: Hub> WsHandler<H> {
                 Some(socket_config),
             )
             .await;
-            Socket::new(ws, hub, live, mode, access).run().await;
+            Socket::new(ws, hub, live, mode, access, request)
+                .run()
+                .await;
         });
         response
     }

@@ -26,7 +26,8 @@ use tungstenite::protocol::frame::{CloseFrame, Frame};
 use crate::config::{SlowConsumer, WsConfig};
 use crate::protocol::{self, Acked, Command, Refused};
 use crate::server::Shared;
-use push_http::{Access, ChannelRule, Live};
+use http::request::Parts;
+use push_http::{Access, Action, ChannelRule, Check, Denial, Live};
 
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -74,11 +75,18 @@ fn allows(rule: Option<&ChannelRule>, channel: &ChannelName) -> bool {
     rule.is_none_or(|rule| rule(channel))
 }
 
+/// What limits a socket: its access, and the handshake's head its hook is
+/// asked with (on the command endpoint, when there is a hook).
+struct Limits {
+    access: Access,
+    request: Option<Box<Parts>>,
+}
+
 /// One socket and everything it holds.
 pub(crate) struct Socket<H: Hub, S> {
     ws: WebSocketStream<S>,
-    /// Rules and deadline; boxed, as most sockets have none.
-    access: Option<Box<Access>>,
+    /// Rules, deadline and hook; boxed, as most sockets have none.
+    limits: Option<Box<Limits>>,
     /// A frame to send first (where a live channel socket starts).
     greeting: Option<Bytes>,
     hub: Arc<H>,
@@ -143,6 +151,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         live: Live<Shared>,
         mode: Mode<H::Subscription>,
         access: Access,
+        request: Option<Box<Parts>>,
     ) -> Self {
         // Most sockets hold one channel: start the map at one slot.
         let mut subscriptions = StreamMap::with_capacity(1);
@@ -164,7 +173,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let limited = access.is_limited();
         Socket {
             ws,
-            access: limited.then(|| Box::new(access)),
+            limits: limited.then(|| Box::new(Limits { access, request })),
             greeting,
             hub,
             live,
@@ -182,7 +191,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     /// Runs the socket to its end. Borrowing `self` (rather than moving it
     /// into the future) keeps the task from holding the socket twice.
     pub(crate) async fn run(&mut self) {
-        let deadline = self.access.as_ref().and_then(|access| access.deadline);
+        let deadline = self
+            .limits
+            .as_ref()
+            .and_then(|limits| limits.access.deadline);
         let (code, reason, wait) = match self.serve(deadline).await {
             End::Gone => return,
             // A peer that is not reading would never see the frame.
@@ -409,7 +421,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let (reference, command) = protocol::parse(command_text);
         let reply = match command {
             Ok(command) => match self.carry_out(command).await {
-                Ok(acked) => protocol::ack(reference, acked),
+                Ok((acked, mapped)) => protocol::ack(reference, acked, mapped.as_ref()),
                 Err(refused) => protocol::error(reference, &refused),
             },
             Err(refused) => protocol::error(reference, &refused),
@@ -417,16 +429,39 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         self.write(text(reply))
     }
 
-    async fn carry_out(&mut self, command: Command) -> Result<Acked, Refused> {
+    /// Asks the hook about `channel`: ready at once without one. Made
+    /// here, awaited by the caller, so that no borrow of the socket is held
+    /// while the app decides.
+    fn check(&self, channel: &ChannelName, action: Action) -> Check {
+        match self.limits.as_deref() {
+            Some(Limits {
+                access,
+                request: Some(request),
+            }) => access.check(request, channel, action),
+            _ => Check::allowed(),
+        }
+    }
+
+    /// Carries out `command`: what the ack carries, and the channel it acted
+    /// on when the hook mapped it.
+    async fn carry_out(
+        &mut self,
+        command: Command,
+    ) -> Result<(Acked, Option<ChannelName>), Refused> {
+        let rules = self.limits.as_ref().map(|limits| &limits.access);
         match command {
             Command::Subscribe { channel, start } => {
-                let rule = self.access.as_ref().and_then(|a| a.subscribe.as_ref());
-                if !allows(rule, &channel) {
+                if !allows(rules.and_then(|a| a.subscribe.as_ref()), &channel) {
                     return Err(Refused::new(
                         "forbidden",
                         format!("not allowed to subscribe to {channel}"),
                     ));
                 }
+                let mapped = self
+                    .check(&channel, Action::Subscribe)
+                    .await
+                    .map_err(denied)?;
+                let (channel, mapped) = unmapped_or(channel, mapped);
                 let max = self.config().max_subscriptions;
                 if !self.subscriptions.contains_key(&channel) && self.subscriptions.len() >= max {
                     return Err(Refused::new(
@@ -436,6 +471,8 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                 }
                 let (subscription, head) =
                     push_core::subscribe_pinned(&*self.hub, &channel, start).await?;
+                let acked = head.map_or(Acked::Done, Acked::Cursor);
+                let mapped = mapped.then(|| channel.clone());
                 self.subscriptions.insert(
                     channel,
                     Tracked {
@@ -443,10 +480,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         started: false,
                     },
                 );
-                Ok(head.map_or(Acked::Done, Acked::Cursor))
+                Ok((acked, mapped))
             }
             Command::Unsubscribe { channel } => match self.subscriptions.remove(&channel) {
-                Some(_) => Ok(Acked::Done),
+                Some(_) => Ok((Acked::Done, None)),
                 None => Err(Refused::new(
                     "not_subscribed",
                     format!("not subscribed to {channel}"),
@@ -456,16 +493,41 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                 channel,
                 publication,
             } => {
-                let rule = self.access.as_ref().and_then(|a| a.publish.as_ref());
+                let rule = rules.and_then(|a| a.publish.as_ref());
                 if !self.config().allow_publish || !allows(rule, &channel) {
                     return Err(Refused::new(
                         "forbidden",
                         format!("not allowed to publish to {channel}"),
                     ));
                 }
-                Ok(Acked::Id(self.hub.publish(&channel, publication).await?))
+                let mapped = self
+                    .check(&channel, Action::Publish)
+                    .await
+                    .map_err(denied)?;
+                let (channel, mapped) = unmapped_or(channel, mapped);
+                let id = self.hub.publish(&channel, publication).await?;
+                Ok((Acked::Id(id), mapped.then_some(channel)))
             }
         }
+    }
+}
+
+/// The channel to act on: the one the hook mapped to, else the one named;
+/// and whether it was mapped.
+fn unmapped_or(named: ChannelName, mapped: Option<ChannelName>) -> (ChannelName, bool) {
+    match mapped {
+        Some(mapped) => (mapped, true),
+        None => (named, false),
+    }
+}
+
+/// A denied command's error reply: the denial's code and message (its
+/// status is for HTTP answers).
+fn denied(denial: Denial) -> Refused {
+    Refused {
+        code: denial.code,
+        message: denial.message.into_owned(),
+        may_have_happened: None,
     }
 }
 
