@@ -2,8 +2,9 @@
 //! ALPN choosing HTTP/1.1 or HTTP/2, an event stream and WebSockets (RFC
 //! 6455 over HTTP/1.1, RFC 8441 over HTTP/2) over TLS, and hostile clients:
 //! a handshake that never ends is closed at the connection's first deadline
-//! (and is shed like any idle connection), garbage instead of a ClientHello
-//! closes that connection only.
+//! (and is shed like any idle connection), a connection refused at the limit
+//! is closed without a handshake, garbage instead of a ClientHello closes
+//! that connection only.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "support/serving.rs"]
@@ -353,6 +354,31 @@ async fn a_stalled_handshake_is_shed_to_make_room() {
     .await;
     assert_eq!(running.stats.shed(), 1);
     assert_eq!(running.stats.refused(), 0);
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn at_the_limit_a_tls_connection_is_closed_without_a_handshake() {
+    let pki = pki();
+    let running = start_tls(&pki, ServeConfig::default().with_max_connections(1)).await;
+    // The one slot is busy (an event stream), so nothing can be shed.
+    let mut client = Client::connect(&pki, running.addr, &[b"h2"]).await;
+    let stream = client.get("/sse/news").await;
+    assert_eq!(stream.status(), StatusCode::OK);
+    let mut refused = TcpStream::connect(running.addr).await.unwrap();
+    // A ClientHello's first bytes: no plain `503` comes back, nor a handshake.
+    refused
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+        .await
+        .unwrap();
+    let got = within(
+        "the refused connection's close",
+        read_to_close(&mut refused),
+    )
+    .await;
+    assert!(got.is_empty(), "sent {got:?}");
+    assert_eq!(running.stats.refused(), 1);
+    drop(stream);
     stop(running).await;
 }
 
