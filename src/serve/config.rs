@@ -41,8 +41,9 @@ pub struct ServeConfig {
     /// before dropping the rest (default 10 s).
     pub grace: Duration,
     /// How long a client may take to send a whole request head: from
-    /// connecting, and from the first byte of each next request (default
-    /// 10 s). Past it the connection is dropped.
+    /// connecting (over TLS, the handshake included), and from the first
+    /// byte of each next request (default 10 s). Past it the connection is
+    /// dropped.
     pub header_timeout: Duration,
     /// How long a connection with nothing in flight is kept: HTTP/1.1
     /// keep-alive between requests, HTTP/2 with no open stream (default
