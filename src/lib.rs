@@ -5,8 +5,13 @@
 //!
 //! This crate is a facade: it re-exports [`push_core`] (always) and each
 //! transport crate behind its feature (`poll`, `longpoll`, `sse`, `ws`; all on
-//! by default), and the Redis hub behind `redis` (off by default). Depend on one transport crate alone, or on `push` with
-//! `default-features = false` and the features you serve. With `tower`,
+//! by default), and the Redis hub behind `redis` (off by default). Its own
+//! server, `serve` (the accept loop, with deadlines, connection limits and
+//! graceful shutdown), is the `serve` feature, with HTTP/2 as `http2` (both
+//! on by default) and TLS as `tls` (off by default). Depend on one transport
+//! crate alone, or on `push-live` with `default-features = false` and the
+//! features you serve: `features = ["sse"]` is Server-Sent Events for a
+//! server of your own (axum, hyper), without h2. With `tower`,
 //! [`Router`] and every handler are `tower::Service`s that axum mounts in
 //! one line (docs/axum.md); [`js`] serves the browser client, push.js.
 //!
@@ -31,10 +36,24 @@ pub use push_core::*;
 
 pub mod js;
 mod router;
+#[cfg(feature = "serve")]
 mod serve;
+/// Without the `serve` feature, only the shutdown handle (its token is what
+/// the router and the handlers end their streams and sockets with).
+#[cfg(not(feature = "serve"))]
+mod serve {
+    mod shutdown;
+    pub use shutdown::Shutdown;
+}
 
 pub use router::{Call, Route, Router, RouterBody, RouterConfig, RouterFuture};
-pub use serve::{ServeConfig, ServeStats, Shutdown, bind, serve};
+pub use serve::Shutdown;
+#[cfg(feature = "serve")]
+pub use serve::{ServeConfig, ServeStats, bind, serve};
+/// rustls, as [`ServeConfig::with_tls`] takes it (feature `tls`): build a
+/// `ServerConfig` with this one, so that the versions match.
+#[cfg(feature = "tls")]
+pub use tokio_rustls::rustls;
 /// The cancellation token type of [`Shutdown::token`] and the transports'
 /// `shutdown` settings.
 pub use tokio_util::sync::CancellationToken;

@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+#[cfg(feature = "http2")]
+use http::Method;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST};
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -113,6 +115,7 @@ impl Conn {
 
     /// Marks it an HTTP/2 connection: bytes while idle are frames (PING,
     /// SETTINGS, …), not the start of a request head.
+    #[cfg(feature = "http2")]
     pub(super) fn http2(&self) {
         self.set(HTTP2);
     }
@@ -262,7 +265,8 @@ impl IdleQueue {
 }
 
 pin_project_lite::pin_project! {
-    /// The TCP stream of a connection: counts the bytes through it, notes
+    /// The TCP stream of a connection (under TLS, if any): counts the bytes
+    /// through it, notes
     /// when a next request starts arriving and when a write stops
     /// progressing, and keeps the connection counted open for as long as
     /// it lives (an upgraded WebSocket keeps it).
@@ -422,8 +426,12 @@ where
                 in_flight: Some(in_flight),
             };
         }
+        // An extended CONNECT (RFC 8441: a WebSocket over HTTP/2).
+        #[cfg(feature = "http2")]
         let tunnel = request.method() == Method::CONNECT
             && request.extensions().get::<hyper::ext::Protocol>().is_some();
+        #[cfg(not(feature = "http2"))]
+        let tunnel = false;
         TrackedFuture::Called {
             inner: self.inner.call(request),
             in_flight: Some(in_flight),

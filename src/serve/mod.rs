@@ -1,16 +1,24 @@
-//! Running a service on a listener: HTTP/1.1 and HTTP/2 on one port, with
+//! Running a service on a listener (feature `serve`): HTTP/1.1 and HTTP/2
+//! (feature `http2`) on one port, over TLS (feature `tls`) or not, with
 //! WebSocket upgrades (RFC 6455 and RFC 8441), a large accept backlog, a
 //! deadline on every connection until it is useful, connection limits that
 //! shed idle connections before refusing anyone, and a graceful shutdown
 //! that really ends streams and sockets.
 
+mod config;
 mod conn;
+mod shutdown;
+#[cfg(feature = "tls")]
+mod tls;
+
+pub use self::config::{ServeConfig, ServeStats};
+pub use self::shutdown::Shutdown;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -18,300 +26,23 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::Service;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+#[cfg(feature = "http2")]
+use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioIo, TokioTimer};
+#[cfg(feature = "http2")]
 use hyper_util::server::conn::auto;
 use push_core::Backoff;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::conn::{Conn, Counted, IdleQueue, Tracked, Verdict};
 
 /// What an HTTP/2 client sends first.
+#[cfg(feature = "http2")]
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// The handle that shuts a push service down: cancel it (from a signal
-/// handler, say) and [`serve`] stops accepting, ends every stream and socket
-/// gracefully, waits for them up to its grace period, and returns.
-///
-/// Get one from [`Router::shutdown`](crate::Router::shutdown), or, for a
-/// service of your own, make one and hand its [`token`](Self::token) to your
-/// handlers' `with_shutdown` (and [`track`](Self::track) your WebSocket
-/// handlers' `socket_tasks()`):
-///
-/// ```
-/// use push_live::{MemoryHub, Shutdown};
-/// use push_live::sse::{SseConfig, SseHandler};
-///
-/// let shutdown = Shutdown::new();
-/// let sse = SseHandler::new(
-///     MemoryHub::new(),
-///     SseConfig::default().with_shutdown(shutdown.token().clone()),
-/// );
-/// # let _ = sse;
-/// ```
-#[derive(Clone, Debug, Default)]
-pub struct Shutdown {
-    token: CancellationToken,
-    tasks: Vec<TaskTracker>,
-}
-
-impl Shutdown {
-    /// A handle with a token of its own.
-    pub fn new() -> Self {
-        Shutdown::default()
-    }
-
-    pub(crate) fn with_token(token: CancellationToken) -> Self {
-        Shutdown {
-            token,
-            tasks: Vec::new(),
-        }
-    }
-
-    /// Makes [`serve`] also wait, on shutdown, for these tasks (a
-    /// WebSocket handler's `socket_tasks()`: its sockets outlive their HTTP
-    /// connections).
-    pub fn track(&mut self, tasks: TaskTracker) {
-        self.tasks.push(tasks);
-    }
-
-    /// Starts the shutdown.
-    pub fn trigger(&self) {
-        self.token.cancel();
-    }
-
-    /// Whether the shutdown has started.
-    pub fn is_triggered(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// Resolves when the shutdown starts.
-    pub async fn triggered(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// The token that is cancelled when the shutdown starts, for your own
-    /// long-lived work.
-    pub fn token(&self) -> &CancellationToken {
-        &self.token
-    }
-
-    /// Resolves once every task it tracks (each WebSocket) has ended.
-    async fn tasks_done(&self) {
-        for tasks in &self.tasks {
-            tasks.close();
-            tasks.wait().await;
-        }
-    }
-
-    /// Shuts down under a host server other than [`serve`] (axum's, say):
-    /// triggers the shutdown, then resolves once every task it tracks (each
-    /// WebSocket, whose task outlives its HTTP connection) has ended, or
-    /// after `grace`, whichever comes first. Returns whether all ended in
-    /// time. [`Router::graceful_shutdown`](crate::Router::graceful_shutdown)
-    /// is this, for a router's handle.
-    pub async fn finish(&self, grace: Duration) -> bool {
-        self.trigger();
-        tokio::time::timeout(grace, self.tasks_done()).await.is_ok()
-    }
-}
-
-/// How [`serve`] runs connections: its limits and deadlines. Every field
-/// has a default fit for a public server.
-///
-/// Every connection has a deadline until it is useful: a new one must send
-/// a whole request head within [`header_timeout`](Self::header_timeout); one
-/// with nothing in flight (HTTP/1.1 between requests, HTTP/2 with no open
-/// stream) is closed after [`idle_timeout`](Self::idle_timeout), or
-/// `header_timeout` after the next request started arriving; one whose
-/// writes make no progress for [`write_timeout`](Self::write_timeout) is
-/// dropped. A request, an event stream, a held long poll or a WebSocket is
-/// useful: it is never cut for being long.
-///
-/// ```
-/// use std::time::Duration;
-/// use push_live::ServeConfig;
-///
-/// let config = ServeConfig::default().with_max_connections(10_000);
-/// assert_eq!(config.grace, Duration::from_secs(10));
-/// assert_eq!(config.header_timeout, Duration::from_secs(10));
-/// ```
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ServeConfig {
-    /// The most connections open at once, upgraded WebSockets included
-    /// (default: no limit). At the limit the connection idle the longest is
-    /// closed to make room for a new one; when none is idle, the new one is
-    /// answered `503` (`too_many_connections`, `Retry-After: 1`) and closed.
-    pub max_connections: Option<usize>,
-    /// The most connections open at once from one IP address (default: no
-    /// limit; behind a reverse proxy every client has the proxy's address).
-    /// Over it, a new connection is answered `429`
-    /// (`too_many_connections`) and closed.
-    pub max_connections_per_ip: Option<usize>,
-    /// How long a shutdown waits for connections, streams and sockets to end
-    /// before dropping the rest (default 10 s).
-    pub grace: Duration,
-    /// How long a client may take to send a whole request head: from
-    /// connecting, and from the first byte of each next request (default
-    /// 10 s). Past it the connection is dropped.
-    pub header_timeout: Duration,
-    /// How long a connection with nothing in flight is kept: HTTP/1.1
-    /// keep-alive between requests, HTTP/2 with no open stream (default
-    /// 30 s). Then it is closed gracefully (HTTP/2: GOAWAY).
-    pub idle_timeout: Duration,
-    /// How long a write to a client may make no progress (its receive
-    /// window stays full: it stopped reading) before the connection is
-    /// dropped (default 10 s). Upgraded WebSockets have their own
-    /// (`push_ws::WsConfig::write_timeout`).
-    pub write_timeout: Duration,
-    /// HTTP/2: a PING is sent after this long without a frame from the
-    /// client (default 20 s) …
-    pub http2_ping_interval: Duration,
-    /// … and the connection is closed if its answer does not come within
-    /// this (default 10 s).
-    pub http2_ping_timeout: Duration,
-    /// The largest request head accepted, in bytes (default 32 KiB; HTTP/1.1
-    /// at least 8 KiB): HTTP/1.1's read buffer, HTTP/2's header list.
-    pub max_header_bytes: usize,
-}
-
-impl Default for ServeConfig {
-    fn default() -> Self {
-        ServeConfig {
-            max_connections: None,
-            max_connections_per_ip: None,
-            grace: Duration::from_secs(10),
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(10),
-            http2_ping_interval: Duration::from_secs(20),
-            http2_ping_timeout: Duration::from_secs(10),
-            max_header_bytes: 32 << 10,
-        }
-    }
-}
-
-impl ServeConfig {
-    /// Sets [`max_connections`](Self::max_connections) (at least 1).
-    #[must_use]
-    pub fn with_max_connections(mut self, max: usize) -> Self {
-        self.max_connections = Some(max.max(1));
-        self
-    }
-
-    /// Sets [`max_connections_per_ip`](Self::max_connections_per_ip) (at
-    /// least 1).
-    #[must_use]
-    pub fn with_max_connections_per_ip(mut self, max: usize) -> Self {
-        self.max_connections_per_ip = Some(max.max(1));
-        self
-    }
-
-    /// Sets [`grace`](Self::grace).
-    #[must_use]
-    pub fn with_grace(mut self, grace: Duration) -> Self {
-        self.grace = grace;
-        self
-    }
-
-    /// Sets [`header_timeout`](Self::header_timeout).
-    #[must_use]
-    pub fn with_header_timeout(mut self, timeout: Duration) -> Self {
-        self.header_timeout = timeout;
-        self
-    }
-
-    /// Sets [`idle_timeout`](Self::idle_timeout).
-    #[must_use]
-    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Sets [`write_timeout`](Self::write_timeout).
-    #[must_use]
-    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
-        self.write_timeout = timeout;
-        self
-    }
-
-    /// Sets the HTTP/2 keep-alive: [`http2_ping_interval`](Self::http2_ping_interval)
-    /// and [`http2_ping_timeout`](Self::http2_ping_timeout).
-    #[must_use]
-    pub fn with_http2_ping(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.http2_ping_interval = interval;
-        self.http2_ping_timeout = timeout;
-        self
-    }
-
-    /// Sets [`max_header_bytes`](Self::max_header_bytes).
-    #[must_use]
-    pub fn with_max_header_bytes(mut self, max: usize) -> Self {
-        self.max_header_bytes = max;
-        self
-    }
-}
-
-/// Counters of a running [`serve`], for metrics.
-#[derive(Debug, Default)]
-pub struct ServeStats {
-    open: AtomicUsize,
-    upgraded: AtomicUsize,
-    accepted: AtomicU64,
-    refused: AtomicU64,
-    shed: AtomicU64,
-    timed_out: AtomicU64,
-    bytes_out: AtomicU64,
-    bytes_in: AtomicU64,
-}
-
-impl ServeStats {
-    /// Connections open now, upgraded WebSockets included.
-    pub fn open_connections(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Of those, the HTTP/1.1 connections upgraded to a WebSocket.
-    pub fn upgraded_connections(&self) -> usize {
-        self.upgraded.load(Ordering::Relaxed)
-    }
-
-    /// Connections accepted since the start (refused ones included).
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    /// Connections refused at a connection limit (`503` or `429`).
-    pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
-    }
-
-    /// Idle connections closed to make room for new ones.
-    pub fn shed(&self) -> u64 {
-        self.shed.load(Ordering::Relaxed)
-    }
-
-    /// Connections closed by a deadline (idle, request head, stalled write).
-    pub fn timed_out(&self) -> u64 {
-        self.timed_out.load(Ordering::Relaxed)
-    }
-
-    /// Bytes written to clients since the start (everything: heads, bodies,
-    /// frames).
-    pub fn bytes_out(&self) -> u64 {
-        self.bytes_out.load(Ordering::Relaxed)
-    }
-
-    /// Bytes read from clients since the start.
-    pub fn bytes_in(&self) -> u64 {
-        self.bytes_in.load(Ordering::Relaxed)
-    }
-}
 
 /// The deadlines every connection's watch reads.
 #[derive(Debug)]
@@ -417,10 +148,12 @@ const IDLE_CLOSE_TIME: Duration = Duration::from_secs(1);
 /// (answered), lets requests in flight (a publish, say) finish, and waits for
 /// all of it up to [`ServeConfig::grace`]; what is left then is dropped.
 ///
-/// HTTP/1.1 and HTTP/2 share the port: the first bytes decide (HTTP/2 with
-/// prior knowledge), each connection is then hyper's plain HTTP/1 or HTTP/2
-/// connection (lighter than a connection that could be either), with
-/// upgrades on, RFC 8441's extended CONNECT on, and `TCP_NODELAY`. Each
+/// HTTP/1.1 and HTTP/2 (feature `http2`) share the port: the first bytes
+/// decide (HTTP/2 with prior knowledge), or over TLS
+/// ([`ServeConfig::with_tls`], feature `tls`) ALPN does; each connection is
+/// then hyper's plain HTTP/1 or HTTP/2 connection (lighter than a connection
+/// that could be either), with upgrades on, RFC 8441's extended CONNECT on,
+/// and `TCP_NODELAY`. Each
 /// connection keeps to the deadlines and limits of [`ServeConfig`]; an
 /// HTTP/1.1 request without exactly one valid `Host` gets `400` (RFC 9112).
 /// Out of file descriptors, accepting backs off (and closes the connection
@@ -522,7 +255,11 @@ where
         };
         if let Some(refusal) = refusal {
             shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-            refuse(&mut connections, &refusing, stream, refusal);
+            // A TLS client could not read a plain answer, and a handshake
+            // for a refusal is the work the limit is there to spare.
+            if !builders.is_tls() {
+                refuse(&mut connections, &refusing, stream, refusal);
+            }
         } else {
             let _ = stream.set_nodelay(true);
             let conn = Conn::open(&shared, addr, shared.per_ip.as_ref().map(|_| peer));
@@ -531,7 +268,7 @@ where
                 service.clone(),
                 conn,
                 builders.clone(),
-                shutdown.token.clone(),
+                shutdown.token().clone(),
             ));
         }
         // Reap what has finished, so that the set stays as small as what is open.
@@ -638,10 +375,15 @@ fn refuse(
     });
 }
 
-/// The HTTP/1 and HTTP/2 connection builders, made once from the config.
+/// How each connection is set up, made once from the config: TLS (when
+/// configured) and the HTTP/1 and HTTP/2 connection builders.
 struct Builders {
+    #[cfg(feature = "tls")]
+    tls: Option<tokio_rustls::TlsAcceptor>,
     http1: hyper::server::conn::http1::Builder,
+    #[cfg(feature = "http2")]
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    #[cfg(feature = "http2")]
     auto: auto::Builder<TokioExecutor>,
 }
 
@@ -654,13 +396,6 @@ impl Builders {
             .saturating_add(config.header_timeout)
             .min(Duration::from_secs(86_400 * 365));
         let max_buf = config.max_header_bytes.max(8 << 10);
-        let max_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
-        let ping = config
-            .http2_ping_interval
-            .min(Duration::from_secs(86_400 * 365));
-        let ping_timeout = config
-            .http2_ping_timeout
-            .min(Duration::from_secs(86_400 * 365));
         // hyper's builders and the auto builder's halves are different types
         // with the same methods: one list of settings for both.
         macro_rules! http1 {
@@ -671,34 +406,112 @@ impl Builders {
                     .max_buf_size(max_buf)
             };
         }
-        macro_rules! http2 {
-            ($builder:expr) => {
-                $builder
-                    .timer(TokioTimer::new())
-                    .enable_connect_protocol()
-                    .max_header_list_size(max_list)
-                    .keep_alive_interval(ping)
-                    .keep_alive_timeout(ping_timeout)
-                    // Request bodies only matter to publishing: the spec's
-                    // windows, not hyper's 1 MiB, bound what a client can
-                    // make us hold.
-                    .initial_stream_window_size(HTTP2_WINDOW)
-                    .initial_connection_window_size(4 * HTTP2_WINDOW)
-            };
-        }
         let mut http1 = hyper::server::conn::http1::Builder::new();
         http1!(http1);
-        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        http2!(http2);
-        let mut auto = auto::Builder::new(TokioExecutor::new());
-        http1!(auto.http1());
-        http2!(auto.http2());
-        Builders { http1, http2, auto }
+        #[cfg(feature = "http2")]
+        let (http2, auto) = {
+            let max_list = u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX);
+            let ping = config
+                .http2_ping_interval
+                .min(Duration::from_secs(86_400 * 365));
+            let ping_timeout = config
+                .http2_ping_timeout
+                .min(Duration::from_secs(86_400 * 365));
+            macro_rules! http2 {
+                ($builder:expr) => {
+                    $builder
+                        .timer(TokioTimer::new())
+                        .enable_connect_protocol()
+                        .max_header_list_size(max_list)
+                        .keep_alive_interval(ping)
+                        .keep_alive_timeout(ping_timeout)
+                        // Request bodies only matter to publishing: the spec's
+                        // windows, not hyper's 1 MiB, bound what a client can
+                        // make us hold.
+                        .initial_stream_window_size(HTTP2_WINDOW)
+                        .initial_connection_window_size(4 * HTTP2_WINDOW)
+                };
+            }
+            let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            http2!(http2);
+            let mut auto = auto::Builder::new(TokioExecutor::new());
+            http1!(auto.http1());
+            http2!(auto.http2());
+            (http2, auto)
+        };
+        Builders {
+            #[cfg(feature = "tls")]
+            tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            http1,
+            #[cfg(feature = "http2")]
+            http2,
+            #[cfg(feature = "http2")]
+            auto,
+        }
+    }
+
+    /// Whether connections start with a TLS handshake.
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
+/// The services [`serve`] runs, as its private functions name them (the
+/// bounds of `serve` itself, once).
+trait Served<B>:
+    Service<Request<Incoming>, Response = Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> Served<B> for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// The bodies of their answers.
+trait ServedBody:
+    Body<Data: Send + From<Bytes>, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> ServedBody for B where
+    B: Body<Data: Send + From<Bytes>, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// HTTP/2's initial stream window (the spec's default).
+#[cfg(feature = "http2")]
 const HTTP2_WINDOW: u32 = 65_535;
+
+/// Which HTTP a connection speaks, as far as its first bytes (or ALPN) tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// HTTP/1.1 (and 1.0).
+    Http1,
+    /// HTTP/2.
+    #[cfg(feature = "http2")]
+    Http2,
+    /// Too few bytes to tell: hyper's auto connection reads on and decides.
+    #[cfg(feature = "http2")]
+    Either,
+}
 
 /// Drives the boxed connection `$conn` until it ends, is shut down (`$token`:
 /// HTTP/1 closes after the answer in flight, HTTP/2 sends GOAWAY) or its
@@ -724,13 +537,11 @@ macro_rules! drive {
     }};
 }
 
-/// Serves one connection: waits (within its deadline) for its first bytes
-/// to pick hyper's plain HTTP/1 or HTTP/2 connection, falling back to the
-/// auto builder when too few have arrived to tell.
-///
-/// Each connection is boxed once chosen: the task of every open connection
-/// then holds a pointer rather than room for the largest of the three
-/// (4.6 KiB inline, measured: 7 KiB of Pss per held event stream).
+/// Serves one connection: over TLS, completes the handshake (within the
+/// connection's first deadline) and lets ALPN pick hyper's plain HTTP/1 or
+/// HTTP/2 connection; over TCP, waits (within that deadline) for its first
+/// bytes to pick, falling back to the auto builder when too few have
+/// arrived to tell.
 async fn serve_connection<S, B>(
     stream: TcpStream,
     service: S,
@@ -738,54 +549,115 @@ async fn serve_connection<S, B>(
     builders: Arc<Builders>,
     token: CancellationToken,
 ) where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: Body + Send + 'static,
-    B::Data: Send + From<Bytes>,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Served<B>,
+    B: ServedBody,
 {
+    #[cfg(feature = "tls")]
+    if let Some(acceptor) = &builders.tls {
+        // Boxed: the handshake's state is large, and a plain connection's
+        // task should not carry room for it.
+        Box::pin(tls::serve(
+            acceptor.clone(),
+            stream,
+            service,
+            &conn,
+            &builders,
+            &token,
+        ))
+        .await;
+        conn.task_done();
+        return;
+    }
+    if let Some(protocol) = first_bytes(&stream, &conn, &token).await {
+        let io = TokioIo::new(Counted::new(stream, conn.clone()));
+        serve_http(io, protocol, service, &conn, &builders, &token).await;
+    }
+    conn.task_done();
+}
+
+/// Waits (within the connection's deadline) for a plain connection's first
+/// bytes and tells its protocol from them (HTTP/2 with prior knowledge, or
+/// HTTP/1); `None` when it closed, timed out or the server is shutting down
+/// first.
+async fn first_bytes(
+    stream: &TcpStream,
+    conn: &Conn,
+    token: &CancellationToken,
+) -> Option<Protocol> {
+    #[cfg(feature = "http2")]
     let mut first = [0u8; H2_PREFACE.len()];
+    #[cfg(not(feature = "http2"))]
+    let mut first = [0u8; 1];
     let peeked = tokio::select! {
         peeked = stream.peek(&mut first) => peeked.ok(),
         verdict = conn.watch() => {
-            note(&conn, verdict);
+            note(conn, verdict);
             None
         }
         () = token.cancelled() => None,
     };
-    let Some(read) = peeked.filter(|read| *read > 0) else {
-        conn.task_done();
-        return;
-    };
-    let io = TokioIo::new(Counted::new(stream, conn.clone()));
+    let read = peeked.filter(|read| *read > 0)?;
+    #[cfg(feature = "http2")]
+    {
+        if first[..read] != H2_PREFACE[..read] {
+            Some(Protocol::Http1)
+        } else if read == H2_PREFACE.len() {
+            Some(Protocol::Http2)
+        } else {
+            Some(Protocol::Either)
+        }
+    }
+    #[cfg(not(feature = "http2"))]
+    {
+        let _ = read;
+        Some(Protocol::Http1)
+    }
+}
+
+/// Serves HTTP on `io` (the counted socket, or TLS over it) with the
+/// connection `protocol` names, under the connection's watch.
+///
+/// The connection is boxed once chosen: the task of every open connection
+/// then holds a pointer rather than room for the largest of the three
+/// (4.6 KiB inline, measured: 7 KiB of Pss per held event stream).
+async fn serve_http<I, S, B>(
+    io: TokioIo<I>,
+    protocol: Protocol,
+    service: S,
+    conn: &Arc<Conn>,
+    builders: &Builders,
+    token: &CancellationToken,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Served<B>,
+    B: ServedBody,
+{
     let service = Tracked::new(service, conn.clone());
-    let verdict = if first[..read] != H2_PREFACE[..read] {
-        drive!(
+    let verdict = match protocol {
+        Protocol::Http1 => drive!(
             Box::pin(builders.http1.serve_connection(io, service).with_upgrades()),
             conn,
             token
-        )
-    } else if read == H2_PREFACE.len() {
-        conn.http2();
-        drive!(
-            Box::pin(builders.http2.serve_connection(io, service)),
-            conn,
-            token
-        )
-    } else {
-        drive!(
+        ),
+        #[cfg(feature = "http2")]
+        Protocol::Http2 => {
+            conn.http2();
+            drive!(
+                Box::pin(builders.http2.serve_connection(io, service)),
+                conn,
+                token
+            )
+        }
+        #[cfg(feature = "http2")]
+        Protocol::Either => drive!(
             Box::pin(builders.auto.serve_connection_with_upgrades(io, service)),
             conn,
             token
-        )
+        ),
     };
     if let Some(verdict) = verdict {
-        note(&conn, verdict);
+        note(conn, verdict);
     }
-    conn.task_done();
 }
 
 /// Counts a connection closed by its watch.

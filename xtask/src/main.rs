@@ -14,7 +14,10 @@
 //!   (`redis-server FILE --sentinel`) from the same binary.
 //! - `e2e` (also the last part of `test`): push-server's demo page and
 //!   push.js in headless Chromium, driven by playwright-core from Node
-//!   (tests/e2e/demo.mjs); Chromium missing is handled like node.
+//!   (tests/e2e/demo.mjs); Chromium missing is handled like node. `e2e`
+//!   also runs the TLS browser test (push-server's tests/tls.rs, ten event
+//!   streams to one origin over HTTP/2 in tests/e2e/h2_sse.mjs), which
+//!   `test` runs with the other tests.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -35,7 +38,8 @@ commands:
   test     formatting, clippy, rustdoc, packaging and every test (what CI runs),
            the browser tests included
   e2e      the browser tests alone: push-server's demo page and push.js in
-           headless Chromium (tests/e2e/demo.mjs); refreshes docs/demo.png
+           headless Chromium (tests/e2e/demo.mjs; refreshes docs/demo.png),
+           and event streams over HTTP/2 with TLS (tests/e2e/h2_sse.mjs)
   bench    the benchmarks, then a summary of each comparison:
            push-core's hub against tokio::sync::broadcast (criterion), then
            the servers under load (push-bench: push, hyper, axum, Nchan)
@@ -76,6 +80,11 @@ struct Step {
 /// would hide a crate that forgot one), then runs the routes test with each
 /// alone: `--features sse` really serves SSE, and only SSE.
 const TRANSPORTS: [&str; 4] = ["poll", "longpoll", "sse", "ws"];
+
+/// The facade's server features (`serve`, with `http2` and `tls`), each
+/// set checked with no transport and with all of them: what `serve` and the
+/// connection code compile to depends on both.
+const SERVING: [&str; 4] = ["serve", "serve,http2", "serve,tls", "serve,http2,tls"];
 
 /// Each transport's feature alone with its client, and with tower (each
 /// crate forwards the feature its own way), and the Redis hub alone.
@@ -196,6 +205,12 @@ fn test() -> ExitCode {
     let sets: Vec<String> = transport_powerset()
         .into_iter()
         .chain(SINGLE_WITH_CLIENT.iter().map(|s| (*s).to_owned()))
+        .chain(SERVING.iter().flat_map(|serving| {
+            [
+                (*serving).to_owned(),
+                format!("{},{serving}", TRANSPORTS.join(",")),
+            ]
+        }))
         .collect();
     let checked = sets.iter().all(|features| {
         println!("check --no-default-features --features {features:?}");
@@ -215,7 +230,9 @@ fn test() -> ExitCode {
     // Each transport alone really serves (and only it): the routes test.
     let served = checked
         && TRANSPORTS.iter().all(|feature| {
-            println!("test --no-default-features --features {feature} --test routes_by_feature");
+            // The test serves with `serve` (HTTP/1.1 only).
+            let features = format!("{feature},serve");
+            println!("test --no-default-features --features {features} --test routes_by_feature");
             run(
                 &root,
                 "cargo",
@@ -224,7 +241,7 @@ fn test() -> ExitCode {
                     "--quiet",
                     "--no-default-features",
                     "--features",
-                    feature,
+                    &features,
                     "--test",
                     "routes_by_feature",
                 ],
@@ -282,7 +299,7 @@ fn e2e() -> ExitCode {
             return summary(&[("e2e", false, started.elapsed())], started.elapsed());
         }
     };
-    let result = match browser_tests(&root, node_path, "docs/demo.png") {
+    let result = match browser_tests(&root, node_path.clone(), "docs/demo.png") {
         Ok(true) => ("e2e", true),
         Ok(false) => ("e2e (SKIPPED)", true),
         Err(e) => {
@@ -290,10 +307,33 @@ fn e2e() -> ExitCode {
             ("e2e", false)
         }
     };
-    summary(
-        &[(result.0, result.1, started.elapsed())],
-        started.elapsed(),
-    )
+    let mut results = vec![(result.0, result.1, started.elapsed())];
+    // `cargo xtask test` runs this one with the other tests.
+    banner("[e2e] event streams over HTTP/2 with TLS in headless Chromium");
+    let began = Instant::now();
+    let env: Vec<(&str, &str)> = node_path
+        .as_deref()
+        .map(|path| ("PUSH_TEST_NODE_PATH", path))
+        .into_iter()
+        .collect();
+    let ok = run(
+        &root,
+        "cargo",
+        &[
+            "test",
+            "--quiet",
+            "-p",
+            "push-server",
+            "--test",
+            "tls",
+            "chromium",
+            "--",
+            "--nocapture",
+        ],
+        &env,
+    );
+    results.push(("e2e tls", ok, began.elapsed()));
+    summary(&results, started.elapsed())
 }
 
 /// The browsers this looks for, in order (or `PUSH_CHROMIUM`).

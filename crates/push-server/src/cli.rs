@@ -1,6 +1,7 @@
 //! The command line: every flag also from a `PUSH_…` environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -31,6 +32,18 @@ pub struct Args {
     #[arg(long, env = "PUSH_BACKLOG", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..=65_535))]
     pub backlog: u32,
+
+    /// Serve HTTPS (and wss:) with this certificate chain: a PEM file, the
+    /// server's certificate first (needs --tls-key). ALPN offers h2 and
+    /// http/1.1: browsers then speak HTTP/2, and any number of event
+    /// streams share one connection (HTTP/1.1 allows six per origin).
+    #[arg(long, env = "PUSH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert: a PEM file (PKCS#8, PKCS#1 or SEC1;
+    /// needs --tls-cert).
+    #[arg(long, env = "PUSH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
     /// The most connections open at once, WebSockets included (0: no
     /// limit; keep it below the open-files limit). At the limit the

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cli;
 pub mod metrics;
 pub mod proxy;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,6 +56,9 @@ pub enum StartError {
     /// Redis could not be reached.
     #[error("cannot use Redis: {0}")]
     Redis(push_live::Error),
+    /// `--tls-cert` or `--tls-key` unreadable or unusable.
+    #[error("cannot serve TLS: {0}")]
+    Tls(String),
 }
 
 /// The server, built from its settings, not yet running.
@@ -82,6 +86,16 @@ impl Server {
     /// A setting the hub or the auth rejects, or Redis unreachable.
     pub async fn new(args: &Args) -> Result<Server, StartError> {
         args.validate().map_err(StartError::Settings)?;
+        // Read first: a bad file stops the server before it connects anywhere.
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::load(cert, key).map_err(StartError::Tls)?),
+            (None, None) => None,
+            _ => {
+                return Err(StartError::Settings(
+                    "--tls-cert and --tls-key go together: give both or neither".to_owned(),
+                ));
+            }
+        };
         let hub = match args.redis_hub_config().map_err(StartError::Settings)? {
             None => Either::Left(MemoryHub::with_config({
                 let config = MemoryHubConfig::default()
@@ -199,6 +213,9 @@ impl Server {
         }
         if args.max_connections_per_ip > 0 {
             serve = serve.with_max_connections_per_ip(args.max_connections_per_ip);
+        }
+        if let Some(tls) = tls {
+            serve = serve.with_tls(tls);
         }
         Ok(Server {
             app,

@@ -41,7 +41,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addr = listener.local_addr()?;
     // The first line on stdout, for scripts and tests that pick port 0.
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on http://{addr}")?;
+    let scheme = if args.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    writeln!(stdout, "listening on {scheme}://{addr}")?;
     stdout.flush()?;
     if args.publish_protected() {
         tracing::warn!(
@@ -67,7 +72,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.jwt_secret.is_some() {
         tracing::info!("subscribers need a token (--jwt-secret is set)");
     }
-    tracing::info!(%addr, "serving the demo at http://{addr}/");
+    tracing::info!(%addr, "serving the demo at {scheme}://{addr}/");
     let shutdown = server.shutdown();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -84,6 +84,7 @@ impl Running {
             .unwrap_or_else(|| panic!("push-server exited before listening"));
         let url = first
             .strip_prefix("listening on http://")
+            .or_else(|| first.strip_prefix("listening on https://"))
             .unwrap_or_else(|| panic!("{first}"));
         let mut addr: SocketAddr = url.parse().unwrap();
         if addr.ip().is_unspecified() {
