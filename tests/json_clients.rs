@@ -138,3 +138,34 @@ async fn every_rust_client_reads_json_typed() {
     }
     check(&got, "WsSession");
 }
+
+/// The HTTP publisher sends a JSON publication as JSON (its
+/// `Content-Type` follows the publication), so subscribers get the value.
+#[tokio::test]
+async fn the_publisher_sends_json_as_json() {
+    let server = serving::start(
+        RouterConfig::default().with_publish(true),
+        ServeConfig::default(),
+    )
+    .await;
+    let publisher = push_live::client::Publisher::new(
+        &format!("http://{}", server.addr),
+        push_live::client::PublisherConfig::default(),
+    )
+    .unwrap();
+    let prices: push_live::ChannelName = "prices".parse().unwrap();
+    let price = Price {
+        symbol: "ACME".into(),
+        cents: 4217,
+    };
+    let json = Publication::json_value(&price).unwrap();
+    publisher.publish_with(&prices, json, None).await.unwrap();
+    publisher.publish(&prices, "plain").await.unwrap();
+    let answer = request(server.addr, "GET", "/poll/prices?since=earliest", &[], "").await;
+    assert_eq!(answer.status, 200);
+    let batch = push_live::wire::json::parse_batch(&answer.body).unwrap();
+    assert_eq!(batch.messages.len(), 2);
+    assert_eq!(batch.messages[0].kind(), ContentKind::Json);
+    assert_eq!(batch.messages[0].json::<Price>().unwrap(), price);
+    assert_eq!(batch.messages[1].kind(), ContentKind::Bytes);
+}

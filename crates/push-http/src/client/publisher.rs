@@ -233,8 +233,9 @@ impl Publisher {
 
     /// Publishes `publication` (its data, event name and idempotency key)
     /// to `channel`, with `content_type` as the request's `Content-Type`
-    /// when given (`application/json` where the server carries JSON as
-    /// JSON); the message's cursor.
+    /// when given, and `application/json` for a JSON publication when not
+    /// (`Publication::json_value(&value)?`: subscribers' envelopes carry it
+    /// as JSON, not as a string); the message's cursor.
     ///
     /// # Errors
     /// [`PublishError`]: the last attempt's error, and whether the message
@@ -249,6 +250,8 @@ impl Publisher {
             Some(key) => key.clone(),
             None => fresh_key(),
         };
+        let json = publication.kind() == push_core::ContentKind::Json;
+        let content_type = content_type.or(json.then_some("application/json"));
         let (event, data) = publication.into_parts();
         let fail = |error: ClientError| PublishError {
             outcome: Outcome::NotPublished,
