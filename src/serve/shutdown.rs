@@ -74,7 +74,6 @@ impl Shutdown {
     }
 
     /// Resolves once every task it tracks (each WebSocket) has ended.
-    #[cfg(feature = "serve")]
     pub(super) async fn tasks_done(&self) {
         for tasks in &self.tasks {
             tasks.close();

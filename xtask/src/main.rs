@@ -264,6 +264,9 @@ fn test() -> ExitCode {
         if step.name == "tests" {
             env.extend(test_env.iter().map(|(k, v)| (*k, v.as_str())));
         }
+        if step.name == "package" {
+            forget_packaged_sources();
+        }
         let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
     }
@@ -565,6 +568,38 @@ fn banner(title: &str) {
 }
 
 /// The workspace root: the xtask crate's parent directory.
+/// Removes the sources cargo extracted from an earlier `cargo package` of
+/// this workspace. cargo verifies each crate against its siblings' new
+/// `.crate` files through a local registry, but extracts a `NAME-VERSION`
+/// only once: without this, a second run builds against the first run's
+/// sources (same version, older code) and fails, or passes, for nothing.
+fn forget_packaged_sources() {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let Some(sources) = cargo_home.map(|home| home.join("registry").join("src")) else {
+        return;
+    };
+    let Ok(registries) = fs::read_dir(&sources) else {
+        return;
+    };
+    for registry in registries.flatten() {
+        // crates.io's sources are `index.crates.io-…`; the local registry
+        // `cargo package` makes has a name of its own.
+        if registry.file_name().to_string_lossy().starts_with("index.") {
+            continue;
+        }
+        let Ok(crates) = fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for krate in crates.flatten() {
+            if krate.file_name().to_string_lossy().starts_with("push-") {
+                let _ = fs::remove_dir_all(krate.path());
+            }
+        }
+    }
+}
+
 fn workspace_root() -> PathBuf {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
