@@ -202,10 +202,10 @@ async fn every_technique_through_nginx_with_the_recipes_configuration() {
     let Some(binary) = nginx_binary() else {
         assert!(
             !std::env::var("CI").is_ok_and(|ci| ci == "true"),
-            "nginx is not installed under CI=true (apt-get install -y nginx-light)"
+            "nginx is not installed under CI=true (apt-get install -y nginx)"
         );
         eprintln!(
-            "\n*** SKIPPED: nginx is not installed; install it with: apt-get install -y nginx-light\n"
+            "\n*** SKIPPED: nginx is not installed; install it with: apt-get install -y nginx\n"
         );
         return;
     };
