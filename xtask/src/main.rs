@@ -11,7 +11,9 @@
 //!   The Redis tests start their own `redis-server` (found on the `PATH`,
 //!   passed as `PUSH_TEST_REDIS_SERVER`) on free ports, persistence off;
 //!   the Sentinel tests start a master, a replica and three sentinels
-//!   (`redis-server FILE --sentinel`) from the same binary.
+//!   (`redis-server FILE --sentinel`) from the same binary. push-server's
+//!   nginx test runs nginx (found on the `PATH` or as /usr/sbin/nginx,
+//!   passed as `PUSH_TEST_NGINX`) in front of push-server.
 //! - `e2e` (also the last part of `test`): push-server's demo page and
 //!   push.js in headless Chromium, driven by playwright-core from Node
 //!   (tests/e2e/demo.mjs); Chromium missing is handled like node. `e2e`
@@ -185,21 +187,26 @@ fn test() -> ExitCode {
         }
     }
     banner("[0] Redis: the tests start their own redis-server (persistence off), and sentinels");
-    let began = Instant::now();
-    match find_on_path("redis-server") {
-        Some(path) => {
-            println!("{}", path.display());
-            test_env.push(("PUSH_TEST_REDIS_SERVER", path.display().to_string()));
-            results.push(("redis", true, began.elapsed()));
-        }
-        None => match missing::<()>("Redis (redis-server)", "apt-get install -y redis-server") {
-            Ok(_) => results.push(("redis (SKIPPED)", true, began.elapsed())),
-            Err(e) => {
-                eprintln!("xtask: {e}");
-                results.push(("redis", false, began.elapsed()));
-            }
-        },
-    }
+    let redis = find_on_path("redis-server");
+    results.push(test_program(
+        redis,
+        ["redis", "redis (SKIPPED)"],
+        "PUSH_TEST_REDIS_SERVER",
+        &mut test_env,
+        ("Redis (redis-server)", "apt-get install -y redis-server"),
+    ));
+    banner("[0] nginx: push-server's tests run it in front of push-server (tests/nginx.rs)");
+    let nginx = find_on_path("nginx").or_else(|| {
+        let sbin = PathBuf::from("/usr/sbin/nginx");
+        sbin.exists().then_some(sbin)
+    });
+    results.push(test_program(
+        nginx,
+        ["nginx", "nginx (SKIPPED)"],
+        "PUSH_TEST_NGINX",
+        &mut test_env,
+        ("nginx", "apt-get install -y nginx"),
+    ));
     banner("[0] features: every subset of the transports builds, each alone serves");
     let began = Instant::now();
     let sets: Vec<String> = transport_powerset()
@@ -395,6 +402,33 @@ fn browser_tests(root: &Path, node_path: Option<String>, screenshot: &str) -> Re
 /// `true` under CI (`CI=true`), where a missing program fails the suite.
 fn in_ci() -> bool {
     env::var("CI").is_ok_and(|ci| ci == "true")
+}
+
+/// A program the tests run, `found` or not: its path passed to the tests as
+/// `var`, or reported `missing` (`what`, `install`) as [`missing`] says; the
+/// result line, named `names[0]`, or `names[1]` when skipped.
+fn test_program(
+    found: Option<PathBuf>,
+    names: [&'static str; 2],
+    var: &'static str,
+    test_env: &mut Vec<(&'static str, String)>,
+    (what, install): (&str, &str),
+) -> (&'static str, bool, Duration) {
+    let began = Instant::now();
+    match found {
+        Some(path) => {
+            println!("{}", path.display());
+            test_env.push((var, path.display().to_string()));
+            (names[0], true, began.elapsed())
+        }
+        None => match missing::<()>(what, install) {
+            Ok(_) => (names[1], true, began.elapsed()),
+            Err(e) => {
+                eprintln!("xtask: {e}");
+                (names[0], false, began.elapsed())
+            }
+        },
+    }
 }
 
 /// Says loudly that `what` is missing; `Err` under CI, `Ok(None)` (skip) else.
