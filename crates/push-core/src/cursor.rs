@@ -282,7 +282,7 @@ fn parse_canonical(digits: &str, radix: u32) -> Result<u64, &'static str> {
 ///
 /// On the wire this is the `since` query parameter: absent means
 /// [`Start::Live`], `earliest` means [`Start::Earliest`], anything else must be
-/// a [`Cursor`].
+/// a [`Cursor`]; or the `last` parameter, [`Start::Last`].
 ///
 /// ```
 /// use push_core::Start;
@@ -304,6 +304,11 @@ pub enum Start {
     /// [`Reset`](crate::Reset) first when the history no longer reaches back
     /// that far.
     After(Cursor),
+    /// The last `n` messages the channel retains (fewer when fewer are
+    /// retained; `0` is [`Start::Live`]), then live: a dashboard's initial
+    /// state in one request. Never a gap or a reset: it asks for what is
+    /// retained. On the wire this is the `last` query parameter.
+    Last(u64),
 }
 
 impl Start {
@@ -316,12 +321,33 @@ impl Start {
         since.map_or(Ok(Start::Live), str::parse)
     }
 
-    /// The `since` parameter that asks for this start (`None` for live).
+    /// The `since` parameter that asks for this start (`None` for live and
+    /// for [`Start::Last`], which is the `last` parameter instead).
     pub fn to_since(&self) -> Option<String> {
         match self {
-            Start::Live => None,
+            Start::Live | Start::Last(_) => None,
             Start::Earliest => Some(EARLIEST.to_owned()),
             Start::After(cursor) => Some(cursor.to_string()),
+        }
+    }
+}
+
+impl Start {
+    /// The query parameter that asks for this start, as the clients send it:
+    /// `since` (a cursor or `earliest`), `last` for [`Start::Last`], none
+    /// for live.
+    ///
+    /// ```
+    /// use push_core::Start;
+    ///
+    /// assert_eq!(Start::Last(3).to_param(), Some(("last", "3".to_owned())));
+    /// assert_eq!(Start::Earliest.to_param(), Some(("since", "earliest".to_owned())));
+    /// assert_eq!(Start::Live.to_param(), None);
+    /// ```
+    pub fn to_param(&self) -> Option<(&'static str, String)> {
+        match self {
+            Start::Last(n) => Some(("last", n.to_string())),
+            _ => self.to_since().map(|since| ("since", since)),
         }
     }
 }

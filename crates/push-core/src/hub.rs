@@ -174,7 +174,7 @@ pub async fn subscribe_pinned<H: Hub>(
 ) -> Result<(H::Subscription, Option<Cursor>), Error> {
     let head = match start {
         Start::Live => Some(hub.read(channel, Start::Live, 0).await?.cursor),
-        Start::Earliest | Start::After(_) => None,
+        Start::Earliest | Start::After(_) | Start::Last(_) => None,
     };
     let subscription = hub
         .subscribe(channel, head.map_or(start, Start::After))

@@ -52,6 +52,7 @@ impl Span {
         match start {
             Start::Live => (self.head + 1, None),
             Start::Earliest => (self.first, None),
+            Start::Last(n) => ((self.head + 1).saturating_sub(n).max(self.first), None),
             Start::After(since) => {
                 let position = since.position();
                 if since.epoch() == self.epoch
@@ -77,5 +78,39 @@ impl Span {
                 Some(self.first - next),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `Last(n)` starts at the `min(n, retained)` newest messages: no
+        /// gap, no reset, and `last=0` is live.
+        #[test]
+        fn last_is_the_newest_retained(retained in 0u64..50, dropped in 0u64..50, n in 0u64..80) {
+            let span = Span { epoch: Epoch::new(3), first: dropped + 1, head: dropped + retained };
+            let (next, signal) = span.resolve(Start::Last(n));
+            prop_assert_eq!(signal, None);
+            prop_assert_eq!(span.gap(next), None);
+            let delivered = span.head + 1 - next;
+            prop_assert_eq!(delivered, n.min(retained));
+            prop_assert!(next >= span.first);
+            if n == 0 {
+                prop_assert_eq!(next, span.resolve(Start::Live).0);
+            }
+        }
+    }
+
+    #[test]
+    fn last_beyond_u64_saturates() {
+        let span = Span {
+            epoch: Epoch::new(1),
+            first: 1,
+            head: 4,
+        };
+        assert_eq!(span.resolve(Start::Last(u64::MAX)), (1, None));
     }
 }

@@ -400,6 +400,7 @@ impl Sim {
         let at = match start {
             Start::Live => span.head_cursor(),
             Start::Earliest => span.cursor_at(span.first - 1),
+            Start::Last(n) => span.cursor_at(span.head.saturating_sub(n).max(span.first - 1)),
             Start::After(cursor) => cursor,
         };
         self.clients[who] = Client {
@@ -482,6 +483,7 @@ impl Sim {
         let mut at = match start {
             Start::Live => span.head_cursor(),
             Start::Earliest => span.cursor_at(span.first - 1),
+            Start::Last(n) => span.cursor_at(span.head.saturating_sub(n).max(span.first - 1)),
             Start::After(cursor) => cursor,
         };
         let needs_signal = !valid(at, &span) || at.position().major() + 1 < span.first;

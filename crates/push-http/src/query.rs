@@ -156,13 +156,28 @@ impl<'a> Query<'a> {
         Some(start..start + value.len())
     }
 
-    /// Where to start, from `since`: absent is live, `earliest` everything
-    /// retained, anything else a cursor.
+    /// Where to start, from `since` or `last`: neither is live, `since=earliest`
+    /// everything retained, another `since` a cursor, `last=N` the last `N`
+    /// retained messages ([`Start::Last`]; `last=0` is live).
     ///
     /// # Errors
-    /// [`Error::InvalidCursor`], or [`Error::InvalidQuery`] for a repeated `since`.
+    /// [`Error::InvalidCursor`], or [`Error::InvalidQuery`] for a repeated
+    /// parameter, a `last` that is not a whole number, or `since` and `last`
+    /// together (which one was meant cannot be guessed).
     pub fn start(&self) -> Result<Start, Error> {
-        Start::from_since(self.get("since")?.as_deref())
+        let since = self.get("since")?;
+        let Some(last) = self.get("last")? else {
+            return Start::from_since(since.as_deref());
+        };
+        if since.is_some() {
+            return Err(Error::invalid_query(
+                "`since` and `last` cannot be given together",
+            ));
+        }
+        let n = parse_whole(&last).ok_or_else(|| {
+            Error::invalid_query(format!("`last` must be a whole number, not {last:?}"))
+        })?;
+        Ok(if n == 0 { Start::Live } else { Start::Last(n) })
     }
 
     /// The batch limit from `limit`: from 1 to `max`, `max` when absent (a
@@ -445,6 +460,25 @@ mod tests {
         assert_eq!(q.get("").unwrap().as_deref(), Some("v"));
         assert!(query("since=a&%73ince=b").get("since").is_err());
         assert_eq!(query("a=b=c").get("a").unwrap().as_deref(), Some("b=c"));
+    }
+
+    #[test]
+    fn last_is_a_start() {
+        assert_eq!(query("last=2").start().unwrap(), Start::Last(2));
+        assert_eq!(query("last=0").start().unwrap(), Start::Live);
+        assert_eq!(
+            query("last=99999999999999999999999").start().unwrap(),
+            Start::Last(u64::MAX)
+        );
+        for bad in ["last=", "last=-1", "last=x", "last=1&last=1"] {
+            let err = query(bad).start().unwrap_err();
+            assert_eq!(err.code(), "invalid_query", "{bad}");
+        }
+        let err = query("since=earliest&last=2").start().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid query: `since` and `last` cannot be given together"
+        );
     }
 
     #[test]

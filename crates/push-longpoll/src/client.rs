@@ -195,11 +195,11 @@ impl Exchange for Asking {
     type Answer = Answer;
 
     fn request(&self, resume: &Resume) -> BoxFuture<Result<Answer, Error>> {
-        let since = resume.start().to_since();
+        let start = resume.start().to_param();
         let hold = self.hold.as_secs().to_string();
         let limit = self.config.limit.map(|limit| limit.to_string());
         let mut params = Vec::new();
-        params.extend(since.as_deref().map(|since| ("since", since)));
+        params.extend(start.as_ref().map(|(name, value)| (*name, value.as_str())));
         params.push(("timeout", hold.as_str()));
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
         let uri = push_http::client::with_params(&self.url, &params);

@@ -400,7 +400,8 @@ impl Inner {
         let guess = match start {
             Start::After(since) => since.position().major().saturating_add(1),
             Start::Earliest => 0,
-            Start::Live => u64::MAX,
+            // The span decides where the last n begin: learn it first.
+            Start::Live | Start::Last(_) => u64::MAX,
         };
         let count = if guess == u64::MAX { 0 } else { limit };
         let (span, mut messages) = self.read_from(channel, guess, count).await?;

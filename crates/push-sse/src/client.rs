@@ -203,17 +203,17 @@ impl EventSource {
     fn with_sender(url: &str, config: EventSourceConfig, send: Sender) -> Result<Self, Error> {
         let parsed = push_http::client::parse_url(url)?;
         let mut parser = Parser::with_limit(config.max_message_bytes);
-        let since = match config.start {
+        let start = match config.start {
             Start::After(cursor) => {
                 // The first connection resumes as every later one does.
                 parser.set_last_event_id(cursor.text().as_str());
                 None
             }
-            Start::Earliest => Some(push_core::EARLIEST),
-            Start::Live => None,
+            // In the URL; a reconnect's Last-Event-ID wins over it.
+            other => other.to_param(),
         };
         let mut params = vec![("format", "json")];
-        params.extend(since.map(|since| ("since", since)));
+        params.extend(start.as_ref().map(|(name, value)| (*name, value.as_str())));
         let url_with_format =
             push_http::client::with_params(&parsed, &params).map_err(|_| Error::InvalidUrl {
                 url: url.to_owned(),

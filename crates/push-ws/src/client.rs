@@ -510,9 +510,12 @@ impl Worker {
     async fn connect(&mut self) -> Result<Socket, Error> {
         let mut request = match &self.target {
             Target::Channel(uri) => {
-                let since = self.subscriptions.values().next().and_then(Start::to_since);
-                let params: Vec<(&str, &str)> =
-                    since.as_deref().map(|s| ("since", s)).into_iter().collect();
+                let start = self.subscriptions.values().next().and_then(Start::to_param);
+                let params: Vec<(&str, &str)> = start
+                    .as_ref()
+                    .map(|(name, value)| (*name, value.as_str()))
+                    .into_iter()
+                    .collect();
                 let target = push_http::path_with_params(uri.path(), uri.query(), &params);
                 let mut parts = uri.clone().into_parts();
                 parts.path_and_query = target.parse().ok();
@@ -744,8 +747,13 @@ impl Worker {
 
 fn subscribe_command(channel: &ChannelName, start: Start, reference: u64) -> String {
     let mut command = to_json!({"op": "subscribe", "channel": channel.as_str(), "ref": reference});
-    if let Some(since) = start.to_since() {
-        command["since"] = Value::from(since);
+    match start {
+        Start::Last(n) => command["last"] = Value::from(n),
+        other => {
+            if let Some(since) = other.to_since() {
+                command["since"] = Value::from(since);
+            }
+        }
     }
     command.to_string()
 }

@@ -163,7 +163,7 @@ fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Comma
     match op {
         "subscribe" => Ok(Command::Subscribe {
             channel: channel()?,
-            start: Start::from_since(string(object, "since")?)?,
+            start: start(object)?,
         }),
         "unsubscribe" => Ok(Command::Unsubscribe {
             channel: channel()?,
@@ -211,6 +211,29 @@ fn publication(data: &RawValue, encoding: Option<&str>) -> Result<Publication, R
             "`encoding` must be base64 or json",
         )),
     }
+}
+
+/// A subscribe's start: `since` (a cursor or `earliest`) or `last` (a
+/// whole number; `0` is live), never both.
+fn start(object: &Map<String, Value>) -> Result<Start, Refused> {
+    let since = string(object, "since")?;
+    let last = match object.get("last") {
+        None | Some(Value::Null) => return Ok(Start::from_since(since)?),
+        Some(last) => last
+            .as_u64()
+            .ok_or_else(|| Refused::new("invalid_command", "`last` must be a whole number"))?,
+    };
+    if since.is_some() {
+        return Err(Refused::new(
+            "invalid_command",
+            "`since` and `last` cannot be given together",
+        ));
+    }
+    Ok(if last == 0 {
+        Start::Live
+    } else {
+        Start::Last(last)
+    })
 }
 
 fn string<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Refused> {
@@ -383,6 +406,18 @@ mod tests {
                 "invalid_cursor",
             ),
             (r#"{"op":"subscribe","channel":7}"#, "invalid_command"),
+            (
+                r#"{"op":"subscribe","channel":"c","since":"earliest","last":2}"#,
+                "invalid_command",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","last":-1}"#,
+                "invalid_command",
+            ),
+            (
+                r#"{"op":"subscribe","channel":"c","last":"2"}"#,
+                "invalid_command",
+            ),
             (r#"{"op":"publish","channel":"c"}"#, "invalid_command"),
             (
                 r#"{"op":"publish","channel":"c","data":"x","event":"push.gap"}"#,

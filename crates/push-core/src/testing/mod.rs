@@ -95,6 +95,8 @@ pub enum Since {
     AfterPublished(usize),
     /// After a cursor from an epoch the hub never made.
     Foreign(u64),
+    /// The last `n` retained messages, then live.
+    Last(u64),
 }
 
 /// One step of a scenario.
@@ -165,6 +167,7 @@ pub fn ops(
         Just(Since::Earliest),
         any::<usize>().prop_map(Since::AfterPublished),
         any::<u64>().prop_map(Since::Foreign),
+        (0u64..12).prop_map(Since::Last),
     ];
     let op = prop_oneof![
         6 => (0..=max_data_len, any::<bool>()).prop_map(|(len, event)| Op::Publish { len, event }),

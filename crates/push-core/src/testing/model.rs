@@ -221,6 +221,7 @@ impl<'a, H: Hub> Model<'a, H> {
                 self.foreign.insert(cursor);
                 crate::Start::After(cursor)
             }
+            Since::Last(n) => crate::Start::Last(n),
         };
         self.subscribe_from(who, from).await
     }
@@ -231,6 +232,13 @@ impl<'a, H: Hub> Model<'a, H> {
         let (next, awaiting_reset) = match from {
             crate::Start::Live => (self.published.len(), None),
             crate::Start::Earliest => (self.first_retained().await?, None),
+            crate::Start::Last(n) => {
+                let last = self
+                    .published
+                    .len()
+                    .saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+                (last.max(self.first_retained().await?), None)
+            }
             crate::Start::After(cursor) => match self.index.get(&cursor) {
                 Some(&n) => (n + 1, None),
                 None if self.foreign.contains(&cursor) => (0, Some(cursor)),
