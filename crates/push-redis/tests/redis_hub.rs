@@ -69,6 +69,60 @@ fn redis_hub_keeps_continuity() {
 }
 
 #[tokio::test]
+async fn last_reads_and_subscribes_to_the_newest_retained() {
+    let Some(server) = RedisServer::any().await else {
+        return;
+    };
+    let prefix = prefix();
+    let (a, b) = (
+        hub(&server, &prefix, |c| c).await,
+        hub(&server, &prefix, |c| c).await,
+    );
+    let news = channel("news");
+    let mut ids = Vec::new();
+    for i in 1..=5 {
+        ids.push(
+            a.publish(&news, Publication::new(i.to_string()))
+                .await
+                .unwrap(),
+        );
+    }
+    let datas = |batch: &push_core::Batch| -> Vec<String> {
+        batch
+            .messages
+            .iter()
+            .map(|m| String::from_utf8(m.data().to_vec()).unwrap())
+            .collect()
+    };
+    let two = b.read(&news, Start::Last(2), 10).await.unwrap();
+    assert_eq!(
+        (datas(&two), two.signal, two.more),
+        (vec!["4".into(), "5".into()], None, false)
+    );
+    assert_eq!(two.cursor, ids[4]);
+    let one_of_two = b.read(&news, Start::Last(2), 1).await.unwrap();
+    assert_eq!(
+        (datas(&one_of_two), one_of_two.more),
+        (vec!["4".to_owned()], true)
+    );
+    let all = b.read(&news, Start::Last(50), 10).await.unwrap();
+    assert_eq!((all.messages.len(), all.signal), (5, None));
+    let none = b.read(&news, Start::Last(0), 10).await.unwrap();
+    assert_eq!((none.messages.len(), none.cursor), (0, ids[4]));
+
+    let mut on_b = b.subscribe(&news, Start::Last(2)).await.unwrap();
+    let mut on_a = a.subscribe(&news, Start::Last(9)).await.unwrap();
+    assert_eq!(next_message(&mut on_b).await, "4");
+    assert_eq!(next_message(&mut on_b).await, "5");
+    for i in 1..=5 {
+        assert_eq!(next_message(&mut on_a).await, i.to_string());
+    }
+    a.publish(&news, Publication::new("6")).await.unwrap();
+    assert_eq!(next_message(&mut on_b).await, "6");
+    assert_eq!(next_message(&mut on_a).await, "6");
+}
+
+#[tokio::test]
 async fn two_nodes_share_channels_cursors_and_history() {
     let Some(server) = RedisServer::any().await else {
         return;
