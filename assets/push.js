@@ -22,6 +22,7 @@ const STABLE_MS = 5000;
 const DEFAULTS = {
   transports: TRANSPORTS,
   since: undefined,
+  last: undefined,
   token: undefined,
   url: undefined,
   pollInterval: undefined,
@@ -105,6 +106,10 @@ export class PushError extends Error {
  *   preference: any of "ws", "sse", "longpoll", "poll"
  * @property {string} [since] "earliest" or a cursor; absent: live, only what
  *   is published from now on
+ * @property {number} [last] start with the last N messages the channel
+ *   retains, then live (a dashboard's initial state in one request); sent
+ *   only until a cursor is known, then every request resumes from the
+ *   cursor. Not with `since`.
  * @property {string|(() => string)} [token] subscriber token, sent as
  *   `?token=` on every URL (a function is called before each connection)
  * @property {string} [url] the server's base URL (default: this page's origin)
@@ -267,6 +272,10 @@ export class Subscription {
     if (unknown || this.#order.length === 0) throw new TypeError(`push: unknown transport ${unknown ?? "(none given)"}`);
     if (options.since != null && typeof options.since !== "string") throw new TypeError("push: since must be a string");
     this.#cursor = options.since ?? null;
+    if (options.last != null) {
+      if (!Number.isSafeInteger(options.last) || options.last < 0) throw new TypeError("push: last must be a whole number");
+      if (options.since != null) throw new TypeError("push: since and last cannot be given together");
+    }
     // Started on a microtask, so that callbacks never run before
     // `subscribe` has returned.
     queueMicrotask(() => this.#closed || this.#connect(0, "main"));
@@ -529,6 +538,8 @@ export class Subscription {
     for (const [key, value] of Object.entries(params)) {
       if (value != null) query.set(key, String(value));
     }
+    // `last` only while no cursor is known: after that, resume from it.
+    if ("since" in params && params.since == null && this.#opts.last > 0) query.set("last", String(this.#opts.last));
     const token = typeof this.#opts.token === "function" ? this.#opts.token() : this.#opts.token;
     if (token) query.set("token", token);
     const search = query.toString();

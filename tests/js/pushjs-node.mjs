@@ -382,6 +382,38 @@ for (const list of LISTS) {
   });
 }
 
+// 1c. `last`: the last N retained first, then live; `last` is sent only
+// until a cursor is known (a burst after it arrives whole, no duplicates).
+for (const list of LISTS) {
+  await section(`last over ${listName(list)}`, async () => {
+    const name = listName(list);
+    const channel = channelFor(`last-${name}`);
+    for (const n of ['1', '2', '3', '4', '5']) await publish(channel, n);
+    const got = record(channel, { ...QUICK, transports: list ?? undefined, last: 2 });
+    await got.until(2, 'the last two');
+    const burst = ['6', '7', '8', '9'];
+    for (const n of burst) await publish(channel, n);
+    await settle(got, channel, ['4', '5', ...burst], `${name}: last=2`);
+    check(got.signals.length === 0 && got.sub.stats.duplicates === 0, `${name}: no signal, no duplicate`);
+    got.sub.close();
+  });
+}
+
+await section('last: more than retained is all; not with since', async () => {
+  const channel = channelFor('last-all');
+  for (const n of ['1', '2']) await publish(channel, n);
+  const got = record(channel, { ...QUICK, transports: ['poll'], last: 10 });
+  await settle(got, channel, ['1', '2'], 'last=10 of 2');
+  got.sub.close();
+  let thrown;
+  try {
+    subscribe(channel, () => {}, { url: BASE, since: 'earliest', last: 2 });
+  } catch (err) {
+    thrown = err;
+  }
+  check(thrown instanceof TypeError, `since with last is refused (${thrown})`);
+});
+
 await section('JSON data: invalid JSON is refused, and stores nothing', async () => {
   const channel = channelFor('json-invalid');
   const answer = await fetch(`${BASE}/pub/${channel}`, {
