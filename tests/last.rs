@@ -187,6 +187,9 @@ async fn the_wire_starts_with_the_last_n_on_sse_and_websocket() {
 
     let (mut sse, mut seen) = open_sse(server.addr, "/sse/c?last=2", "").await;
     read_until(&mut sse, &mut seen, "data: 5\n\n").await;
+    // The stream opens pinned before the last two, as a live one at its
+    // head: a reconnect before any message resumes from there.
+    assert!(seen.contains(&format!("id: {}\n", ids[2])), "{seen}");
     assert!(
         seen.contains(&format!("id: {}\ndata: 4\n\n", ids[3])),
         "{seen}"
@@ -194,6 +197,14 @@ async fn the_wire_starts_with_the_last_n_on_sse_and_websocket() {
     assert!(!seen.contains("data: 3\n"), "{seen}");
 
     let mut channel = ws::open(server.addr, "/ws/c?last=9", &[]).await.unwrap();
+    // Pinned as a live start is: before the first of the last N (here the
+    // first message, so the epoch's number 0).
+    let subscribed = ws::next_json(&mut channel).await;
+    let before_first = ids[0].strip_suffix(".1").unwrap().to_owned() + ".0";
+    assert_eq!(
+        (subscribed["op"].as_str(), subscribed["cursor"].as_str()),
+        (Some("subscribed"), Some(&*before_first)),
+    );
     for expected in ["1", "2", "3", "4", "5"] {
         assert_eq!(ws::next_json(&mut channel).await["data"], expected);
     }
@@ -201,7 +212,11 @@ async fn the_wire_starts_with_the_last_n_on_sse_and_websocket() {
     let mut commands = ws::open(server.addr, "/ws", &protocol).await.unwrap();
     let subscribe = r#"{"op":"subscribe","channel":"c","last":2,"ref":1}"#;
     commands.send(Message::text(subscribe)).await.unwrap();
-    assert_eq!(ws::next_json(&mut commands).await["op"], "ack");
+    let ack = ws::next_json(&mut commands).await;
+    assert_eq!(
+        (ack["op"].as_str(), ack["cursor"].as_str()),
+        (Some("ack"), Some(&*ids[2]))
+    );
     assert_eq!(ws::next_json(&mut commands).await["data"], "4");
     assert_eq!(ws::next_json(&mut commands).await["data"], "5");
 

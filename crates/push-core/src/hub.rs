@@ -146,7 +146,9 @@ impl<H: Hub> Hub for Arc<H> {
 /// missed), and returns the head so that the client can be told where it
 /// stands. A client that reconnects before its first message then resumes
 /// from the head instead of starting live again and missing what came in
-/// between. For `Earliest` and `After` starts the cursor is `None`.
+/// between. A [`Start::Last`] is pinned the same way, to the cursor just
+/// before its last `n` messages. For `Earliest` and `After` starts the
+/// cursor is `None`.
 ///
 /// ```
 /// use futures_util::StreamExt;
@@ -173,8 +175,8 @@ pub async fn subscribe_pinned<H: Hub>(
     start: Start,
 ) -> Result<(H::Subscription, Option<Cursor>), Error> {
     let head = match start {
-        Start::Live => Some(hub.read(channel, Start::Live, 0).await?.cursor),
-        Start::Earliest | Start::After(_) | Start::Last(_) => None,
+        Start::Live | Start::Last(_) => Some(hub.read(channel, start, 0).await?.cursor),
+        Start::Earliest | Start::After(_) => None,
     };
     let subscription = hub
         .subscribe(channel, head.map_or(start, Start::After))

@@ -727,7 +727,7 @@ impl Worker {
             && self
                 .subscriptions
                 .values()
-                .all(|start| *start == Start::Live)
+                .all(|start| matches!(start, Start::Live | Start::Last(_)))
     }
 
     /// Tells whoever waits for the first connection how it went (once).
@@ -737,9 +737,10 @@ impl Worker {
         }
     }
 
-    /// A live subscription learns where it starts: it resumes from there.
+    /// A live (or last-N) subscription learns where it starts: it resumes
+    /// from there.
     fn pin(&mut self, channel: &ChannelName, head: Cursor) {
-        if let Some(start @ Start::Live) = self.subscriptions.get_mut(channel) {
+        if let Some(start @ (Start::Live | Start::Last(_))) = self.subscriptions.get_mut(channel) {
             *start = Start::After(head);
         }
     }
