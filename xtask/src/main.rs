@@ -157,6 +157,8 @@ const TEST_STEPS: &[Step] = &[
             "--exclude",
             "xtask",
             "--allow-dirty",
+            "--target-dir",
+            "target/package-verify",
         ],
         env: &[],
     },
@@ -273,9 +275,10 @@ fn test() -> ExitCode {
         }
         if step.name == "package" {
             forget_packaged_sources();
-            // What an earlier run built from those sources: cargo takes a
-            // registry crate of the same version as unchanged.
-            let _ = fs::remove_dir_all(root.join("target").join("package"));
+            // What an earlier run built from those sources (its own target
+            // directory): cargo takes a registry crate of the same version as
+            // unchanged.
+            let _ = fs::remove_dir_all(root.join("target").join("package-verify"));
         }
         let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
