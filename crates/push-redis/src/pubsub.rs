@@ -154,6 +154,52 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
     local.lock().nudge();
 }
 
+/// An ephemeral notification: `time \n event \n data` (after `j \n` for
+/// JSON data).
+fn notified_ephemeral(inner: &Inner, local: &LocalChannel, payload: &[u8]) {
+    let (kind, payload) = split_kind(payload);
+    let mut fields = payload.splitn(3, |b| *b == b'\n');
+    let (Some(time), Some(event), Some(data)) = (fields.next(), fields.next(), fields.next())
+    else {
+        tracing::warn!(channel = %local.name, "a malformed ephemeral notification; ignored");
+        return;
+    };
+    let Some(time) = std::str::from_utf8(time)
+        .ok()
+        .and_then(|t| t.parse::<u64>().ok())
+    else {
+        tracing::warn!(channel = %local.name, "a malformed ephemeral notification; ignored");
+        return;
+    };
+    match crate::message(
+        &local.name,
+        Epoch::new(0),
+        0,
+        event,
+        time,
+        (Bytes::copy_from_slice(data), kind),
+    ) {
+        Ok(message) => local
+            .lock()
+            .notified_ephemeral(message.ephemeral(), inner.config.max_ephemeral_bytes),
+        Err(err) => {
+            tracing::warn!(channel = %local.name, %err, "an ephemeral notification that is not a message; ignored");
+        }
+    }
+}
+
+/// The kind a notification's payload starts with (`j \n` for JSON), and
+/// the rest.
+fn split_kind(payload: &[u8]) -> (ContentKind, &[u8]) {
+    match payload
+        .strip_prefix(crate::KIND_JSON.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+    {
+        Some(rest) => (ContentKind::Json, rest),
+        None => (ContentKind::Bytes, payload),
+    }
+}
+
 /// One notification: `epoch \n number \n time \n event \n data` (after
 /// `j \n` for JSON data), or `epoch \n head` when a script gave the channel
 /// a new epoch.
@@ -164,13 +210,10 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(local) = inner.local(&name) else {
         return;
     };
-    let (kind, payload) = match payload
-        .strip_prefix(crate::KIND_JSON.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"\n"))
-    {
-        Some(rest) => (ContentKind::Json, rest),
-        None => (ContentKind::Bytes, payload),
-    };
+    if let Some(rest) = payload.strip_prefix(crate::EPHEMERAL_PREFIX) {
+        return notified_ephemeral(inner, &local, rest);
+    }
+    let (kind, payload) = split_kind(payload);
     let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
     let mut fields = payload.splitn(5, |b| *b == b'\n');
     let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (

@@ -178,6 +178,22 @@ fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Comma
             if let Some(key) = string(object, "key")? {
                 publication = publication.with_key(key.parse::<IdempotencyKey>()?);
             }
+            match object.get("store") {
+                None | Some(Value::Null | Value::Bool(true)) => {}
+                Some(Value::Bool(false)) if publication.key().is_some() => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "an ephemeral publish (`store`: false) takes no `key`",
+                    ));
+                }
+                Some(Value::Bool(false)) => publication = publication.ephemeral(),
+                Some(_) => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "`store` must be true or false",
+                    ));
+                }
+            }
             Ok(Command::Publish {
                 channel,
                 publication,
@@ -256,6 +272,8 @@ pub(crate) enum Acked {
     Cursor(Cursor),
     /// A publish: the message's id.
     Id(Cursor),
+    /// An ephemeral publish: `"stored":false`, no id.
+    Unstored,
 }
 
 /// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
@@ -269,7 +287,11 @@ pub(crate) fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&Channel
         Acked::Done => (b"", None),
         Acked::Cursor(cursor) => (b",\"cursor\":\"", Some(cursor)),
         Acked::Id(id) => (b",\"id\":\"", Some(id)),
+        Acked::Unstored => (b",\"stored\":false", None),
     };
+    if cursor.is_none() {
+        buf.put_slice(name);
+    }
     if let Some(cursor) = cursor {
         buf.put_slice(name);
         buf.put_slice(cursor.text().as_str().as_bytes());
