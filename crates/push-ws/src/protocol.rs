@@ -22,6 +22,8 @@ pub(crate) enum Command {
     Subscribe {
         channel: ChannelName,
         start: Start,
+        /// Joins and leaves asked for (`"presence":true`).
+        presence: bool,
     },
     Unsubscribe {
         channel: ChannelName,
@@ -164,6 +166,16 @@ fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Comma
         "subscribe" => Ok(Command::Subscribe {
             channel: channel()?,
             start: start(object)?,
+            presence: match object.get("presence") {
+                None | Some(Value::Null | Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(_) => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "`presence` must be true or false",
+                    ));
+                }
+            },
         }),
         "unsubscribe" => Ok(Command::Unsubscribe {
             channel: channel()?,
