@@ -37,7 +37,10 @@ use push_core::{Backoff, ChannelName, Error};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ProtocolVersion, PushInfo, PushKind, RedisResult, ScriptInvocation, Value};
+use redis::{
+    Cmd, ErrorKind, ProtocolVersion, PushInfo, PushKind, RedisError, RedisResult, ScriptInvocation,
+    ServerErrorKind, Value,
+};
 use tokio::sync::Notify;
 use tokio::sync::mpsc::{self, UnboundedReceiver};
 
@@ -53,6 +56,9 @@ const ROUNDS: usize = 32;
 /// Attempts redis-rs makes at one command across redirections and
 /// reconnections, before the hub sees it fail.
 const RETRIES: u32 = 6;
+/// Attempts at one command while the cluster says it is in transition
+/// (waits of 50, 100, 200 ms between them).
+const TRANSITION_ATTEMPTS: u32 = 4;
 
 /// The command connection to the cluster, and the per-shard probes.
 pub(crate) struct ClusterLink {
@@ -145,9 +151,8 @@ pub(crate) async fn connect(
             .min_retry_wait(millis(FIRST_DELAY))
             .max_retry_wait(millis(config.max_reconnect_delay).max(millis(FIRST_DELAY) + 1))
     };
-    let unavailable = |err: redis::RedisError| {
-        Error::unavailable(format!("connecting to the Redis Cluster: {err}"))
-    };
+    let unavailable =
+        |err: RedisError| Error::unavailable(format!("connecting to the Redis Cluster: {err}"));
     let connection = builder()
         .build()
         .map_err(unavailable)?
@@ -187,16 +192,39 @@ impl ClusterLink {
     /// `MOVED`/`ASK`, waits out `TRYAGAIN` during a migration, and retries
     /// on another connection after a failover: our scripts may run twice).
     pub(crate) async fn script(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
-        let mut connection = self.connection.clone();
-        let result = invocation.invoke_async::<Value>(&mut connection).await;
+        let result = self.patiently(Request::Script(invocation)).await;
         self.outcome(result)
     }
 
     /// Runs a plain command, routed by its key.
     pub(crate) async fn command(&self, command: &Cmd) -> Result<Value, Failure> {
-        let mut connection = self.connection.clone();
-        let result = command.query_async::<Value>(&mut connection).await;
+        let result = self.patiently(Request::Command(command)).await;
         self.outcome(result)
+    }
+
+    /// Runs `request`, again after a short wait while the cluster answers
+    /// that it is in transition (a redirection redis-rs gave up following
+    /// while nodes disagree on a moved slot, `TRYAGAIN` past its retries, a
+    /// cluster down, or a replica during a failover): nothing ran then.
+    async fn patiently(&self, request: Request<'_, '_>) -> RedisResult<Value> {
+        let mut wait = FIRST_DELAY;
+        let mut attempt = 1;
+        loop {
+            let mut connection = self.connection.clone();
+            let result = match request {
+                Request::Script(invocation) => invocation.invoke_async(&mut connection).await,
+                Request::Command(command) => command.query_async(&mut connection).await,
+            };
+            match result {
+                Err(err) if attempt < TRANSITION_ATTEMPTS && in_transition(&err) => {
+                    tracing::debug!(%err, "the cluster is in transition; trying again");
+                    tokio::time::sleep(wait).await;
+                    wait = wait.saturating_mul(2);
+                    attempt += 1;
+                }
+                done => return done,
+            }
+        }
     }
 
     fn outcome(&self, result: RedisResult<Value>) -> Result<Value, Failure> {
@@ -323,6 +351,28 @@ impl ClusterLink {
         }
         Ok(primaries)
     }
+}
+
+/// What [`ClusterLink::patiently`] runs.
+#[derive(Clone, Copy)]
+enum Request<'a, 'b> {
+    Script(&'a ScriptInvocation<'b>),
+    Command(&'a Cmd),
+}
+
+/// Whether `err` says the cluster is changing hands, and nothing ran.
+fn in_transition(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::MasterDown
+        )
+    )
 }
 
 /// The Redis Cluster hash slot of `key` (CRC16/XMODEM of the key, or of

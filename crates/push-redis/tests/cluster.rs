@@ -64,27 +64,9 @@ fn cluster_hub_keeps_continuity() {
     drop(cluster);
 }
 
-/// Channels `c0…` until every primary owns at least `per_shard` of them.
 async fn spread(cluster: &Cluster, prefix: &str, per_shard: usize) -> Vec<ChannelName> {
-    let port = cluster.servers[0].port();
-    let nodes = cluster.settled(&[]).await;
-    let mut owned: BTreeMap<u16, usize> = BTreeMap::new();
-    let mut names = Vec::new();
-    for n in 0.. {
-        let name = format!("c{n}");
-        let slot = keyslot(port, &format!("{prefix}:{{{name}}}:meta")).await;
-        let owner = nodes
-            .iter()
-            .find(|node| node.primary && node.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .unwrap()
-            .port;
-        *owned.entry(owner).or_default() += 1;
-        names.push(channel(&name));
-        if owned.len() == 3 && owned.values().all(|count| *count >= per_shard) {
-            return names;
-        }
-    }
-    unreachable!()
+    let names = cluster.spread(prefix, per_shard).await;
+    names.iter().map(|name| channel(name)).collect()
 }
 
 /// The shard channels of `prefix` the primaries have subscribers on.

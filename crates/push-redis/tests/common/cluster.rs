@@ -344,6 +344,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Channel names `c0`, `c1`, … until every primary owns at least
+    /// `per_shard` of them (with key prefix `prefix`).
+    pub async fn spread(&self, prefix: &str, per_shard: usize) -> Vec<String> {
+        let nodes = self.settled(&[]).await;
+        let port = nodes[0].port;
+        let mut owned: std::collections::BTreeMap<u16, usize> = std::collections::BTreeMap::new();
+        let mut names = Vec::new();
+        for n in 0.. {
+            let name = format!("c{n}");
+            let slot = keyslot(port, &format!("{prefix}:{{{name}}}:meta")).await;
+            let owner = nodes
+                .iter()
+                .find(|node| {
+                    node.primary && node.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot))
+                })
+                .unwrap()
+                .port;
+            *owned.entry(owner).or_default() += 1;
+            names.push(name);
+            if owned.len() == 3 && owned.values().all(|count| *count >= per_shard) {
+                return names;
+            }
+        }
+        unreachable!()
+    }
+}
+
 /// `CLUSTER KEYSLOT key`, asked of the node on `port`.
 pub async fn keyslot(port: u16, key: &str) -> u16 {
     match query(port, &["CLUSTER", "KEYSLOT", key]).await {
