@@ -223,7 +223,14 @@ async fn failover_kill_and_migration_lose_nothing() {
     let prefix = prefix();
     let a = cluster.hub(&prefix, |c| c).await;
     let b = cluster.hub(&prefix, |c| c).await;
-    let channels = spread(&cluster, &prefix, 2).await;
+    let channels = spread(&cluster, &prefix, 3).await;
+    // Which primary each channel starts on.
+    let port = cluster.servers[0].port();
+    let mut shards = Vec::new();
+    for name in &channels {
+        let slot = keyslot(port, &format!("{prefix}:{{{name}}}:meta")).await;
+        shards.push(cluster.owner(slot, &[]).await.0.id);
+    }
     // Subscribers on both nodes, each channel.
     let seen: Vec<Arc<Mutex<Seen>>> = (0..channels.len() * 2)
         .map(|_| Arc::new(Mutex::new(Seen::default())))
@@ -303,7 +310,6 @@ async fn failover_kill_and_migration_lose_nothing() {
     wait_rounds(5).await;
 
     // 1. A clean failover of the shard holding channels[0].
-    let port = cluster.servers[0].port();
     let slot0 = keyslot(port, &format!("{prefix}:{{{}}}:meta", channels[0])).await;
     let (_, replicas) = cluster.owner(slot0, &[]).await;
     cluster.failover(replicas[0], &[]).await;
@@ -382,7 +388,26 @@ async fn failover_kill_and_migration_lose_nothing() {
     }
     let mut signals = 0;
     for (k, seen) in seen.iter().enumerate() {
-        signals += verify(&channels[k / 2], &seen.lock().unwrap(), &published[k / 2]);
+        let got = verify(&channels[k / 2], &seen.lock().unwrap(), &published[k / 2]);
+        // The rollback rule per shard: the channels of the shards that
+        // failed over were reset; those of the shard that did not, and
+        // whose slot stayed, were not.
+        let shard = &shards[k / 2];
+        if *shard == shards[0] {
+            assert!(
+                got > 0,
+                "{}: no reset after its shard failed over",
+                channels[k / 2]
+            );
+        } else if *shard != *shards.last().unwrap() && k / 2 != 1 {
+            assert_eq!(
+                got,
+                0,
+                "{}: a signal on a shard that did not fail over",
+                channels[k / 2]
+            );
+        }
+        signals += got;
     }
     println!(
         "{} channels, {} rounds, {} failed publishes retried, {signals} signals",
