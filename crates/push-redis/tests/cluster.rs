@@ -321,6 +321,21 @@ async fn failover_kill_and_migration_lose_nothing() {
     let (victim, _) = cluster.owner(slot_last, &[]).await;
     cluster.kill(victim.port).await;
     let dead = [victim.port];
+    // Health covers every shard: a shard gone (then a new primary) makes
+    // both nodes unhealthy, with the reason.
+    within("the nodes to notice the dead primary", async {
+        while a.health().healthy || b.health().healthy {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let reason = a.health().reason.unwrap();
+    assert!(
+        reason.contains("cluster primaries")
+            || reason.contains("probe")
+            || reason.contains("Redis"),
+        "{reason}"
+    );
     cluster.settled(&dead).await;
     wait_rounds(10).await;
 
