@@ -16,6 +16,11 @@
 //!   again. Every confirmed subscription (`ssubscribe`) is followed by a read
 //!   of the channel's head, so what was published while the node was not
 //!   subscribed is read from the stream: nothing is lost.
+//! - **Two tasks**: one handles what the cluster pushes (messages,
+//!   confirmations, dropped subscriptions), the other subscribes and
+//!   unsubscribes, one command at a time and in order: a subscription
+//!   waiting on a shard that is down never holds up the other shards'
+//!   messages.
 //! - **Rollbacks, per shard**: a script records the `run_id` of the primary
 //!   it runs on, so a failover (or a restart) of one shard gives new epochs
 //!   to that shard's channels only, on their next publish or read: only
@@ -427,12 +432,17 @@ pub(crate) async fn listen(
 ) {
     let Listener {
         mut connection,
-        mut pushes,
+        pushes,
         probes,
     } = listener;
     let Some(max_delay) = hub.upgrade().map(|inner| inner.config.max_reconnect_delay) else {
         return;
     };
+    // Pushes are handled by a task of their own, so that a subscription
+    // waiting on a shard that is down never holds up the messages of the
+    // others; subscriptions stay here, one at a time, in order.
+    let (again, mut dropped) = mpsc::unbounded_channel();
+    tokio::spawn(receive(pushes, hub.clone(), probes.clone(), again));
     // Shard channels whose subscription failed: tried again after a wait.
     let mut failed: BTreeSet<String> = BTreeSet::new();
     let mut backoff = Backoff::new(FIRST_DELAY, max_delay);
@@ -512,16 +522,34 @@ pub(crate) async fn listen(
                     backoff.reset();
                 }
             }
-            push = pushes.recv() => {
-                let Some(push) = push else { return };
-                let Some(inner) = hub.upgrade() else { return };
-                if let Some(channel) = pushed(&inner, &probes, &push) {
-                    failed.insert(channel);
-                }
+            channel = dropped.recv() => {
+                // The cluster dropped a subscription the node still wants.
+                let Some(channel) = channel else { return };
+                failed.insert(channel);
+                retry_at = Some(tokio::time::Instant::now());
             }
         }
         if !failed.is_empty() && retry_at.is_none() {
             retry_at = Some(tokio::time::Instant::now() + backoff.next_delay());
+        }
+    }
+}
+
+/// The push task: sharded messages, subscription confirmations (each a
+/// catch-up), subscriptions the cluster dropped (sent back on `again`).
+/// Ends with the hub, or the cluster connection.
+async fn receive(
+    mut pushes: UnboundedReceiver<PushInfo>,
+    hub: Weak<Inner>,
+    probes: Arc<Probes>,
+    again: mpsc::UnboundedSender<String>,
+) {
+    while let Some(push) = pushes.recv().await {
+        let Some(inner) = hub.upgrade() else { return };
+        if let Some(channel) = pushed(&inner, &probes, &push)
+            && again.send(channel).is_err()
+        {
+            return;
         }
     }
 }
