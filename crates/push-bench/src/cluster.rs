@@ -120,6 +120,9 @@ pub(crate) async fn scenario() -> Result<String, String> {
         .map(|(port, (b, a))| format!(":{port} {}", a.1.saturating_sub(b.1)))
         .collect();
     drop(children);
+    for port in ports.iter().chain([&single]) {
+        let _ = std::fs::remove_dir_all(dir(*port));
+    }
     let mut table = format!(
         "\n### Redis Cluster against one Redis\n\n\
          {CHANNELS} channels × {PER_CHANNEL} subscribers, node A holding the first half, node B the \
@@ -326,6 +329,12 @@ fn spawn(binary: &std::path::Path, port: u16, cluster: bool) -> Result<Child, St
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("starting redis-server: {e}"))
+}
+
+/// The directory of the server on `port` (its `nodes.conf`), removed at
+/// the end.
+fn dir(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("push-bench-cluster-{}-{port}", std::process::id()))
 }
 
 fn free_port() -> Result<u16, String> {
