@@ -32,7 +32,7 @@ fn cluster_hub_keeps_continuity() {
         return;
     };
     let config = ProptestConfig {
-        cases: 32,
+        cases: 64,
         max_shrink_time: 60_000,
         ..ProptestConfig::default()
     };

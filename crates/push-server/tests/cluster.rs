@@ -90,26 +90,27 @@ async fn two_nodes_on_a_cluster_serve_every_technique_through_failover_kill_and_
         }
     };
     receive(ROUNDS).await;
+    // Each channel's slot, asked before any node goes away.
     let seed = cluster.settled(&[]).await[0].port;
-    let slot_of =
-        async |channel: &str| keyslot(seed, &format!("{prefix}:{{{channel}}}:meta")).await;
+    let mut slots = Vec::new();
+    for channel in &channels {
+        slots.push(keyslot(seed, &format!("{prefix}:{{{channel}}}:meta")).await);
+    }
 
     // 1. A clean failover of the shard of the first channel.
-    let (_, replicas) = cluster.owner(slot_of(&channels[0]).await, &[]).await;
+    let (_, replicas) = cluster.owner(slots[0], &[]).await;
     cluster.failover(replicas[0], &[]).await;
     receive(ROUNDS).await;
 
     // 2. SIGKILL of the primary of the last channel.
-    let (victim, _) = cluster
-        .owner(slot_of(channels.last().unwrap()).await, &[])
-        .await;
+    let (victim, _) = cluster.owner(*slots.last().unwrap(), &[]).await;
     cluster.kill(victim.port).await;
     let dead = [victim.port];
     cluster.settled(&dead).await;
     receive(ROUNDS).await;
 
     // 3. The slot of the second channel moves, the publisher writing on.
-    let slot = slot_of(&channels[1]).await;
+    let slot = slots[1];
     let (owner, _) = cluster.owner(slot, &dead).await;
     let target = cluster
         .settled(&dead)
