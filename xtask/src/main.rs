@@ -11,7 +11,9 @@
 //!   The Redis tests start their own `redis-server` (found on the `PATH`,
 //!   passed as `PUSH_TEST_REDIS_SERVER`) on free ports, persistence off;
 //!   the Sentinel tests start a master, a replica and three sentinels
-//!   (`redis-server FILE --sentinel`) from the same binary. push-server's
+//!   (`redis-server FILE --sentinel`) from the same binary, the Cluster
+//!   tests six `--cluster-enabled` nodes joined by `redis-cli --cluster
+//!   create` (found on the `PATH`, passed as `PUSH_TEST_REDIS_CLI`). push-server's
 //!   nginx test runs nginx (found on the `PATH` or as /usr/sbin/nginx,
 //!   passed as `PUSH_TEST_NGINX`) in front of push-server.
 //! - `e2e` (also the last part of `test`): push-server's demo page and
@@ -196,6 +198,17 @@ fn test() -> ExitCode {
         "PUSH_TEST_REDIS_SERVER",
         &mut test_env,
         ("Redis (redis-server)", "apt-get install -y redis-server"),
+    ));
+    // The Cluster tests join their six nodes with `redis-cli --cluster create`.
+    results.push(test_program(
+        find_on_path("redis-cli"),
+        ["redis-cli", "redis-cli (SKIPPED)"],
+        "PUSH_TEST_REDIS_CLI",
+        &mut test_env,
+        (
+            "redis-cli (Redis Cluster tests)",
+            "apt-get install -y redis-tools",
+        ),
     ));
     banner("[0] nginx: push-server's tests run it in front of push-server (tests/nginx.rs)");
     let nginx = find_on_path("nginx").or_else(|| {

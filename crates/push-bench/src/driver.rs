@@ -61,6 +61,7 @@ impl Default for Options {
                 "hostile".into(),
                 "redis".into(),
                 "failover".into(),
+                "cluster".into(),
             ],
             servers: ["hello", "push", "push-direct", "axum", "nchan"]
                 .map(String::from)
@@ -259,6 +260,11 @@ pub(crate) fn run(options: &Options) -> Result<(), String> {
     }
     if options.scenarios.iter().any(|s| s == "failover") {
         let table = runtime.block_on(crate::failover::scenario())?;
+        println!("{table}");
+        summary.push_str(&table);
+    }
+    if options.scenarios.iter().any(|s| s == "cluster") {
+        let table = runtime.block_on(crate::cluster::scenario())?;
         println!("{table}");
         summary.push_str(&table);
     }

@@ -1,7 +1,7 @@
 //! push-bench: the load generator and peer servers behind `cargo xtask bench`.
 //!
 //! - `push-bench run [--seconds N] [--connections N] [--held N]
-//!   [--only poll|longpoll|sse|ws|hostile|redis|failover] [--servers hello,push,push-direct,axum,nchan] [--workers N]
+//!   [--only poll|longpoll|sse|ws|hostile|redis|failover|cluster] [--servers hello,push,push-direct,axum,nchan] [--workers N]
 //!   [--rounds N] [--rust-load] [--subscribers N,N] [--rate N] [--sse-seconds N]
 //!   [--sse-rounds N] [--saturation SUBSCRIBERS:P99_MS,…|none] [--saturation-seconds N]
 //!   [--step-seconds N] [--ws-client tungstenite|lean]` starts each server in a process of its
@@ -24,6 +24,7 @@
     clippy::cast_sign_loss
 )] // statistics
 
+mod cluster;
 mod driver;
 mod failover;
 mod fanout;
@@ -42,7 +43,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse|ws|hostile|redis|failover]
+  push-bench run [--seconds N] [--connections N] [--held N] [--only poll|longpoll|sse|ws|hostile|redis|failover|cluster]
                  [--servers hello,push,push-direct,axum,nchan] [--workers N] [--rounds N] [--rust-load]
                  [--subscribers 1000,10000] [--rate MSG_PER_S] [--sse-seconds N] [--sse-rounds N]
                  [--saturation 10000:100,10000:500,1000:100|none] [--saturation-seconds N]

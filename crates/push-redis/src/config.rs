@@ -19,8 +19,17 @@ use std::time::Duration;
 #[non_exhaustive]
 pub struct RedisHubConfig {
     /// The Redis URL (`redis://[:password@]host:port/db`). Unused when
-    /// [`sentinel`](Self::sentinel) is set.
+    /// [`sentinel`](Self::sentinel) is set. On a Redis Cluster
+    /// ([`cluster`](Self::cluster)), one or more seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`): any one that answers
+    /// tells the hub the rest.
     pub url: String,
+    /// Run on a Redis Cluster (default: no): each channel's keys and its
+    /// sharded Pub/Sub channel live on the shard that owns the channel's
+    /// slot, and the node subscribes there (`SSUBSCRIBE`) only to the
+    /// channels its clients hold. Excludes [`sentinel`](Self::sentinel)
+    /// (a cluster fails over by itself). See docs/scaling.md.
+    pub cluster: bool,
     /// Find the master through Redis Sentinel instead of at
     /// [`url`](Self::url), and follow it through failovers (default: none;
     /// see [`SentinelConfig`]).
@@ -84,6 +93,7 @@ impl RedisHubConfig {
         RedisHubConfig {
             url: url.into(),
             sentinel: None,
+            cluster: false,
             prefix: "push".into(),
             max_messages: 1_000,
             max_message_bytes: 256 << 10,
@@ -124,6 +134,40 @@ impl RedisHubConfig {
     pub fn with_sentinel(mut self, sentinel: SentinelConfig) -> Self {
         self.sentinel = Some(sentinel);
         self
+    }
+
+    /// The defaults, for the Redis Cluster that `seeds` (one or more
+    /// comma-separated URLs of its nodes) belong to.
+    ///
+    /// ```
+    /// use push_redis::RedisHubConfig;
+    ///
+    /// let config = RedisHubConfig::cluster("redis://10.0.0.1:7000,redis://10.0.0.2:7000");
+    /// assert!(config.cluster);
+    /// assert_eq!(config.seeds(), ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+    /// ```
+    pub fn cluster(seeds: impl Into<String>) -> Self {
+        Self::new(seeds).with_cluster(true)
+    }
+
+    /// Sets [`cluster`](Self::cluster).
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The URLs [`url`](Self::url) names: itself, or on a cluster each
+    /// comma-separated seed (blanks around them dropped).
+    pub fn seeds(&self) -> Vec<&str> {
+        if !self.cluster {
+            return vec![self.url.as_str()];
+        }
+        self.url
+            .split(',')
+            .map(str::trim)
+            .filter(|seed| !seed.is_empty())
+            .collect()
     }
 
     /// Sets [`prefix`](Self::prefix).
@@ -212,6 +256,10 @@ impl RedisHubConfig {
             "presence_lease must be at least 300 ms"
         } else if self.response_timeout.is_zero() || self.connection_timeout.is_zero() {
             "response_timeout and connection_timeout must be more than zero"
+        } else if self.cluster && self.sentinel.is_some() {
+            "cluster and sentinel exclude each other: a Redis Cluster fails over by itself"
+        } else if self.cluster && self.seeds().is_empty() {
+            "cluster: name at least one seed node in the URL"
         } else if let Some(sentinel) = &self.sentinel {
             return sentinel.validate();
         } else {

@@ -310,17 +310,65 @@ struct Signals {
     kick: Notify,
 }
 
-/// The shared command connection (see the module docs).
-pub(crate) struct Link {
+/// The shared command connection: to one Redis (or Sentinel's master), or
+/// to a Redis Cluster (the `cluster` module).
+#[derive(Debug)]
+pub(crate) enum Link {
+    /// One Redis: [`Single`].
+    Single(Single),
+    /// A Redis Cluster: redis-rs's cluster connection.
+    Cluster(crate::cluster::ClusterLink),
+}
+
+impl Link {
+    /// Connects to one Redis (see [`Single::connect`]).
+    pub(crate) async fn connect(
+        connector: Arc<Connector>,
+        health: Arc<Health>,
+        max_delay: Duration,
+    ) -> Result<Link, Error> {
+        Single::connect(connector, health, max_delay)
+            .await
+            .map(Link::Single)
+    }
+
+    /// Runs a script (see [`Single::script`]); safe only for what may run
+    /// twice.
+    pub(crate) async fn script(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+        match self {
+            Link::Single(single) => single.script(invocation).await,
+            Link::Cluster(cluster) => cluster.script(invocation).await,
+        }
+    }
+
+    /// Runs a plain command once.
+    pub(crate) async fn command(&self, command: &Cmd) -> Result<Value, Failure> {
+        match self {
+            Link::Single(single) => single.command(command).await,
+            Link::Cluster(cluster) => cluster.command(command).await,
+        }
+    }
+
+    /// The cluster connection, when the hub runs on a Redis Cluster.
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::ClusterLink> {
+        match self {
+            Link::Single(_) => None,
+            Link::Cluster(cluster) => Some(cluster),
+        }
+    }
+}
+
+/// The command connection to one Redis (see the module docs).
+pub(crate) struct Single {
     connector: Arc<Connector>,
     state: watch::Receiver<State>,
     signals: Arc<Signals>,
     health: Arc<Health>,
 }
 
-impl std::fmt::Debug for Link {
+impl std::fmt::Debug for Single {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Link")
+        f.debug_struct("Single")
             .field("redis", &self.connector.describe())
             .finish_non_exhaustive()
     }
@@ -362,7 +410,7 @@ impl Failure {
 
     /// What `err` means; `sentinel`: whether the master is Sentinel's
     /// (else a replica at the URL stays where it is: a plain refusal).
-    fn of(err: &RedisError, response_timeout: Duration, sentinel: bool) -> Self {
+    pub(crate) fn of(err: &RedisError, response_timeout: Duration, sentinel: bool) -> Self {
         if err.is_timeout() {
             return Failure::new(
                 FailureKind::TimedOut,
@@ -392,6 +440,11 @@ impl Failure {
         }
     }
 
+    /// Why it failed, in words.
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
+    }
+
     /// An answer that is not what the script returns.
     pub(crate) fn bad_answer(reason: impl Into<String>) -> Self {
         Failure::new(FailureKind::BadAnswer, reason)
@@ -416,7 +469,7 @@ impl Failure {
     }
 
     /// Whether Redis answered at all.
-    fn answered(&self) -> bool {
+    pub(crate) fn answered(&self) -> bool {
         matches!(self.kind, FailureKind::Refused | FailureKind::BadAnswer)
     }
 
@@ -449,17 +502,17 @@ impl Failure {
     }
 }
 
-impl Link {
+impl Single {
     /// Connects (the first connection must succeed) and starts the task
     /// that keeps the connection.
     ///
     /// # Errors
     /// [`Error::Unavailable`] when Redis cannot be reached.
-    pub(crate) async fn connect(
+    async fn connect(
         connector: Arc<Connector>,
         health: Arc<Health>,
         max_delay: Duration,
-    ) -> Result<Link, Error> {
+    ) -> Result<Single, Error> {
         let signals = Arc::new(Signals::default());
         let first = connector
             .commands(Arc::new(AtomicBool::new(false)), signals.died.clone())
@@ -473,7 +526,7 @@ impl Link {
             health.clone(),
             max_delay,
         ));
-        Ok(Link {
+        Ok(Single {
             connector,
             state,
             signals,
@@ -573,7 +626,7 @@ impl Link {
     /// Runs a script, once more on a fresh connection when the first
     /// attempt found none or lost it. Safe only for what may run twice: a
     /// read, or a publish carrying an idempotency key.
-    pub(crate) async fn script(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
+    async fn script(&self, invocation: &ScriptInvocation<'_>) -> Result<Value, Failure> {
         let run = async |connection: &mut MultiplexedConnection| {
             invocation.invoke_async::<Value>(connection).await
         };
@@ -586,7 +639,7 @@ impl Link {
     }
 
     /// Runs a plain command once.
-    pub(crate) async fn command(&self, command: &Cmd) -> Result<Value, Failure> {
+    async fn command(&self, command: &Cmd) -> Result<Value, Failure> {
         self.once(async |connection: &mut MultiplexedConnection| {
             command.query_async::<Value>(connection).await
         })

@@ -293,9 +293,16 @@ pub(crate) async fn run(hub: Weak<Inner>, interval: Duration) {
         // Hold no hub across the command.
         drop(inner);
         let number = health.probe_sent();
-        let mut publish = redis::cmd("PUBLISH");
-        publish.arg(channel).arg(number);
-        if let Ok(Value::Int(_)) = link.command(&publish).await {
+        let published = match link.cluster() {
+            // One copy per shard (the `cluster` module).
+            Some(cluster) => cluster.probe(&channel, number).await,
+            None => {
+                let mut publish = redis::cmd("PUBLISH");
+                publish.arg(channel).arg(number);
+                matches!(link.command(&publish).await, Ok(Value::Int(_)))
+            }
+        };
+        if published {
             health.probe_published(number);
         }
         // Redis takes the probes but they stop coming back: the Pub/Sub

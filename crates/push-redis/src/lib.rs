@@ -45,6 +45,13 @@
 //!   the command connection comes back on it every
 //!   [`probe_interval`](RedisHubConfig::probe_interval)).
 //!
+//! - **Redis Cluster**: with [`RedisHubConfig::cluster`] the hub runs on a
+//!   cluster: each channel's keys share a hash tag (one slot, so its
+//!   scripts stay atomic), its notifications are sharded (`SPUBLISH`), and
+//!   the node subscribes (`SSUBSCRIBE`) on the shard owning each channel it
+//!   follows, again wherever a slot moves, catching up from the stream
+//!   each time (the `cluster` module).
+//!
 //! ```no_run
 //! use futures_util::StreamExt;
 //! use push_core::{Hub, Item, Publication, Start};
@@ -64,6 +71,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod config;
 mod connection;
 mod entries;
@@ -151,25 +159,31 @@ impl RedisHub {
     pub async fn connect(config: RedisHubConfig) -> Result<RedisHub, Error> {
         config.validate()?;
         let health = Health::new(config.probe_timeout);
-        let connector = Arc::new(Connector::new(&config, health.clone())?);
-        connector.listen(config.max_reconnect_delay);
-        let link = Arc::new(
-            Link::connect(
+        let (link, listener) = if config.cluster {
+            let (link, listener) = cluster::connect(&config, health.clone()).await?;
+            (Link::Cluster(link), Listener::Cluster(listener))
+        } else {
+            let connector = Arc::new(Connector::new(&config, health.clone())?);
+            connector.listen(config.max_reconnect_delay);
+            let link = Link::connect(
                 connector.clone(),
                 health.clone(),
                 config.max_reconnect_delay,
             )
-            .await?,
-        );
+            .await?;
+            (link, Listener::Single(connector))
+        };
+        let link = Arc::new(link);
         let (control, receiver) = mpsc::unbounded_channel();
         let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
         let node = format!("{:016x}", Epoch::derived(seed, u64::MAX).get());
         let interval = config.probe_interval;
         let inner = Arc::new(Inner {
             cache_budget: CacheBudget::new(config.node_cache_bytes),
+            scripts: Scripts::new(config.cluster),
+            presence_scripts: presence::PresenceScripts::new(config.cluster),
             config,
             link,
-            scripts: Scripts::new(),
             channels: Mutex::new(HashMap::new()),
             control,
             health,
@@ -178,10 +192,16 @@ impl RedisHub {
             seed,
             node,
             presence: Mutex::default(),
-            presence_scripts: presence::PresenceScripts::new(),
         });
         // The tasks hold the hub weakly: they end with the last clone.
-        tokio::spawn(pubsub::run(connector, Arc::downgrade(&inner), receiver));
+        match listener {
+            Listener::Single(connector) => {
+                tokio::spawn(pubsub::run(connector, Arc::downgrade(&inner), receiver));
+            }
+            Listener::Cluster(listener) => {
+                tokio::spawn(cluster::listen(listener, Arc::downgrade(&inner), receiver));
+            }
+        }
         tokio::spawn(health::run(Arc::downgrade(&inner), interval));
         tokio::spawn(presence::run(Arc::downgrade(&inner)));
         Ok(RedisHub { inner })
@@ -225,17 +245,27 @@ impl Inner {
         format!("{}:{{{channel}}}:log", self.config.prefix)
     }
 
+    /// A channel's Pub/Sub channel; on a cluster in the slot of its keys
+    /// (the same hash tag), so that the publish script may notify on it.
     pub(crate) fn notify_channel(&self, channel: &ChannelName) -> String {
-        format!("{}:{channel}", self.config.prefix)
+        if self.config.cluster {
+            format!("{}:{{{channel}}}", self.config.prefix)
+        } else {
+            format!("{}:{channel}", self.config.prefix)
+        }
     }
 
     /// The channel a Pub/Sub channel name stands for.
     pub(crate) fn channel_of(&self, notify_channel: &str) -> Option<ChannelName> {
-        notify_channel
+        let name = notify_channel
             .strip_prefix(self.config.prefix.as_str())?
-            .strip_prefix(':')?
-            .parse()
-            .ok()
+            .strip_prefix(':')?;
+        let name = if self.config.cluster {
+            name.strip_prefix('{')?.strip_suffix('}')?
+        } else {
+            name
+        };
+        name.parse().ok()
     }
 
     /// A fresh epoch (see [`Epoch::derived`]), offered to Redis whenever a
@@ -367,7 +397,12 @@ impl Inner {
         payload.extend_from_slice(event.as_ref().map_or("", EventName::as_str).as_bytes());
         payload.push(b'\n');
         payload.extend_from_slice(&data);
-        let mut command = redis::cmd("PUBLISH");
+        // Sharded on a cluster, as the scripts' notifications are.
+        let mut command = redis::cmd(if self.config.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        });
         command.arg(self.notify_channel(channel)).arg(payload);
         // Nothing is stored, so a retry could deliver it twice: one attempt.
         self.link
@@ -529,6 +564,14 @@ impl Inner {
             .get(name)
             .map(|(local, _)| local.clone())
     }
+}
+
+/// Where the node's Pub/Sub task listens.
+enum Listener {
+    /// One Redis, through the connector.
+    Single(Arc<Connector>),
+    /// A Redis Cluster.
+    Cluster(cluster::Listener),
 }
 
 /// `duration` in whole milliseconds for Redis: at least 1, at most

@@ -125,11 +125,13 @@ pub(crate) struct PresenceScripts {
 }
 
 impl PresenceScripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts; on a Redis Cluster their announcements are sharded
+    /// (`SPUBLISH`, see [`crate::scripts::script`]).
+    pub(crate) fn new(cluster: bool) -> Self {
         PresenceScripts {
-            enter: Script::new(ENTER),
-            leave: Script::new(LEAVE),
-            renew: Script::new(RENEW),
+            enter: crate::scripts::script(ENTER, cluster),
+            leave: crate::scripts::script(LEAVE, cluster),
+            renew: crate::scripts::script(RENEW, cluster),
         }
     }
 }

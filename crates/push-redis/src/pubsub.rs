@@ -136,7 +136,7 @@ pub(crate) async fn run(
 /// Asks Redis for `local`'s epoch and head (no messages): subscribers that
 /// are behind then read the rest from the stream. Right after a reconnection
 /// the command connection may still be reconnecting too: a few retries.
-async fn learn(inner: &Inner, local: &LocalChannel) {
+pub(crate) async fn learn(inner: &Inner, local: &LocalChannel) {
     let mut backoff = Backoff::new(FIRST_DELAY, inner.config.max_reconnect_delay);
     for attempt in 1..=LEARN_ATTEMPTS {
         match inner.read_from(&local.name, u64::MAX, 0).await {
@@ -203,7 +203,7 @@ fn split_kind(payload: &[u8]) -> (ContentKind, &[u8]) {
 /// One notification: `epoch \n number \n time \n event \n data` (after
 /// `j \n` for JSON data), or `epoch \n head` when a script gave the channel
 /// a new epoch.
-fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
+pub(crate) fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
     };

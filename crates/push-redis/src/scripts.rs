@@ -148,10 +148,25 @@ pub(crate) struct Scripts {
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Self {
+    /// The scripts; on a Redis Cluster, with every `PUBLISH` a sharded
+    /// `SPUBLISH` (see [`script`]).
+    pub(crate) fn new(cluster: bool) -> Self {
         Scripts {
-            publish: Script::new(PUBLISH),
-            read: Script::new(READ),
+            publish: script(PUBLISH, cluster),
+            read: script(READ, cluster),
         }
+    }
+}
+
+/// `text` as a script; on a Redis Cluster, its notifications are sharded
+/// (`SPUBLISH`): a plain `PUBLISH` there goes to every node of the cluster,
+/// while `SPUBLISH` stays on the shard that owns the channel's slot (its
+/// keys' slot too: the notification channel carries the same hash tag), and
+/// reaches only the nodes subscribed there.
+pub(crate) fn script(text: &str, cluster: bool) -> Script {
+    if cluster {
+        Script::new(&text.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',"))
+    } else {
+        Script::new(text)
     }
 }

@@ -129,6 +129,14 @@ pub struct Args {
     #[arg(long, env = "PUSH_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
 
+    /// --redis-url names a Redis Cluster: one or more of its nodes,
+    /// comma-separated (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`).
+    /// Each channel lives on the shard owning its slot, and each node
+    /// subscribes there (sharded Pub/Sub) only to the channels its clients
+    /// hold. Not with --redis-sentinel.
+    #[arg(long, env = "PUSH_REDIS_CLUSTER")]
+    pub redis_cluster: bool,
+
     /// Instead of --redis-url: find the Redis master through these Redis
     /// Sentinels (`HOST:PORT,HOST:PORT,…`; list them all) and follow it
     /// through failovers. Needs --redis-master.
@@ -384,14 +392,24 @@ impl Args {
             && !self.listen.ip().is_loopback()
     }
 
-    /// The Redis hub's settings, from --redis-url or --redis-sentinel with
-    /// --redis-master (and --redis-password); `None` for the in-memory hub.
+    /// The Redis hub's settings, from --redis-url (with --redis-cluster or
+    /// not) or --redis-sentinel with --redis-master (and --redis-password);
+    /// `None` for the in-memory hub.
     /// The caller adds the history and probe settings.
     ///
     /// # Errors
     /// A message naming the flags at odds (see [`validate`](Self::validate)).
     pub fn redis_hub_config(&self) -> Result<Option<push_redis::RedisHubConfig>, String> {
         let sentinel = !self.redis_sentinel.is_empty();
+        if self.redis_cluster && sentinel {
+            return Err(
+                "--redis-cluster and --redis-sentinel exclude each other (a cluster fails over by itself)"
+                    .into(),
+            );
+        }
+        if self.redis_cluster && self.redis_url.is_none() {
+            return Err("--redis-cluster needs --redis-url naming one or more of its nodes".into());
+        }
         match (&self.redis_url, sentinel, &self.redis_master) {
             (Some(_), true, _) => {
                 Err("--redis-url and --redis-sentinel are two ways to name Redis: use one".into())
@@ -405,7 +423,9 @@ impl Args {
                 "--redis-password goes with --redis-sentinel (a --redis-url carries its own)"
                     .into(),
             ),
-            (Some(url), false, None) => Ok(Some(push_redis::RedisHubConfig::new(url.clone()))),
+            (Some(url), false, None) => Ok(Some(
+                push_redis::RedisHubConfig::new(url.clone()).with_cluster(self.redis_cluster),
+            )),
             (None, false, None) => Ok(None),
             (None, true, Some(master)) => {
                 let sentinels = self

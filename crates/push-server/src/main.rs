@@ -56,6 +56,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tracing::warn!("no --publish-token: anyone who can reach this server may publish");
     }
     match (&args.redis_url, &args.redis_master) {
+        (Some(url), _) if args.redis_cluster => {
+            let seeds: Vec<String> = url.split(',').map(|seed| redact(seed.trim())).collect();
+            tracing::info!(seeds = %seeds.join(","), "hub on a Redis Cluster: nodes on it share channels (sharded Pub/Sub)");
+        }
         (Some(url), _) => {
             tracing::info!(redis = %redact(url), "hub on Redis: nodes on the same Redis share channels");
         }

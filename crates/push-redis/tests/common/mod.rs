@@ -18,6 +18,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod cluster;
 pub mod sentinel;
 
 use push_redis::{RedisHub, RedisHubConfig};

@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 
 use crate::support::within;
 
+pub mod failover;
+
 /// A running `push-server`.
 pub struct Running {
     pub addr: SocketAddr,
