@@ -17,7 +17,7 @@ use std::convert::Infallible;
 use futures_util::SinkExt as _;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
-use push_live::client::{EventSource, EventSourceConfig};
+use push_live::client::{EventSource, EventSourceConfig, WsClientConfig, WsSession};
 use push_live::http::Access;
 use push_live::{Item, MemoryHub, Route, Router, RouterConfig};
 use support::{Server, get, next_item, open_sse, request};
@@ -103,8 +103,8 @@ async fn every_technique_that_asks_gets_joins_and_leaves() {
     );
 
     let mut events = EventSource::connect(
-        &server.url("/sse/room?presence=1"),
-        EventSourceConfig::default(),
+        &server.url("/sse/room"),
+        EventSourceConfig::default().with_presence(true),
     )
     .await
     .unwrap();
@@ -166,6 +166,26 @@ async fn every_technique_that_asks_gets_joins_and_leaves() {
     }
     assert_eq!(leaves, ["quiet"]);
 
+    // The Rust session client asks on every subscribe.
+    let session = WsSession::connect(
+        &server.url("/ws").replace("http", "ws"),
+        WsClientConfig::default().with_presence(true),
+    )
+    .await
+    .unwrap();
+    let control = session.control();
+    let mut session = futures_util::StreamExt::map(session, |item| item.map(|(_, item)| item));
+    control
+        .subscribe(&room, push_live::Start::Live)
+        .await
+        .unwrap();
+    let (_bob, _) = open_sse(addr, "/sse/room", "x-user: bob\r\n").await;
+    let Item::Message(joined) = next_item(&mut session).await else {
+        panic!()
+    };
+    assert_eq!(joined.event().unwrap().as_str(), "push.join");
+    assert_eq!(joined.json::<serde_json::Value>().unwrap()["user"], "bob");
+
     let listed = get(addr, "/presence/room", &[]).await;
     assert_eq!(listed.status, StatusCode::OK);
     let listed = listed.json();
@@ -175,10 +195,11 @@ async fn every_technique_that_asks_gets_joins_and_leaves() {
         .iter()
         .map(|u| u["user"].as_str().unwrap())
         .collect();
-    for user in ["alice", "held", "session", "watcher"] {
+    for user in ["alice", "bob", "held", "session", "watcher"] {
         assert!(users.contains(&user), "{user}: {listed}");
     }
     assert_eq!(listed["anonymous"]["sse"], 1, "{listed}");
+    assert_eq!(listed["anonymous"]["ws"], 1, "{listed}");
     let refused = request(addr, "POST", "/presence/room", &[], "").await;
     assert_eq!(refused.status, StatusCode::METHOD_NOT_ALLOWED);
 }

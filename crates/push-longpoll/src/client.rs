@@ -40,6 +40,10 @@ pub struct LongPollerConfig {
     pub timeout_margin: Duration,
     /// The largest answer body accepted (default 16 MiB).
     pub max_body_bytes: usize,
+    /// Ask for joins and leaves (`presence=1`): users' first and last
+    /// connections to the channel arrive as ephemeral messages with the
+    /// event `push.join` / `push.leave` (default: no).
+    pub presence: bool,
     /// Headers sent with every request (`with_header`), and TLS.
     pub http: HttpOptions,
 }
@@ -54,6 +58,7 @@ impl Default for LongPollerConfig {
             max_backoff: Duration::from_secs(30),
             timeout_margin: Duration::from_secs(15),
             max_body_bytes: 16 << 20,
+            presence: false,
             http: HttpOptions::default(),
         }
     }
@@ -62,6 +67,13 @@ impl Default for LongPollerConfig {
 push_http::client_options!(LongPollerConfig);
 
 impl LongPollerConfig {
+    /// Sets [`presence`](Self::presence).
+    #[must_use]
+    pub fn with_presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
+        self
+    }
+
     /// Sets [`start`](Self::start).
     #[must_use]
     pub fn with_start(mut self, start: Start) -> Self {
@@ -202,6 +214,9 @@ impl Exchange for Asking {
         params.extend(start.as_ref().map(|(name, value)| (*name, value.as_str())));
         params.push(("timeout", hold.as_str()));
         params.extend(limit.as_deref().map(|limit| ("limit", limit)));
+        if self.config.presence {
+            params.push(("presence", "1"));
+        }
         let uri = push_http::client::with_params(&self.url, &params);
         let send = self.send.clone();
         let http = self.config.http.clone();

@@ -46,6 +46,10 @@ pub struct EventSourceConfig {
     /// The longest message (one event, or one line) accepted (default
     /// 16 MiB).
     pub max_message_bytes: usize,
+    /// Ask for joins and leaves (`presence=1`): users' first and last
+    /// connections to the channel arrive as ephemeral messages with the
+    /// event `push.join` / `push.leave` (default: no).
+    pub presence: bool,
     /// Headers sent with every request, reconnects included
     /// (`with_header`), and TLS.
     pub http: HttpOptions,
@@ -60,6 +64,7 @@ impl Default for EventSourceConfig {
             connect_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(45)),
             max_message_bytes: Parser::DEFAULT_LIMIT,
+            presence: false,
             http: HttpOptions::default(),
         }
     }
@@ -68,6 +73,13 @@ impl Default for EventSourceConfig {
 push_http::client_options!(EventSourceConfig);
 
 impl EventSourceConfig {
+    /// Sets [`presence`](Self::presence).
+    #[must_use]
+    pub fn with_presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
+        self
+    }
+
     /// Sets [`start`](Self::start).
     #[must_use]
     pub fn with_start(mut self, start: Start) -> Self {
@@ -214,6 +226,9 @@ impl EventSource {
         };
         let mut params = vec![("format", "json")];
         params.extend(start.as_ref().map(|(name, value)| (*name, value.as_str())));
+        if config.presence {
+            params.push(("presence", "1"));
+        }
         let url_with_format =
             push_http::client::with_params(&parsed, &params).map_err(|_| Error::InvalidUrl {
                 url: url.to_owned(),

@@ -52,6 +52,11 @@ pub struct WsClientConfig {
     /// lags, the client stops reading and the server's history takes over:
     /// a gap, never unbounded memory.
     pub buffer: usize,
+    /// Ask for joins and leaves (`presence=1` on the channel endpoint,
+    /// `"presence":true` in every `push.v1` subscribe): users' first and
+    /// last connections arrive as ephemeral messages with the event
+    /// `push.join` / `push.leave` (default: no).
+    pub presence: bool,
     /// Headers sent with every handshake, reconnects included
     /// (`with_header`), and TLS for `wss://`.
     pub http: push_http::client::HttpOptions,
@@ -67,6 +72,7 @@ impl Default for WsClientConfig {
             idle_timeout: Some(Duration::from_secs(60)),
             max_message_bytes: 16 << 20,
             buffer: 256,
+            presence: false,
             http: push_http::client::HttpOptions::default(),
         }
     }
@@ -79,6 +85,13 @@ impl WsClientConfig {
     #[must_use]
     pub fn with_start(mut self, start: Start) -> Self {
         self.start = start;
+        self
+    }
+
+    /// Sets [`presence`](Self::presence).
+    #[must_use]
+    pub fn with_presence(mut self, presence: bool) -> Self {
+        self.presence = presence;
         self
     }
 
@@ -535,11 +548,14 @@ impl Worker {
         let mut request = match &self.target {
             Target::Channel(uri) => {
                 let start = self.subscriptions.values().next().and_then(Start::to_param);
-                let params: Vec<(&str, &str)> = start
+                let mut params: Vec<(&str, &str)> = start
                     .as_ref()
                     .map(|(name, value)| (*name, value.as_str()))
                     .into_iter()
                     .collect();
+                if self.config.presence {
+                    params.push(("presence", "1"));
+                }
                 let target = push_http::path_with_params(uri.path(), uri.query(), &params);
                 let mut parts = uri.clone().into_parts();
                 parts.path_and_query = target.parse().ok();
@@ -587,7 +603,7 @@ impl Worker {
                 .collect();
             for (channel, start) in channels {
                 let reference = self.reference(Waiting::Resubscribe(channel.clone()));
-                let command = subscribe_command(&channel, start, reference);
+                let command = subscribe_command(&channel, start, reference, self.config.presence);
                 if socket.send(Message::text(command)).await.is_err() {
                     return Ended::Retry(None);
                 }
@@ -641,7 +657,7 @@ impl Worker {
             Op::Subscribe(channel, start, reply) => {
                 self.subscriptions.insert(channel.clone(), start);
                 let reference = self.reference(Waiting::Caller(reply, Some(channel.clone())));
-                subscribe_command(&channel, start, reference)
+                subscribe_command(&channel, start, reference, self.config.presence)
             }
             Op::Unsubscribe(channel, reply) => {
                 self.subscriptions.remove(&channel);
@@ -786,8 +802,16 @@ impl Worker {
     }
 }
 
-fn subscribe_command(channel: &ChannelName, start: Start, reference: u64) -> String {
+fn subscribe_command(
+    channel: &ChannelName,
+    start: Start,
+    reference: u64,
+    presence: bool,
+) -> String {
     let mut command = to_json!({"op": "subscribe", "channel": channel.as_str(), "ref": reference});
+    if presence {
+        command["presence"] = Value::from(true);
+    }
     match start {
         Start::Last(n) => command["last"] = Value::from(n),
         other => {
