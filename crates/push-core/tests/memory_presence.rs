@@ -133,3 +133,28 @@ fn the_snapshot_pages_users_in_name_order() {
     }
     assert_eq!(listed, ["alice", "bob", "carol", "dave", "erin"]);
 }
+
+#[test]
+fn pollers_past_the_lease_limit_are_served_but_not_counted() {
+    let hub =
+        MemoryHub::with_config(MemoryHubConfig::default().with_max_presence_leases(2)).unwrap();
+    let room = name("room");
+    let ttl = Duration::from_secs(10);
+    for user in ["a", "b", "c"] {
+        now(hub.touch(
+            &room,
+            &format!("poll:u:{user}"),
+            Member::new(Some(user), "poll"),
+            ttl,
+        ))
+        .unwrap();
+    }
+    // A streaming connection is always counted.
+    let _streaming = now(hub.enter(&room, Member::new(Some("d"), "sse"))).unwrap();
+    let snapshot = now(hub.presence(&room, page(10))).unwrap();
+    let users: Vec<_> = snapshot.users.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(users, ["a", "b", "d"]);
+    // A lease already held is renewed past the limit.
+    now(hub.touch(&room, "poll:u:a", Member::new(Some("a"), "poll"), ttl)).unwrap();
+    assert_eq!(now(hub.presence(&room, page(10))).unwrap().user_count, 3);
+}

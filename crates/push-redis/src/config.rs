@@ -60,6 +60,9 @@ pub struct RedisHubConfig {
     /// (default 15 s; renewed every third of it): the connections of a node
     /// that died leave within it, and a poller's lease is its own.
     pub presence_lease: Duration,
+    /// Connections a channel's presence holds at once (default 100,000):
+    /// past it a new one is served but not counted present.
+    pub max_presence_entries: usize,
     /// How long one command may take before it fails (default 2 s). Only
     /// non-blocking commands run on the shared connection.
     pub response_timeout: Duration,
@@ -102,6 +105,7 @@ impl RedisHubConfig {
             node_cache_bytes: 256 << 20,
             max_ephemeral_bytes: 1 << 20,
             presence_lease: Duration::from_secs(15),
+            max_presence_entries: 100_000,
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(2),
@@ -288,6 +292,13 @@ impl RedisHubConfig {
     #[must_use]
     pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
         self.node_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_presence_entries`](Self::max_presence_entries).
+    #[must_use]
+    pub fn with_max_presence_entries(mut self, max: usize) -> Self {
+        self.max_presence_entries = max;
         self
     }
 

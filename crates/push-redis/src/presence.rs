@@ -29,13 +29,17 @@ use crate::connection::Failure;
 /// Enters or renews one field; announces a join (and the leave of
 /// another user that held the field before). KEYS: presence, present.
 /// ARGV: field, expires (ms), technique, user ('' anonymous), notify
-/// channel, now (ms), keys' expiry (ms).
+/// channel, now (ms), keys' expiry (ms), the most fields the hash holds
+/// (a new field past it is not taken).
 const ENTER: &str = r"
 local function announce(kind, user, technique)
   local data = cjson.encode({user = user, technique = technique})
   redis.call('PUBLISH', ARGV[5], 'e\nj\n' .. ARGV[6] .. '\npush.' .. kind .. '\n' .. data)
 end
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[8]) then
+  return 0
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. '\n' .. ARGV[3] .. '\n' .. ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 local before = nil
@@ -194,7 +198,8 @@ impl Inner {
             .arg(member.user().unwrap_or(""))
             .arg(self.notify_channel(channel))
             .arg(now)
-            .arg(Self::keys_ttl(ttl));
+            .arg(Self::keys_ttl(ttl))
+            .arg(self.config.max_presence_entries);
         self.link
             .script(&invocation)
             .await

@@ -136,3 +136,19 @@ async fn joins_and_leaves_once_across_nodes_and_leases_lapse() {
         change("push.leave", "carol", "sse")
     );
 }
+
+#[tokio::test]
+async fn entries_past_the_limit_are_served_but_not_counted() {
+    let Some(server) = RedisServer::any().await else {
+        return;
+    };
+    let prefix = prefix();
+    let node = hub(&server, &prefix, |c| c.with_max_presence_entries(2)).await;
+    let mut held = Vec::new();
+    for user in ["a", "b", "c"] {
+        held.push(node.enter(&room(), Member::new(Some(user), "ws")).await.unwrap());
+    }
+    let snapshot = node.presence(&room(), page()).await.unwrap();
+    let users: Vec<_> = snapshot.users.iter().map(|u| u.user.as_str()).collect();
+    assert_eq!(users, ["a", "b"]);
+}

@@ -202,6 +202,13 @@ pub struct Args {
           value_parser = count(0, 1 << 32))]
     pub max_ephemeral_bytes: usize,
 
+    /// The connections a channel counts present at once: pollers (each
+    /// poll renews a lease by user or address) on the memory hub; every
+    /// connection with Redis. Past it a new one is served, not counted.
+    #[arg(long, env = "PUSH_MAX_PRESENCE", default_value_t = 100_000,
+          value_parser = count(1, 100_000_000))]
+    pub max_presence: usize,
+
     /// The poll interval advised to short-polling clients.
     #[arg(long, env = "PUSH_POLL_INTERVAL", default_value = "5",
           value_parser = secs(1.0, 86_400.0))]

@@ -105,7 +105,8 @@ impl Server {
                     .with_max_message_bytes(args.max_message_bytes)
                     .with_max_channels(args.max_channels)
                     .with_max_retained_bytes(args.max_retained_bytes)
-                    .with_max_ephemeral_bytes(args.max_ephemeral_bytes);
+                    .with_max_ephemeral_bytes(args.max_ephemeral_bytes)
+                    .with_max_presence_leases(args.max_presence);
                 match args.max_unpublished_channels {
                     0 => config,
                     max => config.with_max_unpublished_channels(max),
@@ -121,7 +122,8 @@ impl Server {
                         .with_probe_interval(args.redis_probe_interval)
                         .with_presence_lease(args.presence_lease)
                         .with_node_cache_bytes(args.max_retained_bytes)
-                        .with_max_ephemeral_bytes(args.max_ephemeral_bytes),
+                        .with_max_ephemeral_bytes(args.max_ephemeral_bytes)
+                        .with_max_presence_entries(args.max_presence),
                 )
                 .await
                 .map_err(StartError::Redis)?,

@@ -76,6 +76,11 @@ pub struct MemoryHubConfig {
     /// [`max_retained_bytes`](Self::max_retained_bytes): an ephemeral
     /// message lives only until every subscriber live at its publish has it.
     pub max_ephemeral_bytes: usize,
+    /// Pollers a channel counts present at once (default 10,000): each poll
+    /// renews a lease keyed by its user or address; past this a new poller
+    /// is served but not counted. Streaming connections are always counted
+    /// (each is a connection, bounded by the server).
+    pub max_presence_leases: usize,
 }
 
 impl Default for MemoryHubConfig {
@@ -90,6 +95,7 @@ impl Default for MemoryHubConfig {
             max_unpublished_channels: None,
             idle_channel_ttl: Duration::from_secs(24 * 60 * 60),
             max_ephemeral_bytes: 1 << 20,
+            max_presence_leases: 10_000,
         }
     }
 }
@@ -161,6 +167,13 @@ impl MemoryHubConfig {
     #[must_use]
     pub fn with_idle_channel_ttl(mut self, idle_channel_ttl: Duration) -> Self {
         self.idle_channel_ttl = idle_channel_ttl;
+        self
+    }
+
+    /// Sets [`max_presence_leases`](Self::max_presence_leases).
+    #[must_use]
+    pub fn with_max_presence_leases(mut self, max_presence_leases: usize) -> Self {
+        self.max_presence_leases = max_presence_leases;
         self
     }
 

@@ -551,11 +551,13 @@ impl Hub for MemoryHub {
         let inner = &*self.inner;
         let now = inner.clock.now();
         let max_bytes = inner.config.max_ephemeral_bytes;
+        let max_leases = inner.config.max_presence_leases;
         ready(
             inner
                 .with_channel(channel, now, Intent::Observe, |channel, state| {
                     let mut changes = state.presence.expire(now);
-                    changes.extend(state.presence.touch(key, member, now.saturating_add(ttl)));
+                    let expires = now.saturating_add(ttl);
+                    changes.extend(state.presence.touch(key, member, expires, max_leases));
                     state.last_active = now;
                     let parked = state.announce(&channel.name, changes, now, max_bytes);
                     (channel.clone(), parked)

@@ -7,10 +7,6 @@ use std::sync::Arc;
 
 use crate::{Member, PresenceChange, PresencePage, PresenceSnapshot, Timestamp};
 
-/// Poll leases one channel keeps at most: past it a new poller is not
-/// counted (a streaming connection always is: connections are bounded).
-pub(super) const MAX_LEASES: usize = 10_000;
-
 #[derive(Debug, Default)]
 pub(super) struct PresenceTable {
     next_id: u64,
@@ -98,8 +94,15 @@ impl PresenceTable {
     }
 
     /// A poller's lease, renewed or taken until `expires`: a join if new
-    /// and its user's first. Past [`MAX_LEASES`] a new one is not taken.
-    pub(super) fn touch(&mut self, key: &str, member: Member, expires: Timestamp) -> Vec<Change> {
+    /// and its user's first. Past `max_leases` a new one is not taken (a
+    /// streaming connection always is: connections are bounded).
+    pub(super) fn touch(
+        &mut self,
+        key: &str,
+        member: Member,
+        expires: Timestamp,
+        max_leases: usize,
+    ) -> Vec<Change> {
         let mut changes = Vec::new();
         if let Some(&id) = self.leases.get(key) {
             match self.entries.get_mut(&id) {
@@ -110,7 +113,7 @@ impl PresenceTable {
                 // Another user or technique under the key: a new entry.
                 _ => changes.extend(self.remove(id)),
             }
-        } else if self.leases.len() >= MAX_LEASES {
+        } else if self.leases.len() >= max_leases {
             return changes;
         }
         changes.extend(self.add(member, Some(expires), Some(key.into())).1);
