@@ -7,7 +7,11 @@ use bytes::Bytes;
 use push_core::{ChannelName, ContentKind, Epoch, Error, EventName, Message, Span, Timestamp};
 use redis::Value;
 
-pub(crate) fn parse_epoch(text: &str) -> Result<Epoch, Error> {
+/// A channel's epoch, as the scripts keep it (decimal).
+///
+/// # Errors
+/// [`Error::InvalidResponse`] when it is not one.
+pub fn parse_epoch(text: &str) -> Result<Epoch, Error> {
     text.parse::<u64>()
         .map(Epoch::new)
         .map_err(|_| Error::invalid_response(format!("not an epoch: {text:?}")))
@@ -18,7 +22,10 @@ pub(crate) fn parse_epoch(text: &str) -> Result<Epoch, Error> {
 pub(crate) const KIND_JSON: &str = "j";
 
 /// A notification or a stream entry as a message.
-pub(crate) fn message(
+///
+/// # Errors
+/// [`Error::InvalidResponse`] for an event name or data that is not valid.
+pub fn message(
     channel: &ChannelName,
     span_epoch: Epoch,
     number: u64,
@@ -51,7 +58,10 @@ pub(crate) fn message(
 }
 
 /// `XRANGE` entries (`[[id, [field, value, …]], …]`) as messages.
-pub(crate) fn parse_entries(
+///
+/// # Errors
+/// [`Error::InvalidResponse`] naming what is not as the scripts write it.
+pub fn parse_entries(
     channel: &ChannelName,
     epoch: Epoch,
     entries: Value,
@@ -107,11 +117,134 @@ pub(crate) fn parse_entries(
     Ok(messages)
 }
 
+/// A Pub/Sub notification's payload, decoded (what the scripts publish).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notification<'a> {
+    /// `epoch \n number \n time \n event \n data`, after `j \n` for
+    /// JSON data: a message, to be made with [`message`].
+    Message {
+        /// The channel's epoch.
+        epoch: Epoch,
+        /// The message's number in the stream.
+        number: u64,
+        /// When it was published, in Unix milliseconds.
+        time: u64,
+        /// Its event name (empty: none).
+        event: &'a [u8],
+        /// Its data.
+        data: &'a [u8],
+        /// What the data is.
+        kind: ContentKind,
+    },
+    /// `epoch \n head`: a script gave the channel a new epoch.
+    NewEpoch {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The channel's head in it.
+        head: u64,
+    },
+    /// Neither: ignored (the node reads the stream instead).
+    Malformed,
+}
+
+/// Decodes one notification's payload.
+pub fn notification(payload: &[u8]) -> Notification<'_> {
+    let (kind, payload) = match payload
+        .strip_prefix(KIND_JSON.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+    {
+        Some(rest) => (ContentKind::Json, rest),
+        None => (ContentKind::Bytes, payload),
+    };
+    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+    let mut fields = payload.splitn(5, |b| *b == b'\n');
+    let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        let mut fields = payload.splitn(2, |b| *b == b'\n');
+        return match (fields.next().map(number_of), fields.next().map(number_of)) {
+            (Some(Some(epoch)), Some(Some(head))) => Notification::NewEpoch {
+                epoch: Epoch::new(epoch),
+                head,
+            },
+            _ => Notification::Malformed,
+        };
+    };
+    match (number_of(epoch), number_of(number), number_of(time)) {
+        (Some(epoch), Some(number), Some(time)) => Notification::Message {
+            epoch: Epoch::new(epoch),
+            number,
+            time,
+            event,
+            data,
+            kind,
+        },
+        _ => Notification::Malformed,
+    }
+}
+
 pub(crate) fn bytes_of(value: &Value) -> Option<Bytes> {
     match value {
         Value::BulkString(bytes) => Some(Bytes::copy_from_slice(bytes)),
         Value::SimpleString(text) => Some(Bytes::copy_from_slice(text.as_bytes())),
         Value::Int(n) => Some(Bytes::from(n.to_string())),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_decode_as_the_scripts_write_them() {
+        assert_eq!(
+            notification(b"7\n42\n1700000000000\nprice\na\nb"),
+            Notification::Message {
+                epoch: Epoch::new(7),
+                number: 42,
+                time: 1_700_000_000_000,
+                event: b"price",
+                data: b"a\nb",
+                kind: ContentKind::Bytes,
+            }
+        );
+        assert_eq!(
+            notification(b"j\n7\n43\n1\n\n{\"a\":1}"),
+            Notification::Message {
+                epoch: Epoch::new(7),
+                number: 43,
+                time: 1,
+                event: b"",
+                data: b"{\"a\":1}",
+                kind: ContentKind::Json,
+            }
+        );
+        assert_eq!(
+            notification(b"8\n0"),
+            Notification::NewEpoch {
+                epoch: Epoch::new(8),
+                head: 0
+            }
+        );
+        // Five fields with a bad number are not read as a new epoch.
+        for malformed in [
+            &b""[..],
+            b"8",
+            b"8\nx",
+            b"x\n1\n2\n\n",
+            b"1\n2\n-3\n\n",
+            b"j\n",
+        ] {
+            assert_eq!(
+                notification(malformed),
+                Notification::Malformed,
+                "{malformed:?}"
+            );
+        }
     }
 }

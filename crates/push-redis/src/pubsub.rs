@@ -9,11 +9,12 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use push_core::{Backoff, ChannelName, ContentKind, Epoch};
+use push_core::{Backoff, ChannelName};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
 use crate::connection::{Connector, FIRST_DELAY};
+use crate::entries::{Notification, notification};
 use crate::local::LocalChannel;
 
 /// What the hub asks of the Pub/Sub task.
@@ -164,45 +165,26 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(local) = inner.local(&name) else {
         return;
     };
-    let (kind, payload) = match payload
-        .strip_prefix(crate::KIND_JSON.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"\n"))
-    {
-        Some(rest) => (ContentKind::Json, rest),
-        None => (ContentKind::Bytes, payload),
-    };
-    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
-    let mut fields = payload.splitn(5, |b| *b == b'\n');
-    let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        let mut fields = payload.splitn(2, |b| *b == b'\n');
-        if let (Some(Some(epoch)), Some(Some(head))) =
-            (fields.next().map(number_of), fields.next().map(number_of))
-        {
+    let (epoch, number, time, event, data, kind) = match notification(payload) {
+        Notification::Message {
+            epoch,
+            number,
+            time,
+            event,
+            data,
+            kind,
+        } => (epoch, number, time, event, data, kind),
+        Notification::NewEpoch { epoch, head } => {
             // A new epoch: what the node holds of the old one goes.
-            local
-                .lock()
-                .learned(Epoch::new(epoch), head, local.budget());
+            local.lock().learned(epoch, head, local.budget());
             return;
         }
-        tracing::warn!(channel = %name, "a malformed notification; ignored");
-        local.lock().nudge();
-        return;
+        Notification::Malformed => {
+            tracing::warn!(channel = %name, "a malformed notification; ignored");
+            local.lock().nudge();
+            return;
+        }
     };
-    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
-    let (Some(epoch), Some(number), Some(time)) =
-        (number_of(epoch), number_of(number), number_of(time))
-    else {
-        tracing::warn!(channel = %name, "a malformed notification; ignored");
-        local.lock().nudge();
-        return;
-    };
-    let epoch = Epoch::new(epoch);
     match crate::message(
         &name,
         epoch,
