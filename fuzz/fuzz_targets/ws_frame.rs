@@ -9,22 +9,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use push_core::Item;
 use push_core::wire::json;
-use push_core::{Item, Signal};
 use push_fuzz::assert_same_item;
-use push_ws::__fuzz::{Frame, parse_frame};
-
-/// A signal frame as the server writes it (push-ws's protocol::signal).
-fn signal_frame(channel: &str, signal: &Signal) -> String {
-    let op = match signal {
-        Signal::Gap(_) => "gap",
-        Signal::Reset(_) => "reset",
-    };
-    let object = json::signal(signal);
-    let object = std::str::from_utf8(&object).expect("UTF-8");
-    let channel = serde_json::to_string(channel).expect("a string");
-    format!("{{\"op\":\"{op}\",\"channel\":{channel},{}", &object[1..])
-}
+use push_ws::__fuzz::{Frame, parse_frame, signal, subscribed};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -38,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
                     let envelope = json::envelope(message);
                     String::from_utf8(envelope.to_vec()).expect("UTF-8")
                 }
-                Item::Signal(signal) => signal_frame(channel.as_str(), signal),
+                Item::Signal(s) => String::from_utf8(signal(&channel, s).to_vec()).expect("UTF-8"),
             };
             match parse_frame(&again) {
                 Ok(Frame::Delivery(c, got)) => {
@@ -49,10 +37,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(Frame::Subscribed(channel, head)) => {
-            let again = format!(
-                "{{\"op\":\"subscribed\",\"channel\":{},\"cursor\":\"{head}\"}}",
-                serde_json::to_string(channel.as_str()).expect("a string")
-            );
+            let again = String::from_utf8(subscribed(&channel, head).to_vec()).expect("UTF-8");
             assert!(
                 matches!(parse_frame(&again), Ok(Frame::Subscribed(c, h)) if c == channel && h == head)
             );

@@ -39,5 +39,7 @@ pub use crate::client::{Error, WsClientConfig, WsControl, WsSession, WsSubscribe
 pub mod __fuzz {
     #[cfg(feature = "client")]
     pub use crate::client::{Frame, parse_frame, subscribe_command};
-    pub use crate::protocol::{Acked, Command, Refused, ack, error, parse as parse_command};
+    pub use crate::protocol::{
+        Acked, Command, Refused, ack, error, parse as parse_command, signal, subscribed,
+    };
 }

@@ -293,7 +293,7 @@ pub fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&ChannelName>) 
 
 /// `{"op":"subscribed","channel":C,"cursor":HEAD}`: the first frame of a live
 /// socket on the channel endpoint, saying where it starts.
-pub(crate) fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
+pub fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
     buf.put_slice(b"{\"op\":\"subscribed\",\"channel\":");
     json::put_string(&mut buf, channel.as_str());
@@ -322,7 +322,7 @@ pub fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
 }
 
 /// `{"op":"gap","channel":C,"since":…,"resume":…,"missed":…}` (or `reset`).
-pub(crate) fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
+pub fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
     let object = json::signal(signal);
     let op: &[u8] = match signal {
         Signal::Gap(_) => b"gap",
