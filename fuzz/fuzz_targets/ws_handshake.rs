@@ -134,5 +134,10 @@ fuzz_target!(|data: &[u8]| {
                 "{status}"
             );
         }
+        // An accepted handshake's socket task ends at once (no connection to
+        // upgrade): let it, or every input's tasks and hubs would pile up.
+        let tasks = handler.socket_tasks();
+        tasks.close();
+        runtime.block_on(tasks.wait());
     }
 });
