@@ -68,7 +68,10 @@ export class PushError extends Error {
 /**
  * @typedef {object} Message
  * @property {string} channel the channel it was published to
- * @property {string} id its cursor (opaque: compare for equality only)
+ * @property {string} [id] its cursor (opaque: compare for equality only);
+ *   none on an ephemeral message
+ * @property {boolean} [ephemeral] true for an ephemeral message (published
+ *   with `store: false`): live only, never stored, never resumed
  * @property {string} [event] its event name, when the publisher gave one
  * @property {number} time when the server accepted it, ms since the Unix epoch
  * @property {*} data text (a string), the bytes of binary data (a
@@ -98,6 +101,8 @@ export class PushError extends Error {
  * @property {number|null} lastLatencyMs receive time minus the last
  *   message's `time` (client clock minus server clock)
  * @property {number} duplicates messages dropped because already delivered
+ * @property {number} ephemeral ephemeral messages delivered (also counted in
+ *   `messages`)
  */
 
 /**
@@ -157,16 +162,30 @@ export function subscribe(channel, onMessage, options = {}) {
  *
  * @param {string} channel
  * @param {*} data
- * @param {{url?: string, token?: string, event?: string, key?: string, retries?: number, json?: boolean}} [options]
+ * `{store: false}` publishes an ephemeral message (typing indicators,
+ * cursor positions): delivered to the subscribers live now, never stored,
+ * never resumed; sent once, without a key (nothing is stored to compare a
+ * retry with), and answered `{stored: false}`.
+ *
+ * @param {string} channel
+ * @param {*} data
+ * @param {{url?: string, token?: string, event?: string, key?: string, retries?: number, json?: boolean, store?: boolean}} [options]
  *   `token` is the publisher secret, sent as `Authorization: Bearer`; `key`
  *   the idempotency key; `retries` how many times to retry (default 3);
- *   `json` publishes `data` as JSON whatever its type
- * @returns {Promise<{id: string}>} the message's cursor
+ *   `json` publishes `data` as JSON whatever its type; `store: false`
+ *   publishes it ephemeral
+ * @returns {Promise<{id: string}|{stored: false}>} the message's cursor
  */
 export async function publish(channel, data, options = {}) {
-  const query = options.event ? `?event=${encodeURIComponent(options.event)}` : "";
-  const key = options.key ?? newKey();
-  const headers = { "Idempotency-Key": key };
+  const ephemeral = options.store === false;
+  if (ephemeral && options.key !== undefined) {
+    throw new TypeError("push: an ephemeral publish (store: false) takes no key");
+  }
+  const params = new URLSearchParams();
+  if (options.event) params.set("event", options.event);
+  if (ephemeral) params.set("store", "false");
+  const query = params.size ? `?${params}` : "";
+  const headers = ephemeral ? {} : { "Idempotency-Key": options.key ?? newKey() };
   if (options.token) headers.Authorization = `Bearer ${options.token}`;
   const asJson = options.json === true || !(typeof data === "string" || isBytes(data));
   if (asJson) {
@@ -176,7 +195,7 @@ export async function publish(channel, data, options = {}) {
     headers["Content-Type"] = "application/json";
   }
   const url = `${baseUrl(options.url)}/pub/${encodeURIComponent(channel)}${query}`;
-  const retries = options.retries ?? 3;
+  const retries = ephemeral ? 0 : (options.retries ?? 3);
   for (let attempt = 0; ; attempt++) {
     let error;
     try {
@@ -217,7 +236,7 @@ function newKey() {
 /** One subscription: see {@link subscribe}. */
 export class Subscription {
   /** @type {Stats} live counters */
-  stats = { messages: 0, requests: 0, bytes: 0, lastLatencyMs: null, duplicates: 0 };
+  stats = { messages: 0, requests: 0, bytes: 0, lastLatencyMs: null, duplicates: 0, ephemeral: 0 };
   #channel;
   #onMessage;
   #opts;
@@ -369,6 +388,12 @@ export class Subscription {
   /** A message from a link. */
   #message(link, envelope) {
     if (link !== this.#active) return;
+    if (envelope.ephemeral === true) {
+      // Not in the history: no id, nothing to deduplicate or resume.
+      this.stats.ephemeral += 1;
+      this.stats.messages += 1;
+      return this.#deliver(envelope);
+    }
     const id = envelope.id;
     if (this.#recent.has(id)) {
       this.stats.duplicates += 1;
@@ -381,6 +406,11 @@ export class Subscription {
     this.#cursor = id;
     this.stats.messages += 1;
     this.stats.lastLatencyMs = typeof envelope.time === "number" ? Date.now() - envelope.time : null;
+    this.#deliver(envelope);
+  }
+
+  /** Hands an envelope to `onMessage`, its data decoded. */
+  #deliver(envelope) {
     let message = envelope;
     if (envelope.encoding === "base64") {
       const { encoding, ...rest } = envelope;
@@ -633,6 +663,7 @@ class Link {
 
   message(envelope) {
     if (this.dead) return;
+    if (envelope?.ephemeral === true) return this.hooks.message(this, envelope);
     if (!envelope || typeof envelope.id !== "string") {
       return this.fail(new PushError("push: a message without an id"));
     }

@@ -28,6 +28,9 @@ pub(super) struct Publisher<H> {
 
 impl<H: Hub> Publisher<H> {
     /// Answers `POST /pub/{channel}[?event=NAME]` with `{"id":CURSOR}`
+    /// (`?store=false`: an ephemeral publish, answered with
+    /// `{"stored":false}`; not with an `Idempotency-Key`, which needs a
+    /// stored message to compare with)
     /// (and the `channel` published to when `access`'s hook mapped it),
     /// once the hook allows it: before the body is read. A body sent as
     /// `application/json` (or `application/*+json`) is published as JSON,
@@ -58,9 +61,16 @@ impl<H: Hub> Publisher<H> {
                 Some(name) => Some(name.parse::<EventName>()?),
                 None => None,
             };
-            Ok((channel, event, idempotency_key(head.headers())?))
+            let key = idempotency_key(head.headers())?;
+            let ephemeral = query.flag("store")? == Some(false);
+            if ephemeral && key.is_some() {
+                return Err(Error::invalid_query(
+                    "an ephemeral publish (store=false) takes no Idempotency-Key: nothing is stored to compare with",
+                ));
+            }
+            Ok((channel, event, key, ephemeral))
         });
-        let (mut channel, event, key) = match asked {
+        let (mut channel, event, key, ephemeral) = match asked {
             Ok(asked) => asked,
             Err(err) => return push_http::error_for(&err),
         };
@@ -130,12 +140,19 @@ impl<H: Hub> Publisher<H> {
         if let Some(key) = key {
             publication = publication.with_key(key);
         }
+        if ephemeral {
+            publication = publication.ephemeral();
+        }
         match self.hub.publish(&channel, publication).await {
             Ok(cursor) => {
                 let mut body = Vec::with_capacity(32);
-                body.extend_from_slice(b"{\"id\":\"");
-                body.extend_from_slice(cursor.to_string().as_bytes());
-                body.push(b'"');
+                if ephemeral {
+                    body.extend_from_slice(b"{\"stored\":false");
+                } else {
+                    body.extend_from_slice(b"{\"id\":\"");
+                    body.extend_from_slice(cursor.to_string().as_bytes());
+                    body.push(b'"');
+                }
                 if mapped {
                     body.extend_from_slice(b",\"channel\":\"");
                     // A channel name needs no escaping in JSON.

@@ -399,6 +399,45 @@ for (const list of LISTS) {
   });
 }
 
+// 1d. Ephemeral publishes (`store: false`): a live subscriber on a
+// streaming or held technique gets them marked, without an id, in place,
+// and its cursor stays on the stored messages (short polling reads history
+// only, so it never gets them).
+for (const list of [['ws'], ['sse'], ['longpoll']]) {
+  await section(`ephemeral over ${listName(list)}`, async () => {
+    const name = listName(list);
+    const channel = channelFor(`ephemeral-${name}`);
+    const got = record(channel, { ...QUICK, transports: list, since: 'earliest' });
+    await publish(channel, '1');
+    await got.until(1, 'the first stored message');
+    // A long poll between two requests is not live: send until one lands.
+    const deadline = Date.now() + PATIENCE;
+    for (let sent = 1; !got.messages.some((m) => m.ephemeral); sent++) {
+      if (Date.now() > deadline) throw new Error(`${name}: no ephemeral message arrived`);
+      const answer = await pushPublish(channel, `typing ${sent}`, { url: BASE, store: false });
+      check(answer.stored === false && answer.id === undefined, `${name}: answered {stored: false}`);
+      await waitFor(() => got.messages.some((m) => m.ephemeral), 'an ephemeral message', 200).catch(() => {});
+    }
+    await publish(channel, '2');
+    await waitFor(() => got.data().includes('2'), `${name}: the next stored message`);
+    const stored = got.messages.filter((m) => !m.ephemeral);
+    const ephemeral = got.messages.filter((m) => m.ephemeral);
+    check(same(stored.map((m) => m.data), ['1', '2']), `${name}: stored messages once, in order (${stored.map((m) => m.data)})`);
+    check(ephemeral.every((m) => m.id === undefined && m.data.startsWith('typing')), `${name}: ephemeral ones carry no id`);
+    check(got.messages.at(-1).data === '2', `${name}: the ephemeral ones came before the next stored one`);
+    check(got.sub.cursor === stored.at(-1).id, `${name}: the cursor is the last stored message's id`);
+    check(got.sub.stats.ephemeral === ephemeral.length && got.sub.stats.duplicates === 0, `${name}: counted, no duplicate`);
+    let thrown;
+    try {
+      await pushPublish(channel, 'x', { url: BASE, store: false, key: 'k' });
+    } catch (err) {
+      thrown = err;
+    }
+    check(thrown instanceof TypeError, `${name}: a key with store: false is refused (${thrown})`);
+    got.sub.close();
+  });
+}
+
 await section('last: more than retained is all; not with since', async () => {
   const channel = channelFor('last-all');
   for (const n of ['1', '2']) await publish(channel, n);

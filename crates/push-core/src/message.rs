@@ -28,6 +28,7 @@ pub struct Publication {
     data: Bytes,
     kind: ContentKind,
     key: Option<IdempotencyKey>,
+    ephemeral: bool,
 }
 
 impl Publication {
@@ -39,6 +40,7 @@ impl Publication {
             data: data.into(),
             kind: ContentKind::Bytes,
             key: None,
+            ephemeral: false,
         }
     }
 
@@ -114,6 +116,40 @@ impl Publication {
     pub fn with_key(mut self, key: IdempotencyKey) -> Self {
         self.key = Some(key);
         self
+    }
+
+    /// Makes it ephemeral (`?store=false` on the wire): delivered to the
+    /// subscribers live now, on every technique, never kept in the history,
+    /// never resumed, never a gap for anyone. For typing indicators and
+    /// cursor positions. A hub answers the cursor it follows (the channel's
+    /// head) and ignores an idempotency key: nothing is stored to compare.
+    ///
+    /// ```
+    /// use futures_util::StreamExt;
+    /// use push_core::{Hub, Item, MemoryHub, Publication, Start};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), push_core::Error> {
+    /// let hub = MemoryHub::new();
+    /// let chat = "chat".parse()?;
+    /// let mut live = hub.subscribe(&chat, Start::Live).await?;
+    /// hub.publish(&chat, Publication::new("alice is typing").ephemeral()).await?;
+    /// let Some(Item::Message(m)) = live.next().await else { unreachable!() };
+    /// assert!(m.is_ephemeral());
+    /// // Not in the history: a read finds nothing.
+    /// assert!(hub.read(&chat, push_core::Start::Earliest, 10).await?.messages.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    /// Whether it is [ephemeral](Publication::ephemeral).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
     }
 
     /// The idempotency key, if any.
@@ -253,6 +289,7 @@ pub struct Message {
     data: Bytes,
     kind: ContentKind,
     published_at: Timestamp,
+    ephemeral: bool,
     encoded: [OnceLock<Bytes>; WireFormat::COUNT],
     /// The budget this message is charged to; `None`: not counted.
     budget: Option<Arc<Budget>>,
@@ -276,9 +313,39 @@ impl Message {
             data,
             kind: ContentKind::Bytes,
             published_at,
+            ephemeral: false,
             encoded: Default::default(),
             budget: None,
         }
+    }
+
+    /// The same message, [ephemeral](Publication::ephemeral): not in the
+    /// history. Its cursor is the stored message it follows (the channel's
+    /// head when it was published), so [`Item::cursor`](crate::Item::cursor)
+    /// stays the position to resume after; the wire encodings carry no id for
+    /// it.
+    #[must_use]
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
+        self
+    }
+
+    /// For an ephemeral message, the same message following `cursor`: a
+    /// client gives one it received (whose envelope has no id) its own
+    /// position, so that [`Item::cursor`](crate::Item::cursor) stays where
+    /// it resumes from. A stored message comes back unchanged.
+    #[must_use]
+    pub fn following(mut self, cursor: Cursor) -> Self {
+        if self.ephemeral {
+            self.cursor = cursor;
+        }
+        self
+    }
+
+    /// Whether it is [ephemeral](Message::ephemeral): delivered live, never
+    /// stored, so never resumed and never counted in a gap.
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
     }
 
     /// The same message with its data of `kind`. For [`ContentKind::Json`]
@@ -315,10 +382,27 @@ impl Message {
             data: own(data),
             kind,
             published_at,
+            ephemeral: false,
             encoded: Default::default(),
             budget: Some(budget.clone()),
         });
         budget.charge(message.footprint());
+        message
+    }
+
+    /// An ephemeral message of `publication` following `head` (its data in a
+    /// buffer of its own, as [`Message::charged`] keeps it, not counted).
+    pub(crate) fn ephemeral_from(
+        channel: ChannelName,
+        head: Cursor,
+        publication: Publication,
+        published_at: Timestamp,
+    ) -> Self {
+        let kind = publication.kind;
+        let (event, data) = publication.into_parts();
+        let mut message = Message::new(channel, head, event, own(data), published_at);
+        message.kind = kind;
+        message.ephemeral = true;
         message
     }
 
@@ -462,9 +546,13 @@ fn own(bytes: Bytes) -> Bytes {
 }
 
 impl PartialEq for Message {
-    /// Two messages are the same message when they have the same channel and id.
+    /// Two messages are the same message when they have the same channel and
+    /// id (two ephemeral ones: and the same event and data).
     fn eq(&self, other: &Self) -> bool {
-        self.channel == other.channel && self.cursor == other.cursor
+        self.channel == other.channel
+            && self.cursor == other.cursor
+            && self.ephemeral == other.ephemeral
+            && (!self.ephemeral || (self.event == other.event && self.data == other.data))
     }
 }
 
@@ -479,6 +567,7 @@ impl fmt::Debug for Message {
             .field("data_len", &self.data.len())
             .field("kind", &self.kind)
             .field("published_at", &self.published_at)
+            .field("ephemeral", &self.ephemeral)
             .finish_non_exhaustive()
     }
 }

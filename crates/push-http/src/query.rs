@@ -223,6 +223,34 @@ impl<'a> Query<'a> {
     }
 }
 
+impl Query<'_> {
+    /// A yes-or-no parameter: `true`/`1` or `false`/`0` (`None` when absent).
+    ///
+    /// ```
+    /// use push_http::Query;
+    ///
+    /// let query = Query::parse(Some("store=false&presence=1"), 1024)?;
+    /// assert_eq!(query.flag("store")?, Some(false));
+    /// assert_eq!(query.flag("presence")?, Some(true));
+    /// assert_eq!(query.flag("other")?, None);
+    /// assert!(Query::parse(Some("store=no"), 1024)?.flag("store").is_err());
+    /// # Ok::<(), push_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidQuery`] for any other value.
+    pub fn flag(&self, name: &str) -> Result<Option<bool>, Error> {
+        match self.get(name)?.as_deref() {
+            None => Ok(None),
+            Some("true" | "1") => Ok(Some(true)),
+            Some("false" | "0") => Ok(Some(false)),
+            Some(value) => Err(Error::invalid_query(format!(
+                "`{name}` must be true, false, 1 or 0, not {value:?}"
+            ))),
+        }
+    }
+}
+
 /// `true` when query key `key` (still encoded) decodes to `name`.
 fn key_is(key: &str, name: &str) -> bool {
     if key.contains(['%', '+']) {

@@ -314,7 +314,9 @@ fn collect<S: Stream<Item = Item> + Unpin>(
                 break;
             }
             Item::Message(message) => {
-                cursor = message.cursor();
+                if !message.is_ephemeral() {
+                    cursor = message.cursor();
+                }
                 messages.push(message);
             }
         }

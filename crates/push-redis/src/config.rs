@@ -43,6 +43,10 @@ pub struct RedisHubConfig {
     /// cache on it, plus its bookkeeping). Past it a cache drops its oldest
     /// messages; subscribers then read those from Redis.
     pub node_cache_bytes: usize,
+    /// Bytes of ephemeral messages a node holds per channel for local
+    /// subscribers that have not taken them yet (default 1 MiB), as
+    /// [`MemoryHubConfig::max_ephemeral_bytes`](push_core::MemoryHubConfig::max_ephemeral_bytes).
+    pub max_ephemeral_bytes: usize,
     /// How long one command may take before it fails (default 2 s). Only
     /// non-blocking commands run on the shared connection.
     pub response_timeout: Duration,
@@ -82,6 +86,7 @@ impl RedisHubConfig {
             idle_ttl: Duration::from_secs(24 * 60 * 60),
             node_cache: 1_000,
             node_cache_bytes: 256 << 20,
+            max_ephemeral_bytes: 1 << 20,
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(2),
@@ -228,6 +233,13 @@ impl RedisHubConfig {
     #[must_use]
     pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
         self.node_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_ephemeral_bytes`](Self::max_ephemeral_bytes).
+    #[must_use]
+    pub fn with_max_ephemeral_bytes(mut self, bytes: usize) -> Self {
+        self.max_ephemeral_bytes = bytes;
         self
     }
 }

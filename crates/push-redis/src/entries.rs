@@ -7,6 +7,8 @@ use bytes::Bytes;
 use push_core::{ChannelName, ContentKind, Epoch, Error, EventName, Message, Span, Timestamp};
 use redis::Value;
 
+use crate::EPHEMERAL_PREFIX;
+
 /// A channel's epoch, as the scripts keep it (decimal).
 ///
 /// # Errors
@@ -143,20 +145,41 @@ pub enum Notification<'a> {
         /// The channel's head in it.
         head: u64,
     },
-    /// Neither: ignored (the node reads the stream instead).
+    /// `e \n time \n event \n data` (`j \n` before `time` for JSON data):
+    /// an ephemeral message, never stored.
+    Ephemeral {
+        /// When it was published, in Unix milliseconds.
+        time: u64,
+        /// Its event name (empty: none).
+        event: &'a [u8],
+        /// Its data.
+        data: &'a [u8],
+        /// What the data is.
+        kind: ContentKind,
+    },
+    /// Starts as an ephemeral message but is not one: ignored.
+    MalformedEphemeral,
+    /// None of these: ignored (the node reads the stream instead).
     Malformed,
 }
 
 /// Decodes one notification's payload.
 pub fn notification(payload: &[u8]) -> Notification<'_> {
-    let (kind, payload) = match payload
-        .strip_prefix(KIND_JSON.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"\n"))
-    {
-        Some(rest) => (ContentKind::Json, rest),
-        None => (ContentKind::Bytes, payload),
-    };
     let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
+    if let Some(rest) = payload.strip_prefix(EPHEMERAL_PREFIX) {
+        let (kind, rest) = split_kind(rest);
+        let mut fields = rest.splitn(3, |b| *b == b'\n');
+        return match (fields.next().map(number_of), fields.next(), fields.next()) {
+            (Some(Some(time)), Some(event), Some(data)) => Notification::Ephemeral {
+                time,
+                event,
+                data,
+                kind,
+            },
+            _ => Notification::MalformedEphemeral,
+        };
+    }
+    let (kind, payload) = split_kind(payload);
     let mut fields = payload.splitn(5, |b| *b == b'\n');
     let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
         fields.next(),
@@ -184,6 +207,18 @@ pub fn notification(payload: &[u8]) -> Notification<'_> {
             kind,
         },
         _ => Notification::Malformed,
+    }
+}
+
+/// The kind a notification's payload starts with (`j \n` for JSON), and
+/// the rest.
+fn split_kind(payload: &[u8]) -> (ContentKind, &[u8]) {
+    match payload
+        .strip_prefix(KIND_JSON.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"\n"))
+    {
+        Some(rest) => (ContentKind::Json, rest),
+        None => (ContentKind::Bytes, payload),
     }
 }
 
@@ -231,6 +266,22 @@ mod tests {
                 head: 0
             }
         );
+        assert_eq!(
+            notification(b"e\nj\n5\nping\n[1]"),
+            Notification::Ephemeral {
+                time: 5,
+                event: b"ping",
+                data: b"[1]",
+                kind: ContentKind::Json,
+            }
+        );
+        for malformed in [&b"e\n"[..], b"e\n5\nping", b"e\nx\n\n"] {
+            assert_eq!(
+                notification(malformed),
+                Notification::MalformedEphemeral,
+                "{malformed:?}"
+            );
+        }
         // Five fields with a bad number are not read as a new epoch.
         for malformed in [
             &b""[..],

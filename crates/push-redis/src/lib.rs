@@ -90,6 +90,10 @@ use tokio::sync::mpsc;
 pub use crate::config::{RedisHubConfig, SentinelConfig};
 use crate::connection::{Connector, Failure, Link};
 pub(crate) use crate::entries::{KIND_JSON, message};
+
+/// What starts an ephemeral notification (no stored one starts with `e`: an
+/// epoch is digits).
+pub(crate) const EPHEMERAL_PREFIX: &[u8] = b"e\n";
 use crate::entries::{parse_entries, parse_epoch};
 use crate::health::Health;
 pub use crate::health::RedisHealth;
@@ -282,6 +286,9 @@ impl Inner {
                 limit: self.config.max_message_bytes,
             });
         }
+        if publication.is_ephemeral() {
+            return self.publish_ephemeral(channel, publication).await;
+        }
         let (key, fingerprint, window) = match publication.key() {
             Some(key) => (
                 self.idempotency_key(channel, "key", key.as_str()),
@@ -337,6 +344,42 @@ impl Inner {
             head: number,
         }
         .head_cursor())
+    }
+
+    /// An ephemeral publish: one `PUBLISH` of `e \n time \n event \n data`
+    /// (after `e \n j \n` for JSON data), never in the stream. Each node
+    /// hands it to its local subscribers after the stored messages it has
+    /// seen (see [`push_core::EphemeralQueue`]). Answers the head this node
+    /// knows (the start of an epoch it has not seen).
+    async fn publish_ephemeral(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> Result<Cursor, Error> {
+        let kind = publication.kind();
+        let (event, data) = publication.into_parts();
+        let now = Timestamp::from(SystemTime::now()).as_unix_millis();
+        let mut payload = Vec::with_capacity(data.len() + 48);
+        payload.extend_from_slice(EPHEMERAL_PREFIX);
+        if kind == ContentKind::Json {
+            payload.extend_from_slice(KIND_JSON.as_bytes());
+            payload.push(b'\n');
+        }
+        payload.extend_from_slice(format!("{now}\n").as_bytes());
+        payload.extend_from_slice(event.as_ref().map_or("", EventName::as_str).as_bytes());
+        payload.push(b'\n');
+        payload.extend_from_slice(&data);
+        let mut command = redis::cmd("PUBLISH");
+        command.arg(self.notify_channel(channel)).arg(payload);
+        // Nothing is stored, so a retry could deliver it twice: one attempt.
+        self.link
+            .command(&command)
+            .await
+            .map_err(Failure::into_write_error)?;
+        Ok(self.local(channel).map_or(
+            Cursor::new(Epoch::new(0), push_core::Position::new(0, 0)),
+            |local| local.lock().head_cursor(),
+        ))
     }
 
     /// One read: the channel's span and up to `limit` messages from number

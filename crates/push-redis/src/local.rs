@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
-use push_core::{ChannelName, Epoch, MemoryHubConfig, Message};
+use push_core::{ChannelName, Cursor, EphemeralQueue, Epoch, MemoryHubConfig, Message, Position};
 
 /// What the caches of one node may hold together, in bytes, and hold now.
 /// A cache over it drops its oldest messages, all of them if need be: the
@@ -73,6 +73,10 @@ pub(crate) struct State {
     cache: VecDeque<Arc<Message>>,
     /// What they are counted as in the node's [`CacheBudget`].
     cached_bytes: usize,
+    /// Ephemeral messages the local subscribers have yet to take.
+    pub(crate) ephemeral: EphemeralQueue,
+    /// Local subscribers.
+    pub(crate) subscribers: usize,
     /// Subscribers waiting for a number past `head` (by subscriber id).
     waiting: HashMap<u64, Waker>,
     /// Changes with every change of the above: a subscriber whose read from
@@ -93,6 +97,25 @@ impl State {
     pub(crate) fn get(&self, number: u64) -> Option<&Arc<Message>> {
         let index = number.checked_sub(self.first_cached())?;
         self.cache.get(usize::try_from(index).ok()?)
+    }
+
+    /// The newest cursor known (the start of epoch 0 before any).
+    pub(crate) fn head_cursor(&self) -> Cursor {
+        Cursor::new(
+            self.epoch.unwrap_or(Epoch::new(0)),
+            Position::new(self.head, 0),
+        )
+    }
+
+    /// A notified ephemeral message: for the local subscribers, after the
+    /// stored messages this node has seen.
+    pub(crate) fn notified_ephemeral(&mut self, message: Message, max_bytes: usize) {
+        let head = self.head_cursor();
+        let message = Arc::new(message.following(head));
+        let subscribers = self.subscribers;
+        self.ephemeral
+            .push(self.head.saturating_add(1), message, subscribers, max_bytes);
+        self.wake_all();
     }
 
     /// Parks subscriber `id` until the next change.

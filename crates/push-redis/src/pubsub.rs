@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use push_core::{Backoff, ChannelName};
+use push_core::{Backoff, ChannelName, ContentKind, Epoch};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
@@ -155,9 +155,8 @@ async fn learn(inner: &Inner, local: &LocalChannel) {
     local.lock().nudge();
 }
 
-/// One notification: `epoch \n number \n time \n event \n data` (after
-/// `j \n` for JSON data), or `epoch \n head` when a script gave the channel
-/// a new epoch.
+/// One notification (see [`notification`]): a stored message, a new epoch,
+/// or an ephemeral message.
 fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
@@ -177,6 +176,16 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         Notification::NewEpoch { epoch, head } => {
             // A new epoch: what the node holds of the old one goes.
             local.lock().learned(epoch, head, local.budget());
+            return;
+        }
+        Notification::Ephemeral {
+            time,
+            event,
+            data,
+            kind,
+        } => return notified_ephemeral(inner, &local, time, event, (data, kind)),
+        Notification::MalformedEphemeral => {
+            tracing::warn!(channel = %name, "a malformed ephemeral notification; ignored");
             return;
         }
         Notification::Malformed => {
@@ -204,6 +213,32 @@ fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         Err(err) => {
             tracing::warn!(channel = %name, %err, "a notification that is not a message; ignored");
             local.lock().nudge();
+        }
+    }
+}
+
+/// An ephemeral message: delivered to the node's live subscribers, never
+/// stored.
+fn notified_ephemeral(
+    inner: &Inner,
+    local: &LocalChannel,
+    time: u64,
+    event: &[u8],
+    (data, kind): (&[u8], ContentKind),
+) {
+    match crate::message(
+        &local.name,
+        Epoch::new(0),
+        0,
+        event,
+        time,
+        (Bytes::copy_from_slice(data), kind),
+    ) {
+        Ok(message) => local
+            .lock()
+            .notified_ephemeral(message.ephemeral(), inner.config.max_ephemeral_bytes),
+        Err(err) => {
+            tracing::warn!(channel = %local.name, %err, "an ephemeral notification that is not a message; ignored");
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct RedisSubscription {
     /// The epoch of the history being followed, and the next number wanted.
     epoch: Epoch,
     next: u64,
+    /// The next ephemeral message wanted (see [`push_core::EphemeralQueue`]).
+    ephemeral: u64,
     pending: VecDeque<Item>,
     fetch: Option<Fetch>,
     /// The node state's version when a read from Redis last found nothing:
@@ -51,7 +53,13 @@ impl std::fmt::Debug for RedisSubscription {
 
 impl RedisSubscription {
     pub(crate) fn new(inner: Arc<Inner>, local: Arc<LocalChannel>, id: u64) -> Self {
+        let ephemeral = {
+            let mut state = local.lock();
+            state.subscribers += 1;
+            state.ephemeral.next_seq()
+        };
         RedisSubscription {
+            ephemeral,
             inner,
             local,
             id,
@@ -131,6 +139,9 @@ impl Stream for RedisSubscription {
             }
             let local = this.local.clone();
             let mut state = local.lock();
+            if let Some(message) = state.ephemeral.take(&mut this.ephemeral, this.next) {
+                return Poll::Ready(Some(Item::Message(message)));
+            }
             let Some(epoch) = state.epoch else {
                 // The node has not learned this channel's state yet.
                 state.wait(this.id, cx.waker());
@@ -161,7 +172,12 @@ impl Stream for RedisSubscription {
 
 impl Drop for RedisSubscription {
     fn drop(&mut self) {
-        self.local.lock().forget(self.id);
+        {
+            let mut state = self.local.lock();
+            state.forget(self.id);
+            state.ephemeral.leave(self.ephemeral);
+            state.subscribers = state.subscribers.saturating_sub(1);
+        }
         self.inner.unfollow(&self.local.name);
     }
 }

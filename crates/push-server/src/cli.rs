@@ -180,6 +180,13 @@ pub struct Args {
           value_parser = count(1 << 20, 1 << 40))]
     pub max_retained_bytes: usize,
 
+    /// The bytes of ephemeral messages (`?store=false`) a channel holds for
+    /// live subscribers that have not taken them yet; one further behind
+    /// skips the oldest. Never part of the history.
+    #[arg(long, env = "PUSH_MAX_EPHEMERAL_BYTES", default_value_t = 1 << 20,
+          value_parser = count(0, 1 << 32))]
+    pub max_ephemeral_bytes: usize,
+
     /// The poll interval advised to short-polling clients.
     #[arg(long, env = "PUSH_POLL_INTERVAL", default_value = "5",
           value_parser = secs(1.0, 86_400.0))]

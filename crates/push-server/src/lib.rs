@@ -104,7 +104,8 @@ impl Server {
                     .with_max_age(args.history_seconds)
                     .with_max_message_bytes(args.max_message_bytes)
                     .with_max_channels(args.max_channels)
-                    .with_max_retained_bytes(args.max_retained_bytes);
+                    .with_max_retained_bytes(args.max_retained_bytes)
+                    .with_max_ephemeral_bytes(args.max_ephemeral_bytes);
                 match args.max_unpublished_channels {
                     0 => config,
                     max => config.with_max_unpublished_channels(max),
@@ -118,7 +119,8 @@ impl Server {
                         .with_max_message_bytes(args.max_message_bytes)
                         .with_idle_ttl(args.history_seconds)
                         .with_probe_interval(args.redis_probe_interval)
-                        .with_node_cache_bytes(args.max_retained_bytes),
+                        .with_node_cache_bytes(args.max_retained_bytes)
+                        .with_max_ephemeral_bytes(args.max_ephemeral_bytes),
                 )
                 .await
                 .map_err(StartError::Redis)?,

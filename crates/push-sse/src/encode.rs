@@ -258,7 +258,7 @@ pub fn message_event(message: &Message, format: Format) -> Bytes {
 fn encode_plain(message: &Message) -> Bytes {
     let data = message.data();
     let mut buf = BytesMut::with_capacity(64 + data.len() + data.len() / 2);
-    put_field(&mut buf, "id", message.cursor().text().as_str());
+    put_id(&mut buf, message);
     if let Some(event) = message.event() {
         // An EventName holds no control characters: a safe field as it is.
         put_field(&mut buf, "event", event.as_str());
@@ -274,13 +274,21 @@ fn encode_plain(message: &Message) -> Bytes {
     buf.freeze()
 }
 
+/// The `id:` field, which an ephemeral message has not: a browser keeps its
+/// last event id, so a reconnect resumes after the last stored message.
+fn put_id(buf: &mut BytesMut, message: &Message) {
+    if !message.is_ephemeral() {
+        put_field(buf, "id", message.cursor().text().as_str());
+    }
+}
+
 fn encode_json(message: &Message) -> Bytes {
     // The envelope is one line: JSON strings escape every control character,
     // and JSON data is held compact (a `ContentKind::Json` message's data has
     // no whitespace between its tokens, checked when it was made).
     let envelope = json::envelope(message);
     let mut buf = BytesMut::with_capacity(envelope.len() + 80);
-    put_field(&mut buf, "id", message.cursor().text().as_str());
+    put_id(&mut buf, message);
     buf.put_slice(b"data: ");
     buf.put_slice(&envelope);
     buf.put_slice(b"\n\n");

@@ -310,11 +310,35 @@ impl WsControl {
         channel: &ChannelName,
         publication: Publication,
     ) -> Result<Cursor, Error> {
+        if publication.is_ephemeral() {
+            return Err(push_core::Error::invalid_query(
+                "an ephemeral publication has no id: send it with publish_ephemeral",
+            )
+            .into());
+        }
         let (reply, answer) = oneshot::channel();
         self.send(Op::Publish(channel.clone(), publication, reply))?;
         wait(answer)
             .await?
             .ok_or_else(|| push_core::Error::invalid_response("a publish ack without an id").into())
+    }
+
+    /// Publishes `publication` to `channel` as [ephemeral](Publication::ephemeral)
+    /// (`"store":false`): the subscribers live now get it, on every
+    /// technique; it is never stored, so it has no id. Returns once the
+    /// server has it. For typing indicators and cursor positions.
+    ///
+    /// # Errors
+    /// As [`publish`](Self::publish).
+    pub async fn publish_ephemeral(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        let publication = publication.without_key().ephemeral();
+        self.send(Op::Publish(channel.clone(), publication, reply))?;
+        wait(answer).await.map(drop)
     }
 
     fn send(&self, op: Op) -> Result<(), Error> {
@@ -628,12 +652,16 @@ impl Worker {
             Op::Publish(channel, publication, reply) => {
                 let reference = self.reference(Waiting::Caller(reply, None));
                 let key = publication.key().map(|key| Value::from(key.as_str()));
+                let ephemeral = publication.is_ephemeral();
                 let kind = publication.kind();
                 let (event, data) = publication.into_parts();
                 let mut command =
                     to_json!({"op": "publish", "channel": channel.as_str(), "ref": reference});
                 if let Some(key) = key {
                     command["key"] = key;
+                }
+                if ephemeral {
+                    command["store"] = Value::from(false);
                 }
                 if let Some(event) = event {
                     command["event"] = Value::from(event.as_str());
@@ -676,9 +704,21 @@ impl Worker {
         }
         self.opened(Ok(()));
         let delivery = match frame {
-            Ok(Frame::Delivery(channel, item)) => {
+            Ok(Frame::Delivery(channel, mut item)) => {
                 if let Some(start) = self.subscriptions.get_mut(&channel) {
-                    *start = Start::After(item.cursor());
+                    match item {
+                        // Not in the history: it moves nothing, and follows
+                        // where the channel is.
+                        Item::Message(message) if message.is_ephemeral() => {
+                            let message = match (Arc::try_unwrap(message), *start) {
+                                (Ok(message), Start::After(at)) => Arc::new(message.following(at)),
+                                (Ok(message), _) => Arc::new(message),
+                                (Err(shared), _) => shared,
+                            };
+                            item = Item::Message(message);
+                        }
+                        _ => *start = Start::After(item.cursor()),
+                    }
                 } else if matches!(self.target, Target::Commands(_)) {
                     // Unsubscribed since the server sent it.
                     return None;

@@ -186,6 +186,22 @@ fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Comma
             if let Some(key) = string(object, "key")? {
                 publication = publication.with_key(key.parse::<IdempotencyKey>()?);
             }
+            match object.get("store") {
+                None | Some(Value::Null | Value::Bool(true)) => {}
+                Some(Value::Bool(false)) if publication.key().is_some() => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "an ephemeral publish (`store`: false) takes no `key`",
+                    ));
+                }
+                Some(Value::Bool(false)) => publication = publication.ephemeral(),
+                Some(_) => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "`store` must be true or false",
+                    ));
+                }
+            }
             Ok(Command::Publish {
                 channel,
                 publication,
@@ -264,6 +280,8 @@ pub enum Acked {
     Cursor(Cursor),
     /// A publish: the message's id.
     Id(Cursor),
+    /// An ephemeral publish: `"stored":false`, no id.
+    Unstored,
 }
 
 /// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
@@ -277,7 +295,11 @@ pub fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&ChannelName>) 
         Acked::Done => (b"", None),
         Acked::Cursor(cursor) => (b",\"cursor\":\"", Some(cursor)),
         Acked::Id(id) => (b",\"id\":\"", Some(id)),
+        Acked::Unstored => (b",\"stored\":false", None),
     };
+    if cursor.is_none() {
+        buf.put_slice(name);
+    }
     if let Some(cursor) = cursor {
         buf.put_slice(name);
         buf.put_slice(cursor.text().as_str().as_bytes());

@@ -505,8 +505,14 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                     .await
                     .map_err(denied)?;
                 let (channel, mapped) = unmapped_or(channel, mapped);
+                let ephemeral = publication.is_ephemeral();
                 let id = self.hub.publish(&channel, publication).await?;
-                Ok((Acked::Id(id), mapped.then_some(channel)))
+                let acked = if ephemeral {
+                    Acked::Unstored
+                } else {
+                    Acked::Id(id)
+                };
+                Ok((acked, mapped.then_some(channel)))
             }
         }
     }

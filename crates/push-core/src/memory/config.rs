@@ -68,6 +68,14 @@ pub struct MemoryHubConfig {
     /// it (default 24 hours). Within that time a returning client resumes
     /// without a spurious reset; after it, the client gets a reset.
     pub idle_channel_ttl: Duration,
+    /// Bytes of [ephemeral](crate::Publication::ephemeral) messages a channel
+    /// holds for live subscribers that have not taken them yet (default
+    /// 1 MiB; each counted as its size plus
+    /// [`MESSAGE_OVERHEAD`](Self::MESSAGE_OVERHEAD)). A subscriber further
+    /// behind skips the oldest; the newest is always held. Not part of
+    /// [`max_retained_bytes`](Self::max_retained_bytes): an ephemeral
+    /// message lives only until every subscriber live at its publish has it.
+    pub max_ephemeral_bytes: usize,
 }
 
 impl Default for MemoryHubConfig {
@@ -81,6 +89,7 @@ impl Default for MemoryHubConfig {
             max_channels: 100_000,
             max_unpublished_channels: None,
             idle_channel_ttl: Duration::from_secs(24 * 60 * 60),
+            max_ephemeral_bytes: 1 << 20,
         }
     }
 }
@@ -152,6 +161,13 @@ impl MemoryHubConfig {
     #[must_use]
     pub fn with_idle_channel_ttl(mut self, idle_channel_ttl: Duration) -> Self {
         self.idle_channel_ttl = idle_channel_ttl;
+        self
+    }
+
+    /// Sets [`max_ephemeral_bytes`](Self::max_ephemeral_bytes).
+    #[must_use]
+    pub fn with_max_ephemeral_bytes(mut self, max_ephemeral_bytes: usize) -> Self {
+        self.max_ephemeral_bytes = max_ephemeral_bytes;
         self
     }
 

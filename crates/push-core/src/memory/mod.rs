@@ -26,7 +26,8 @@ pub use self::subscription::MemorySubscription;
 use self::table::Intent;
 use self::waiters::{Waiters, wake_all};
 use crate::{
-    Batch, ChannelName, Clock, Cursor, Error, Hub, Publication, Start, SystemClock, Timestamp,
+    Batch, ChannelName, Clock, Cursor, EphemeralQueue, Error, Hub, Message, Publication, Start,
+    SystemClock, Timestamp,
 };
 
 /// What a channel holds right now (see [`MemoryHub::channel_stats`]).
@@ -150,6 +151,7 @@ struct Channel {
 struct ChannelState {
     log: ChannelLog,
     waiters: Waiters,
+    ephemeral: EphemeralQueue,
     subscribers: usize,
     last_active: Timestamp,
     /// Removed from the hub's map; whoever still holds it looks the name up again.
@@ -299,6 +301,9 @@ impl MemoryHub {
             return Err(Error::MessageTooLarge { size, limit });
         }
         let now = inner.clock.now();
+        if publication.is_ephemeral() {
+            return Ok(self.publish_ephemeral(channel, publication, now));
+        }
         let retention = inner.config.retention();
         let fingerprint = publication.key().map(|_| publication.fingerprint());
         let published = inner.with_channel(channel, now, Intent::Publish, |channel, state| {
@@ -336,6 +341,43 @@ impl MemoryHub {
         Ok(cursor)
     }
 
+    /// Hands an ephemeral publication to the channel's live subscribers;
+    /// answers the head it follows. Creates no channel: with nobody
+    /// subscribed there is no one to deliver to.
+    fn publish_ephemeral(
+        &self,
+        name: &ChannelName,
+        publication: Publication,
+        now: Timestamp,
+    ) -> Cursor {
+        let inner = &*self.inner;
+        let Some(channel) = read(&inner.channels).get(name).cloned() else {
+            return Cursor::new(crate::Epoch::new(0), crate::Position::new(0, 0));
+        };
+        let mut state = channel.lock();
+        let head = state.log.head_cursor();
+        if state.subscribers == 0 {
+            return head;
+        }
+        let message = Message::ephemeral_from(name.clone(), head, publication, now);
+        let after = head.position().major() + 1;
+        let subscribers = state.subscribers;
+        state.ephemeral.push(
+            after,
+            Arc::new(message),
+            subscribers,
+            inner.config.max_ephemeral_bytes,
+        );
+        state.last_active = now;
+        let parked = state.waiters.take_all();
+        drop(state);
+        if parked.capacity() > 0 {
+            let drained = wake_all(parked);
+            channel.lock().waiters.give_back(drained);
+        }
+        head
+    }
+
     fn read_now(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Batch, Error> {
         let inner = &*self.inner;
         let now = inner.clock.now();
@@ -358,7 +400,8 @@ impl MemoryHub {
             state.last_active = now;
             state.subscribers += 1;
             let (next, signal) = state.log.resolve(start);
-            MemorySubscription::new(channel.clone(), next, signal)
+            let ephemeral = state.ephemeral.next_seq();
+            MemorySubscription::new(channel.clone(), next, ephemeral, signal)
         })
     }
 }

@@ -21,15 +21,23 @@ use crate::{Item, Signal};
 pub struct MemorySubscription {
     channel: Arc<Channel>,
     next: u64,
+    /// The next ephemeral message wanted (see [`EphemeralQueue`](crate::EphemeralQueue)).
+    ephemeral: u64,
     pending: Option<Box<Signal>>,
     wait: Option<WaitToken>,
 }
 
 impl MemorySubscription {
-    pub(super) fn new(channel: Arc<Channel>, next: u64, pending: Option<Signal>) -> Self {
+    pub(super) fn new(
+        channel: Arc<Channel>,
+        next: u64,
+        ephemeral: u64,
+        pending: Option<Signal>,
+    ) -> Self {
         MemorySubscription {
             channel,
             next,
+            ephemeral,
             pending: pending.map(Box::new),
             wait: None,
         }
@@ -45,6 +53,9 @@ impl Stream for MemorySubscription {
             return Poll::Ready(Some(Item::Signal(*signal)));
         }
         let mut state = this.channel.lock();
+        if let Some(message) = state.ephemeral.take(&mut this.ephemeral, this.next) {
+            return Poll::Ready(Some(Item::Message(message)));
+        }
         if let Some(item) = state.log.next_for(&mut this.next) {
             return Poll::Ready(Some(item));
         }
@@ -58,6 +69,7 @@ impl Drop for MemorySubscription {
         let now = self.channel.clock.now();
         let mut state = self.channel.lock();
         state.waiters.cancel(self.wait.take());
+        state.ephemeral.leave(self.ephemeral);
         state.subscribers = state.subscribers.saturating_sub(1);
         state.last_active = state.last_active.max(now);
     }

@@ -96,6 +96,7 @@ impl Inner {
                     state: Mutex::new(ChannelState {
                         log: ChannelLog::new(self.next_epoch()),
                         waiters: Waiters::default(),
+                        ephemeral: crate::EphemeralQueue::new(),
                         subscribers: 0,
                         last_active: now,
                         retired: false,

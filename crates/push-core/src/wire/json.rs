@@ -5,6 +5,7 @@
 //! envelope  {"channel":"news","id":"5eed.42","event":"price","time":1700000000000,"data":"hello"}
 //! binary    {"channel":"news","id":"5eed.43","time":1700000000001,"data":"AAEC/w==","encoding":"base64"}
 //! JSON      {"channel":"news","id":"5eed.44","time":1700000000002,"data":{"a":1},"encoding":"json"}
+//! ephemeral {"channel":"news","ephemeral":true,"time":1700000000003,"data":"typing"}
 //! batch     {"cursor":"5eed.43","more":false,"gap":{"since":"5eed.3","resume":"5eed.41","missed":38},"messages":[…]}
 //! error     {"error":{"code":"invalid_cursor","message":"invalid cursor: a number has leading zeros"}}
 //! ```
@@ -42,8 +43,13 @@ fn encode_envelope(message: &Message) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + data.len() + data.len() / 3);
     buf.put_slice(b"{\"channel\":");
     put_string(&mut buf, message.channel().as_str());
-    buf.put_slice(b",\"id\":");
-    put_cursor(&mut buf, message.cursor());
+    if message.is_ephemeral() {
+        // Not in the history: no id to resume from.
+        buf.put_slice(b",\"ephemeral\":true");
+    } else {
+        buf.put_slice(b",\"id\":");
+        put_cursor(&mut buf, message.cursor());
+    }
     if let Some(event) = message.event() {
         buf.put_slice(b",\"event\":");
         put_string(&mut buf, event.as_str());
@@ -341,7 +347,18 @@ enum Data<'a> {
 fn envelope_of(object: &Map<String, Value>, data: Data<'_>) -> Result<Message, Error> {
     let channel = ChannelName::new(str_field(object, "channel")?)
         .map_err(|e| Error::invalid_response(e.to_string()))?;
-    let cursor = cursor_field(object, "id")?;
+    let ephemeral = match object.get("ephemeral") {
+        None | Some(Value::Null | Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => return Err(Error::invalid_response("`ephemeral` is not a boolean")),
+    };
+    // An ephemeral message has no id: a client gives it its own position
+    // (`Message::following`).
+    let cursor = if ephemeral {
+        Cursor::new(crate::Epoch::new(0), crate::Position::new(0, 0))
+    } else {
+        cursor_field(object, "id")?
+    };
     let event = match object.get("event") {
         None | Some(Value::Null) => None,
         Some(Value::String(event)) => {
@@ -393,7 +410,7 @@ fn envelope_of(object: &Map<String, Value>, data: Data<'_>) -> Result<Message, E
             )));
         }
     };
-    Message::new(
+    let message = Message::new(
         channel,
         cursor,
         event,
@@ -401,7 +418,12 @@ fn envelope_of(object: &Map<String, Value>, data: Data<'_>) -> Result<Message, E
         Timestamp::from_unix_millis(time),
     )
     .with_kind(kind)
-    .map_err(|e| Error::invalid_response(format!("`data`: {e}")))
+    .map_err(|e| Error::invalid_response(format!("`data`: {e}")))?;
+    Ok(if ephemeral {
+        message.ephemeral()
+    } else {
+        message
+    })
 }
 
 /// Reads an error body: its code and message, when it is one.

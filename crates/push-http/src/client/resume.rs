@@ -5,7 +5,9 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use push_core::{Backoff, Batch, Cursor, Item, Start};
+use std::sync::Arc;
+
+use push_core::{Backoff, Batch, Cursor, Item, Message, Start};
 
 use crate::ClientError;
 
@@ -77,7 +79,9 @@ impl Resume {
     /// becomes [`cursor`](Self::cursor).
     pub fn next_item(&mut self) -> Option<Result<Item, ClientError>> {
         let next = self.buffer.pop_front()?;
-        if let Ok(item) = &next {
+        if let Ok(item) = &next
+            && !is_ephemeral(item)
+        {
             self.yielded = Some(item.cursor());
         }
         Some(next)
@@ -85,12 +89,22 @@ impl Resume {
 
     /// Takes in a batch: its signal and messages wait to be handed out, and
     /// the next request starts after its cursor.
+    /// An ephemeral message (no id on the wire) follows the stored one
+    /// before it, or where the batch started.
     pub fn take_batch(&mut self, batch: Batch) {
+        let mut at = self.position();
+        if let Some(signal) = batch.signal {
+            at = Some(signal.resume());
+            self.buffer.push_back(Ok(Item::Signal(signal)));
+        }
+        for message in batch.messages {
+            let message = place(message, at);
+            if !message.is_ephemeral() {
+                at = Some(message.cursor());
+            }
+            self.buffer.push_back(Ok(Item::Message(message)));
+        }
         self.start = Start::After(batch.cursor);
-        self.buffer
-            .extend(batch.signal.map(|s| Ok(Item::Signal(s))));
-        self.buffer
-            .extend(batch.messages.into_iter().map(|m| Ok(Item::Message(m))));
     }
 
     /// Takes in an answer with nothing new that says where to go on.
@@ -99,9 +113,27 @@ impl Resume {
     }
 
     /// Takes in one item of a stream; the next connection starts after it.
+    /// An ephemeral message moves nothing: it is given the position it
+    /// follows.
     pub fn take_item(&mut self, item: Item) {
-        self.start = Start::After(item.cursor());
+        let item = match item {
+            Item::Message(message) if message.is_ephemeral() => {
+                Item::Message(place(message, self.position()))
+            }
+            item => {
+                self.start = Start::After(item.cursor());
+                item
+            }
+        };
         self.buffer.push_back(Ok(item));
+    }
+
+    /// Where the next request would resume after, when known.
+    fn position(&self) -> Option<Cursor> {
+        match self.start {
+            Start::After(cursor) => Some(cursor),
+            _ => self.yielded,
+        }
     }
 
     /// Takes in something the stream held that is not an item: it is
@@ -143,6 +175,22 @@ impl Resume {
     /// itself at random, so that many clients do not poll in step.
     pub fn pace(&mut self, interval: Duration, jitter: f64) -> Duration {
         self.backoff.spread(interval, jitter)
+    }
+}
+
+fn is_ephemeral(item: &Item) -> bool {
+    matches!(item, Item::Message(message) if message.is_ephemeral())
+}
+
+/// An ephemeral message following `at` (unchanged when that is unknown).
+fn place(message: Arc<Message>, at: Option<Cursor>) -> Arc<Message> {
+    match at {
+        // Freshly parsed, so not shared: no copy.
+        Some(at) if message.is_ephemeral() => match Arc::try_unwrap(message) {
+            Ok(message) => Arc::new(message.following(at)),
+            Err(shared) => shared,
+        },
+        _ => message,
     }
 }
 
