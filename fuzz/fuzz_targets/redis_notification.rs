@@ -1,6 +1,7 @@
 //! The Redis hub's Pub/Sub notification reader (push-redis's
 //! `notification`, then `message`): `epoch \n number \n time \n event \n
-//! data`, after `j \n` for JSON data, or `epoch \n head`.
+//! data`, after `j \n` for JSON data, `epoch \n head`, or an ephemeral
+//! message, `e \n time \n event \n data`.
 //!
 //! Checks: a message notification written again in the scripts' format
 //! decodes to the same fields; the message made of it has them (JSON data
@@ -9,12 +10,38 @@
 
 use libfuzzer_sys::fuzz_target;
 use push_core::wire::json;
-use push_core::{ChannelName, ContentKind};
+use push_core::{ChannelName, ContentKind, Epoch};
 use push_fuzz::assert_same_message;
 use push_redis::__fuzz::{Notification, message, notification};
 
 fuzz_target!(|data: &[u8]| {
     let decoded = notification(data);
+    let channel: ChannelName = "news".parse().expect("a channel name");
+    if let Notification::Ephemeral {
+        time,
+        event,
+        data: payload,
+        kind,
+    } = decoded
+    {
+        // As push-redis publishes it.
+        let mut written = b"e\n".to_vec();
+        if kind == ContentKind::Json {
+            written.extend_from_slice(b"j\n");
+        }
+        written.extend_from_slice(format!("{time}\n").as_bytes());
+        written.extend_from_slice(event);
+        written.push(b'\n');
+        written.extend_from_slice(payload);
+        assert_eq!(notification(&written), decoded);
+        let data = bytes::Bytes::copy_from_slice(payload);
+        if let Ok(made) = message(&channel, Epoch::new(0), 0, event, time, (data, kind)) {
+            let made = made.ephemeral();
+            let again = json::parse_message(&json::envelope(&made)).expect("reads back");
+            assert_same_message(&made, &again);
+        }
+        return;
+    }
     let Notification::Message {
         epoch,
         number,
@@ -36,7 +63,6 @@ fuzz_target!(|data: &[u8]| {
     written.push(b'\n');
     written.extend_from_slice(payload);
     assert_eq!(notification(&written), decoded);
-    let channel: ChannelName = "news".parse().expect("a channel name");
     let Ok(made) = message(
         &channel,
         epoch,

@@ -63,14 +63,15 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let acked = match &command {
+        Command::Publish { publication, .. } if publication.is_ephemeral() => Acked::Unstored,
         Command::Publish { .. } => Acked::Id(cursor()),
         Command::Subscribe { .. } => Acked::Cursor(cursor()),
         Command::Unsubscribe { .. } => Acked::Done,
     };
     if let Some(Frame::Answer(_, answer)) = check_answer(&ack(reference, acked, None), reference) {
         let expected = match acked {
-            Acked::Done => None,
-            _ => Some(cursor()),
+            Acked::Done | Acked::Unstored => None,
+            Acked::Cursor(_) | Acked::Id(_) => Some(cursor()),
         };
         assert_eq!(answer.ok(), Some(expected));
     }
@@ -97,8 +98,9 @@ fuzz_target!(|data: &[u8]| {
             // Delivered: a message of the publication's event, data and kind,
             // as a subscriber's client reads its envelope.
             let kind = publication.kind();
+            let ephemeral = publication.is_ephemeral();
             let (event, data) = publication.into_parts();
-            let message = Message::new(
+            let mut message = Message::new(
                 channel.clone(),
                 cursor(),
                 event,
@@ -107,6 +109,19 @@ fuzz_target!(|data: &[u8]| {
             )
             .with_kind(kind)
             .expect("a publication's JSON is checked already");
+            if ephemeral {
+                // Delivered without an id; read back at the zero cursor.
+                message = Message::new(
+                    channel.clone(),
+                    Cursor::new(Epoch::new(0), Position::new(0, 0)),
+                    message.event().cloned(),
+                    message.data().clone(),
+                    message.published_at(),
+                )
+                .with_kind(kind)
+                .expect("checked already")
+                .ephemeral();
+            }
             let envelope = json::envelope(&message);
             let envelope = std::str::from_utf8(&envelope).expect("envelopes are UTF-8");
             match parse_frame(envelope) {

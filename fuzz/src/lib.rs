@@ -10,6 +10,7 @@ use push_core::{Batch, Item, Message};
 pub fn assert_same_message(a: &Message, b: &Message) {
     assert_eq!(a.channel(), b.channel(), "channel");
     assert_eq!(a.cursor(), b.cursor(), "cursor");
+    assert_eq!(a.is_ephemeral(), b.is_ephemeral(), "ephemeral");
     assert_eq!(a.event(), b.event(), "event");
     assert_eq!(a.kind(), b.kind(), "kind");
     assert_eq!(a.data(), b.data(), "data");
