@@ -32,6 +32,7 @@ const DEFAULTS = {
   fallbackAfter: 3,
   backoff: { initial: 1000, max: 30000, factor: 2 },
   onSignal: undefined,
+  onPresence: undefined,
   onTransport: undefined,
   onStatus: undefined,
   onError: undefined,
@@ -106,6 +107,15 @@ export class PushError extends Error {
  */
 
 /**
+ * @typedef {object} PresenceChange
+ * @property {"join"|"leave"} type join: a user's first connection to the
+ *   channel; leave: its last went
+ * @property {string} user who (a subscriber token's `sub`)
+ * @property {string} technique the connection that joined or left
+ * @property {number} time when the server saw it, ms since the Unix epoch
+ */
+
+/**
  * @typedef {object} Options
  * @property {string[]} [transports] techniques to use, in order of
  *   preference: any of "ws", "sse", "longpoll", "poll"
@@ -130,6 +140,10 @@ export class PushError extends Error {
  * @property {{initial?: number, max?: number, factor?: number}} [backoff]
  *   reconnect delays in ms (each delay is jittered down by up to 50%)
  * @property {(signal: Signal) => void} [onSignal] gap and reset
+ * @property {(change: PresenceChange) => void} [onPresence] joins and
+ *   leaves of users in the channel (the server is asked for them, with
+ *   `presence=1`, only when this is given); short polling gets none:
+ *   ask {@link presence} instead
  * @property {(transport: string, previous: string|null) => void} [onTransport]
  * @property {(status: string, transport: string|null) => void} [onStatus]
  *   "connecting", "open", "reconnecting", "closed"
@@ -211,6 +225,30 @@ export async function publish(channel, data, options = {}) {
     if (attempt >= retries) throw error;
     await sleep(Math.min(4000, 250 * 2 ** attempt) * (0.5 + Math.random() / 2));
   }
+}
+
+/**
+ * Who is subscribed to `channel` now (`GET /presence/{channel}`): users in
+ * name order (a page of them, `next` naming where the following page
+ * starts), anonymous connections counted, and every connection by technique.
+ *
+ * @param {string} channel
+ * @param {{url?: string, token?: string, after?: string, limit?: number}} [options]
+ *   `token` a subscriber token that may read the channel
+ * @returns {Promise<{channel: string, users: {user: string, connections: Object<string, number>}[], user_count: number, anonymous: Object<string, number>, connections: Object<string, number>, next: string|null}>}
+ */
+export async function presence(channel, options = {}) {
+  const params = new URLSearchParams();
+  if (options.token) params.set("token", options.token);
+  if (options.after) params.set("after", options.after);
+  if (options.limit) params.set("limit", String(options.limit));
+  const query = params.size ? `?${params}` : "";
+  const response = await fetch(`${baseUrl(options.url)}/presence/${encodeURIComponent(channel)}${query}`, {
+    cache: "no-store",
+  });
+  const text = await response.text();
+  if (!response.ok) throw httpError(response.status, text, "presence");
+  return JSON.parse(text);
 }
 
 /** Data `fetch` sends as bytes. */
@@ -388,6 +426,12 @@ export class Subscription {
   /** A message from a link. */
   #message(link, envelope) {
     if (link !== this.#active) return;
+    if (envelope.ephemeral === true && (envelope.event === "push.join" || envelope.event === "push.leave")) {
+      const type = envelope.event === "push.join" ? "join" : "leave";
+      const { user, technique } = envelope.data ?? {};
+      this.#call("onPresence", { type, user, technique, time: envelope.time });
+      return;
+    }
     if (envelope.ephemeral === true) {
       // Not in the history: no id, nothing to deduplicate or resume.
       this.stats.ephemeral += 1;
@@ -572,6 +616,7 @@ export class Subscription {
     if ("since" in params && params.since == null && this.#opts.last > 0) query.set("last", String(this.#opts.last));
     const token = typeof this.#opts.token === "function" ? this.#opts.token() : this.#opts.token;
     if (token) query.set("token", token);
+    if (this.#opts.onPresence && kind !== "poll") query.set("presence", "1");
     const search = query.toString();
     const url = `${this.#base}/${kind}/${encodeURIComponent(this.#channel)}${search ? `?${search}` : ""}`;
     return kind === "ws" ? url.replace(/^http/, "ws") : url;

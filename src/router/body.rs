@@ -29,7 +29,7 @@ pub struct RouterBody<S> {
 enum Inner<S> {
     Full(Full<Bytes>),
     #[cfg(feature = "sse")]
-    Sse(Pin<Box<push_sse::SseBody<S>>>),
+    Sse(Pin<Box<push_sse::SseBody<push_http::Attended<S>>>>),
     #[cfg(not(feature = "sse"))]
     #[allow(dead_code, reason = "names S when no event stream can be served")]
     Never(Infallible, std::marker::PhantomData<fn() -> S>),
@@ -45,7 +45,9 @@ impl<S> RouterBody<S> {
 
     /// An event stream's answer as a router's answer.
     #[cfg(feature = "sse")]
-    pub(crate) fn sse(response: Response<push_sse::SseBody<S>>) -> Response<Self> {
+    pub(crate) fn sse(
+        response: Response<push_sse::SseBody<push_http::Attended<S>>>,
+    ) -> Response<Self> {
         response.map(|body| RouterBody {
             inner: Inner::Sse(Box::pin(body)),
         })

@@ -2,6 +2,7 @@
 //! both WebSocket endpoints over one hub.
 
 mod body;
+mod presence;
 mod publish;
 mod route;
 
@@ -513,6 +514,12 @@ impl<H: Hub> Router<H> {
                 Box::pin(async move {
                     RouterBody::full(router.shared.publisher.publish(head, body, access).await)
                 })
+            }
+            Route::Presence => {
+                let hub = self.hub().clone();
+                Box::pin(
+                    async move { RouterBody::full(presence::presence(&*hub, head, access).await) },
+                )
             }
             #[cfg(feature = "poll")]
             Route::Subscribe(Technique::Poll) => {

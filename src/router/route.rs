@@ -33,11 +33,14 @@ pub enum Route {
     Subscribe(Technique),
     /// `GET /ws`: the WebSocket command endpoint (`push.v1`).
     Commands,
+    /// `GET /presence/{channel}`: who is subscribed now.
+    Presence,
 }
 
 impl Route {
     /// The route `path` asks for, by its first segment (`/pub/…`,
-    /// `/poll/…`, `/longpoll/…`, `/sse/…`, `/ws/…`), or `/ws` alone; `None`
+    /// `/presence/…`, `/poll/…`, `/longpoll/…`, `/sse/…`, `/ws/…`), or
+    /// `/ws` alone; `None`
     /// for any other path.
     pub fn of(path: &str) -> Option<Route> {
         let rest = path.strip_prefix('/')?;
@@ -46,6 +49,7 @@ impl Route {
         };
         match first {
             "pub" => Some(Route::Publish),
+            "presence" => Some(Route::Presence),
             "poll" => Some(Route::Subscribe(Technique::Poll)),
             "longpoll" => Some(Route::Subscribe(Technique::LongPoll)),
             "sse" => Some(Route::Subscribe(Technique::Sse)),
@@ -58,7 +62,7 @@ impl Route {
     /// the command endpoint.
     pub fn technique(self) -> Option<Technique> {
         match self {
-            Route::Publish => None,
+            Route::Publish | Route::Presence => None,
             Route::Subscribe(technique) => Some(technique),
             Route::Commands => Some(Technique::Ws),
         }
@@ -103,5 +107,7 @@ mod tests {
         assert!(Route::names_one_channel("/sse/a%2Fb"));
         assert_eq!(Route::Commands.technique(), Some(Technique::Ws));
         assert_eq!(Route::Publish.technique(), None);
+        assert_eq!(Route::of("/presence/news"), Some(Route::Presence));
+        assert_eq!(Route::Presence.technique(), None);
     }
 }

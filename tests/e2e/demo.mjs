@@ -13,10 +13,14 @@
 // 3. Drops: every browser connection is cut mid-stream (a TCP proxy between
 //    browser and server), messages are published while they are down, and
 //    each technique resumes from its cursor: nothing lost, nothing twice.
+// 4. Who is watching: the demo page counts connections by technique, and
+//    with subscriber tokens names the users: a second viewer's join shows
+//    on the first viewer's page.
 //
 // Every wait is on a condition with a generous timeout as a safety net.
 
 import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -147,6 +151,14 @@ try {
       TECHNIQUES,
       'every panel to know its cursor',
     );
+    await waitInPage(
+      page,
+      (names) => names.every((name) => (window.pushDemo.presence?.connections?.[name] ?? 0) >= 1),
+      TECHNIQUES,
+      'the page to show a connection of every technique watching',
+    );
+    const shown = await page.textContent('#watching-counts');
+    check(TECHNIQUES.every((name) => shown.includes(`${name} 1`)), `demo page: who is watching, by technique (${shown})`);
     const sent = [];
     for (let i = 1; i <= 20; i += 1) {
       const data = `message ${i}`;
@@ -248,6 +260,36 @@ try {
     }
     await page.close();
     proxy.close();
+    await server.stop();
+  }
+
+  // 4. Who is watching, by name: two viewers with tokens naming them.
+  {
+    const secret = 'the e2e subscriber token secret, 32 bytes';
+    const server = await startServer(['--jwt-secret', secret]);
+    const token = (sub) => {
+      const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+      const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part({ sub, exp: Math.floor(Date.now() / 1000) + 600, channels: ['watched'] })}`;
+      return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+    };
+    const alice = await browser.newPage();
+    alice.on('pageerror', (err) => check(false, `no error in alice's page: ${err.message}`));
+    await alice.goto(`${server.url}/?channel=watched&poll_interval=250&token=${token('alice')}`);
+    await waitInPage(alice, () => window.pushDemo.presence?.users?.some((u) => u.user === 'alice'), null, 'alice to see herself watching');
+    const bob = await browser.newPage();
+    await bob.goto(`${server.url}/?channel=watched&poll_interval=250&token=${token('bob')}`);
+    await waitInPage(alice, () => window.pushDemo.changes.some((c) => c.type === 'join' && c.user === 'bob'), null, "bob's join on alice's page");
+    await waitInPage(alice, () => document.getElementById('watching-users').textContent.includes('bob'), null, "bob listed on alice's page");
+    const everywhere = await waitInPage(
+      alice,
+      (names) => names.every((name) => window.pushDemo.presence.users.find((u) => u.user === 'bob')?.connections?.[name] >= 1),
+      TECHNIQUES,
+      "bob's four panels listed on alice's page",
+    );
+    const listed = await alice.evaluate(() => window.pushDemo.presence.users.find((u) => u.user === 'bob'));
+    check(everywhere, `who is watching: bob on every technique (${JSON.stringify(listed)})`);
+    await bob.close();
+    await alice.close();
     await server.stop();
   }
 } catch (err) {

@@ -225,7 +225,7 @@ struct Routes {
 }
 
 /// The body of a push answer: a whole one, or an event stream.
-type PushBody = Either<Full<Bytes>, SseBody<MemorySubscription>>;
+type PushBody = Either<Full<Bytes>, SseBody<push_live::http::Attended<MemorySubscription>>>;
 
 impl PushServer {
     fn new() -> Self {

@@ -5,7 +5,12 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use crate::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Start};
+use std::time::Duration;
+
+use crate::{
+    Batch, ChannelName, Cursor, Error, Hub, Item, Member, Presence, PresencePage, PresenceSnapshot,
+    Publication, Start,
+};
 
 /// One of two hubs, chosen at run time, as one [`Hub`]; its subscriptions
 /// are `Either` too. What a program uses that picks its hub from a setting
@@ -106,6 +111,37 @@ impl<L: Hub, R: Hub> Hub for Either<L, R> {
         match self {
             Either::Left(hub) => hub.subscribe(channel, start).await.map(Either::Left),
             Either::Right(hub) => hub.subscribe(channel, start).await.map(Either::Right),
+        }
+    }
+
+    async fn enter(&self, channel: &ChannelName, member: Member) -> Result<Presence, Error> {
+        match self {
+            Either::Left(hub) => hub.enter(channel, member).await,
+            Either::Right(hub) => hub.enter(channel, member).await,
+        }
+    }
+
+    async fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        match self {
+            Either::Left(hub) => hub.touch(channel, key, member, ttl).await,
+            Either::Right(hub) => hub.touch(channel, key, member, ttl).await,
+        }
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> Result<PresenceSnapshot, Error> {
+        match self {
+            Either::Left(hub) => hub.presence(channel, page).await,
+            Either::Right(hub) => hub.presence(channel, page).await,
         }
     }
 }

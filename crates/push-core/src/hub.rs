@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 use futures_core::Stream;
 
-use crate::{Batch, ChannelName, Cursor, Error, Item, Publication, Start};
+use std::time::Duration;
+
+use crate::{
+    Batch, ChannelName, Cursor, Error, Item, Member, Presence, PresencePage, PresenceSnapshot,
+    Publication, Start,
+};
 
 /// Where channels live: publish to them, read their history, subscribe to them.
 ///
@@ -107,6 +112,45 @@ pub trait Hub: Send + Sync + 'static {
         channel: &ChannelName,
         start: Start,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send;
+
+    /// Marks `member` present in `channel` until the returned guard is
+    /// dropped: a streaming connection's presence (see [`Presence`]). A
+    /// user's first connection announces a join to the channel's live
+    /// subscribers; its last, dropped, a leave.
+    ///
+    /// # Errors
+    /// [`Error::TooManyChannels`], or [`Error::Unavailable`].
+    fn enter(
+        &self,
+        channel: &ChannelName,
+        member: Member,
+    ) -> impl Future<Output = Result<Presence, Error>> + Send;
+
+    /// Marks the poller `key` (its user, or an id of its own) present in
+    /// `channel` as `member` for `ttl` from now; each poll touches it again.
+    /// Joins and leaves are announced as for [`enter`](Self::enter): the
+    /// leave once `ttl` passed with no touch.
+    ///
+    /// # Errors
+    /// [`Error::TooManyChannels`], or [`Error::Unavailable`].
+    fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Who is present in `channel` now: one page of users, and every
+    /// connection counted.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> impl Future<Output = Result<PresenceSnapshot, Error>> + Send;
 }
 
 /// The subscription type of hub `H`, for signatures that name it.
@@ -138,6 +182,32 @@ impl<H: Hub> Hub for Arc<H> {
         start: Start,
     ) -> impl Future<Output = Result<Self::Subscription, Error>> + Send {
         (**self).subscribe(channel, start)
+    }
+
+    fn enter(
+        &self,
+        channel: &ChannelName,
+        member: Member,
+    ) -> impl Future<Output = Result<Presence, Error>> + Send {
+        (**self).enter(channel, member)
+    }
+
+    fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).touch(channel, key, member, ttl)
+    }
+
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> impl Future<Output = Result<PresenceSnapshot, Error>> + Send {
+        (**self).presence(channel, page)
     }
 }
 

@@ -60,6 +60,7 @@ mod item;
 mod memory;
 mod message;
 mod names;
+mod presence;
 mod span;
 mod time;
 pub mod wire;
@@ -82,6 +83,10 @@ pub use crate::message::{Message, Publication, WireFormat};
 pub use crate::names::{
     ChannelName, EventName, IdempotencyKey, MAX_CHANNEL_NAME_LEN, MAX_EVENT_NAME_LEN,
     MAX_IDEMPOTENCY_KEY_LEN, RESERVED_EVENT_PREFIX,
+};
+pub use crate::presence::{
+    Counts, JOIN_EVENT, LEAVE_EVENT, MAX_USER_LEN, Member, Presence, PresenceChange, PresencePage,
+    PresenceSnapshot, PresentUser,
 };
 pub use crate::span::Span;
 pub use crate::time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -89,6 +89,13 @@ impl Publication {
         Publication::json(text)
     }
 
+    /// The same publication of `kind`, its data taken as it is (for data
+    /// this crate wrote itself).
+    pub(crate) fn with_kind_trusted(mut self, kind: ContentKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     /// What the data is: any bytes, or JSON.
     pub fn kind(&self) -> ContentKind {
         self.kind

@@ -116,6 +116,12 @@ impl EventName {
         Err(Error::InvalidEventName { reason })
     }
 
+    /// One of the protocol's own names (`push.join`, …), which
+    /// [`EventName::new`] refuses to publishers.
+    pub(crate) fn protocol(name: &'static str) -> Self {
+        EventName(Arc::from(name))
+    }
+
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -44,6 +44,10 @@ pub struct Access {
     /// allows, denies or maps the channel. On the command endpoint it is
     /// asked after the rules above allowed the channel as named.
     pub authorize: Option<Arc<dyn Authorize>>,
+    /// Who the subscriber is, for presence (`GET /presence/{channel}`,
+    /// joins and leaves): a token's `sub`, a session's user. `None`:
+    /// anonymous, counted but not named.
+    pub user: Option<Arc<str>>,
 }
 
 impl Access {
@@ -65,6 +69,13 @@ impl Access {
     #[must_use]
     pub fn publishing(mut self, rule: ChannelRule) -> Self {
         self.publish = Some(rule);
+        self
+    }
+
+    /// Sets [`user`](Self::user).
+    #[must_use]
+    pub fn as_user(mut self, user: impl Into<Arc<str>>) -> Self {
+        self.user = Some(user.into());
         self
     }
 
@@ -99,6 +110,7 @@ impl std::fmt::Debug for Access {
             .field("subscribe", &self.subscribe.as_ref().map(|_| "rule"))
             .field("publish", &self.publish.as_ref().map(|_| "rule"))
             .field("authorize", &self.authorize)
+            .field("user", &self.user)
             .finish()
     }
 }

@@ -53,6 +53,7 @@ mod handler;
 mod head;
 mod headers;
 mod live;
+mod presence;
 mod query;
 mod respond;
 mod technique;
@@ -67,6 +68,7 @@ pub use crate::headers::{
     is_quoted,
 };
 pub use crate::live::{Live, LiveCount};
+pub use crate::presence::{Attended, PRESENCE_GRACE, is_presence, member, poll_key};
 pub use crate::query::{
     ChannelLocator, DEFAULT_MAX_QUERY_BYTES, LocatorFn, MAX_PARAMETERS, Query, path_with_params,
 };

@@ -11,8 +11,11 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use push_core::wire::json;
-use push_core::{Batch, ChannelName, Cursor, Error, Hub, Item, Start};
-use push_http::{Access, Action, ChannelLocator, Check, EntityTag, Handler, Head, Live, LiveCount};
+use push_core::{Batch, ChannelName, Cursor, Error, Hub, Item, Member, Start};
+use push_http::{
+    Access, Action, Attended, ChannelLocator, Check, EntityTag, Handler, Head, Live, LiveCount,
+    Technique,
+};
 use tokio_util::sync::CancellationToken;
 
 /// How a [`LongPollHandler`] reads requests and how long it holds them.
@@ -182,6 +185,8 @@ impl<H: Hub> LongPollHandler<H> {
             timeout: query
                 .seconds("timeout", config.max_timeout)?
                 .unwrap_or(config.default_timeout),
+            presence: query.flag("presence")?.unwrap_or(false),
+            poller: None,
         })
     }
 
@@ -191,7 +196,14 @@ impl<H: Hub> LongPollHandler<H> {
             start,
             limit,
             timeout,
+            presence,
+            poller,
         } = asked;
+        if let Some((key, member)) = poller {
+            // Present until the next poll is due, and a little more.
+            let ttl = timeout.saturating_add(push_http::PRESENCE_GRACE);
+            self.hub.touch(&channel, &key, member, ttl).await?;
+        }
         let batch = self.hub.read(&channel, start, limit).await?;
         let shutdown = self.shared.config.shutdown.as_ref();
         if !batch.is_empty()
@@ -205,7 +217,8 @@ impl<H: Hub> LongPollHandler<H> {
         let since = batch.cursor;
         drop(batch);
         let _held = Live::new(&self.shared);
-        let mut subscription = self.hub.subscribe(&channel, Start::After(since)).await?;
+        let subscription = self.hub.subscribe(&channel, Start::After(since)).await?;
+        let mut subscription = Attended::new(subscription, None, presence);
         drop(channel);
         let waited = tokio::time::timeout(timeout, next(&mut subscription));
         let first = match shutdown {
@@ -243,6 +256,10 @@ impl<H: Hub> Handler for LongPollHandler<H> {
             Some(Ok(asked)) => access.check(head.parts(), &asked.channel, Action::Subscribe),
             _ => Check::allowed(),
         };
+        let poller = (
+            push_http::poll_key(head.parts(), access.user.as_ref(), Technique::LongPoll),
+            push_http::member(&access, Technique::LongPoll),
+        );
         drop(head);
         let handler = self.clone();
         async move {
@@ -251,7 +268,10 @@ impl<H: Hub> Handler for LongPollHandler<H> {
                     return push_http::method_not_allowed("GET", "long polling answers GET only");
                 }
                 Some(Err(err)) => return push_http::error_plain(&err),
-                Some(Ok(asked)) => asked,
+                Some(Ok(asked)) => Asked {
+                    poller: Some(poller),
+                    ..asked
+                },
             };
             match check.await {
                 Ok(mapped) => asked.channel = mapped.unwrap_or(asked.channel),
@@ -271,6 +291,10 @@ struct Asked {
     start: Start,
     limit: usize,
     timeout: Duration,
+    /// Joins and leaves asked for (`presence=1`).
+    presence: bool,
+    /// The poller's lease key and who it is, for presence.
+    poller: Option<(String, Member)>,
 }
 
 async fn next<S: Stream<Item = Item> + Unpin>(subscription: &mut S) -> Option<Item> {

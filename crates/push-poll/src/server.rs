@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use push_core::wire::json;
 use push_core::{ChannelName, Error, Hub, Start};
-use push_http::{Access, Action, ChannelLocator, Check, EntityTag, Handler, Head};
+use push_http::{Access, Action, ChannelLocator, Check, EntityTag, Handler, Head, Technique};
 
 /// How a [`PollHandler`] reads requests and what it advises clients.
 ///
@@ -237,6 +237,8 @@ impl<H: Hub> Handler for PollHandler<H> {
         };
         let handler = self.clone();
         let parts = head.into_parts();
+        let key = push_http::poll_key(&parts, access.user.as_ref(), Technique::Poll);
+        let member = push_http::member(&access, Technique::Poll);
         async move {
             let mut asked = match read {
                 None => {
@@ -251,6 +253,15 @@ impl<H: Hub> Handler for PollHandler<H> {
             match check.await {
                 Ok(mapped) => asked.channel = mapped.unwrap_or(asked.channel),
                 Err(denial) => return denial.respond(),
+            }
+            // Present until the next poll is due, and a little more.
+            let ttl = handler
+                .shared
+                .config
+                .interval
+                .saturating_add(push_http::PRESENCE_GRACE);
+            if let Err(err) = handler.hub.touch(&asked.channel, &key, member, ttl).await {
+                return push_http::error_plain(&err);
             }
             match handler.answer(&parts, asked).await {
                 Ok(response) => response,

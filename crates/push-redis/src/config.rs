@@ -47,6 +47,10 @@ pub struct RedisHubConfig {
     /// subscribers that have not taken them yet (default 1 MiB), as
     /// [`MemoryHubConfig::max_ephemeral_bytes`](push_core::MemoryHubConfig::max_ephemeral_bytes).
     pub max_ephemeral_bytes: usize,
+    /// How long a connection's presence outlives its node's last renewal
+    /// (default 15 s; renewed every third of it): the connections of a node
+    /// that died leave within it, and a poller's lease is its own.
+    pub presence_lease: Duration,
     /// How long one command may take before it fails (default 2 s). Only
     /// non-blocking commands run on the shared connection.
     pub response_timeout: Duration,
@@ -87,6 +91,7 @@ impl RedisHubConfig {
             node_cache: 1_000,
             node_cache_bytes: 256 << 20,
             max_ephemeral_bytes: 1 << 20,
+            presence_lease: Duration::from_secs(15),
             response_timeout: Duration::from_secs(2),
             connection_timeout: Duration::from_secs(2),
             max_reconnect_delay: Duration::from_secs(2),
@@ -203,6 +208,8 @@ impl RedisHubConfig {
             "max_message_bytes must be at least 1"
         } else if self.probe_interval.is_zero() {
             "probe_interval must be more than zero"
+        } else if self.presence_lease < Duration::from_millis(300) {
+            "presence_lease must be at least 300 ms"
         } else if self.response_timeout.is_zero() || self.connection_timeout.is_zero() {
             "response_timeout and connection_timeout must be more than zero"
         } else if let Some(sentinel) = &self.sentinel {
@@ -233,6 +240,13 @@ impl RedisHubConfig {
     #[must_use]
     pub fn with_node_cache_bytes(mut self, bytes: usize) -> Self {
         self.node_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`presence_lease`](Self::presence_lease).
+    #[must_use]
+    pub fn with_presence_lease(mut self, lease: Duration) -> Self {
+        self.presence_lease = lease;
         self
     }
 

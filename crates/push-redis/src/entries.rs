@@ -40,7 +40,11 @@ pub fn message(
     } else {
         let text = std::str::from_utf8(event)
             .map_err(|_| Error::invalid_response("an event name is not UTF-8"))?;
-        Some(text.parse::<EventName>()?)
+        // Joins and leaves come from the presence scripts, never a publisher.
+        match push_core::PresenceChange::of_event(text) {
+            Some(change) => Some(change.event()),
+            None => Some(text.parse::<EventName>()?),
+        }
     };
     let cursor = Span {
         epoch: span_epoch,

@@ -69,6 +69,7 @@ mod connection;
 mod entries;
 mod health;
 mod local;
+mod presence;
 mod pubsub;
 mod scripts;
 mod sentinel;
@@ -81,8 +82,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use push_core::{
-    Batch, ChannelName, ContentKind, Cursor, Epoch, Error, EventName, Hub, Message, Publication,
-    Span, Start, Timestamp,
+    Batch, ChannelName, ContentKind, Cursor, Epoch, Error, EventName, Hub, Member, Message,
+    Presence, PresencePage, PresenceSnapshot, Publication, Span, Start, Timestamp,
 };
 use redis::Value;
 use tokio::sync::mpsc;
@@ -142,6 +143,8 @@ pub(crate) struct Inner {
     seed: u64,
     /// This node's name on Redis (its probe channel), random per hub.
     node: String,
+    presence: Mutex<presence::LocalPresence>,
+    presence_scripts: presence::PresenceScripts,
 }
 
 impl RedisHub {
@@ -182,10 +185,13 @@ impl RedisHub {
             epochs: AtomicU64::new(0),
             seed,
             node,
+            presence: Mutex::default(),
+            presence_scripts: presence::PresenceScripts::new(),
         });
         // The tasks hold the hub weakly: they end with the last clone.
         tokio::spawn(pubsub::run(connector, Arc::downgrade(&inner), receiver));
         tokio::spawn(health::run(Arc::downgrade(&inner), interval));
+        tokio::spawn(presence::run(Arc::downgrade(&inner)));
         Ok(RedisHub { inner })
     }
 
@@ -577,5 +583,27 @@ impl Hub for RedisHub {
             Err(err) => return Err(err),
         };
         Ok(subscription.starting_at(batch))
+    }
+
+    async fn enter(&self, channel: &ChannelName, member: Member) -> Result<Presence, Error> {
+        self.inner.enter(channel, member).await
+    }
+
+    async fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        self.inner.touch(channel, key, member, ttl).await
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> Result<PresenceSnapshot, Error> {
+        self.inner.presence(channel, page).await
     }
 }

@@ -327,14 +327,19 @@ impl<H: Hub> App<H> {
                 Ok(()) => router.serve(route, head, body, self.hooked()).await,
                 Err(err) => refusal(&err),
             },
+            Route::Presence => match self.check_subscriber(&head) {
+                Ok(_) => router.serve(route, head, body, self.hooked()).await,
+                Err(err) => refusal(&err),
+            },
             Route::Subscribe(technique) => {
                 let claims = match self.check_subscriber(&head) {
                     Ok(claims) => claims,
                     Err(err) => return refusal(&err),
                 };
-                let access = self
+                let mut access = self
                     .hooked()
                     .until(claims.as_ref().map(|claims| deadline(claims.expires)));
+                access.user = claims.and_then(|claims| claims.user);
                 tracing::debug!(
                     technique = technique.as_str(),
                     path = head.uri().path(),
@@ -423,12 +428,15 @@ impl<H: Hub> App<H> {
                     expires,
                     subscribe,
                     publish,
+                    user,
                 } = jwt.verify(&token, unix_now())?;
-                Ok(self
+                let mut access = self
                     .hooked()
                     .until(Some(deadline(expires)))
                     .subscribing(Arc::new(move |channel| subscribe.allows(channel)))
-                    .publishing(Arc::new(move |channel| publish.allows(channel))))
+                    .publishing(Arc::new(move |channel| publish.allows(channel)));
+                access.user = user;
+                Ok(access)
             }
             None if policy.publish_token.is_some() || policy.publish_protected => {
                 Ok(self.hooked().publishing(Arc::new(|_| false)))

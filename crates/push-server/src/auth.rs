@@ -8,6 +8,8 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use push_live::ChannelName;
+use std::sync::Arc;
+
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq as _;
@@ -195,6 +197,8 @@ pub struct Claims {
     /// The channels it may publish to over the WebSocket command endpoint
     /// (`publish`; none when absent).
     pub publish: Patterns,
+    /// Who it names (`sub`): the user presence lists and announces.
+    pub user: Option<Arc<str>>,
 }
 
 /// Verifies HS256 JWTs with one shared secret.
@@ -288,6 +292,11 @@ impl JwtVerifier {
                 claims.get("publish"),
                 "`publish` must be an array of strings",
             )?,
+            user: match claims.get("sub") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(sub)) => Some(Arc::from(sub.as_str())),
+                Some(_) => return Err(AuthError::Malformed("`sub` must be a string")),
+            },
         })
     }
 

@@ -154,6 +154,13 @@ pub struct Args {
           value_parser = secs(0.01, 3_600.0))]
     pub redis_probe_interval: Duration,
 
+    /// With Redis: how long a connection stays present after its node's
+    /// last renewal (renewed every third of it). A node that dies takes its
+    /// subscribers' presence with it within this.
+    #[arg(long, env = "PUSH_PRESENCE_LEASE", default_value = "15",
+          value_parser = secs(1.0, 3_600.0))]
+    pub presence_lease: Duration,
+
     /// The prefix of every Redis key and Pub/Sub channel.
     #[arg(long, env = "PUSH_REDIS_PREFIX", default_value = "push")]
     pub redis_prefix: String,

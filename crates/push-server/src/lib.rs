@@ -119,6 +119,7 @@ impl Server {
                         .with_max_message_bytes(args.max_message_bytes)
                         .with_idle_ttl(args.history_seconds)
                         .with_probe_interval(args.redis_probe_interval)
+                        .with_presence_lease(args.presence_lease)
                         .with_node_cache_bytes(args.max_retained_bytes)
                         .with_max_ephemeral_bytes(args.max_ephemeral_bytes),
                 )
@@ -257,6 +258,29 @@ impl Server {
                 }
             }
         });
+        // Pollers' presence leases lapse on the memory hub when this looks
+        // (the Redis hub runs its own renewals and expiry).
+        let hub = self.hub.clone();
+        let expiring = shutdown.clone();
+        tokio::spawn(async move {
+            let Some(memory) = hub.inner().left() else {
+                return;
+            };
+            loop {
+                let next = memory
+                    .expire_presence()
+                    .unwrap_or(PRESENCE_TICK)
+                    .clamp(Duration::from_millis(50), PRESENCE_TICK);
+                tokio::select! {
+                    () = tokio::time::sleep(next) => {}
+                    () = expiring.triggered() => break,
+                }
+            }
+        });
         push_live::serve(listener, self.app, shutdown, self.serve, Some(self.stats)).await
     }
 }
+
+/// The longest a lapsed poller's lease waits to be noticed (and its leave
+/// announced) on the memory hub.
+const PRESENCE_TICK: Duration = Duration::from_secs(1);

@@ -11,7 +11,10 @@ use std::task::{Context, Poll};
 
 use futures_core::Stream;
 use push_live::http::Technique;
-use push_live::{Batch, ChannelName, Cursor, Error, Hub, Item, Publication, Signal, Start};
+use push_live::{
+    Batch, ChannelName, Cursor, Error, Hub, Item, Member, Presence, PresencePage, PresenceSnapshot,
+    Publication, Signal, Start,
+};
 
 /// The counters.
 #[derive(Debug, Default)]
@@ -156,6 +159,28 @@ impl<H: Hub> Hub for Metered<H> {
                 metrics: self.metrics.clone(),
             }),
         })
+    }
+
+    async fn enter(&self, channel: &ChannelName, member: Member) -> Result<Presence, Error> {
+        self.inner.enter(channel, member).await
+    }
+
+    async fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: std::time::Duration,
+    ) -> Result<(), Error> {
+        self.inner.touch(channel, key, member, ttl).await
+    }
+
+    async fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> Result<PresenceSnapshot, Error> {
+        self.inner.presence(channel, page).await
     }
 }
 

@@ -156,7 +156,7 @@ fn transport(parts: &Parts) -> &'static str {
     match Route::of(parts.uri.path()) {
         Some(Route::Subscribe(technique)) => technique.as_str(),
         Some(Route::Commands) => "ws",
-        Some(Route::Publish) | None => "http",
+        Some(Route::Publish | Route::Presence) | None => "http",
     }
 }
 

@@ -12,8 +12,10 @@ use futures_core::Stream;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use hyper::body::{Body, Frame, SizeHint};
-use push_core::{Backoff, ChannelName, Cursor, Error, Hub, Item, Start};
-use push_http::{Access, Action, ChannelLocator, Check, Handler, Head, Live, LiveCount};
+use push_core::{Backoff, ChannelName, Cursor, Error, Hub, Item, Member, Start};
+use push_http::{
+    Access, Action, Attended, ChannelLocator, Check, Handler, Head, Live, LiveCount, Technique,
+};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
@@ -184,7 +186,10 @@ impl<H: Hub> SseHandler<H> {
     }
 
     /// Answers one request. The body of the request is ignored.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<SseBody<H::Subscription>> {
+    pub async fn handle<B>(
+        &self,
+        request: Request<B>,
+    ) -> Response<SseBody<Attended<H::Subscription>>> {
         push_http::handle(self, request).await
     }
 
@@ -194,10 +199,27 @@ impl<H: Hub> SseHandler<H> {
         &self,
         request: Request<B>,
         deadline: Option<Instant>,
-    ) -> Response<SseBody<H::Subscription>> {
+    ) -> Response<SseBody<Attended<H::Subscription>>> {
         let (parts, _body) = request.into_parts();
         let head = Head::read(parts, self.shared.config.max_query_bytes);
         self.serve(head, Access::default().until(deadline)).await
+    }
+
+    /// The subscriber's presence, and the joins and leaves when asked.
+    async fn attend(
+        &self,
+        asked: &Asked,
+        member: Member,
+        subscription: H::Subscription,
+    ) -> Result<Attended<H::Subscription>, Error> {
+        Attended::enter(
+            &*self.hub,
+            &asked.channel,
+            member,
+            subscription,
+            asked.presence,
+        )
+        .await
     }
 
     /// Opens the stream `asked` asks for, ending at `deadline` at the latest.
@@ -205,12 +227,17 @@ impl<H: Hub> SseHandler<H> {
         &self,
         asked: Asked,
         deadline: Option<Instant>,
-    ) -> Response<SseBody<H::Subscription>> {
+        member: Member,
+    ) -> Response<SseBody<Attended<H::Subscription>>> {
         let (subscription, head) =
             match push_core::subscribe_pinned(&*self.hub, &asked.channel, asked.start).await {
                 Ok(started) => started,
                 Err(err) => return push_http::error_plain(&err),
             };
+        let subscription = match self.attend(&asked, member, subscription).await {
+            Ok(attended) => attended,
+            Err(err) => return push_http::error_plain(&err),
+        };
         let config = &self.shared.config;
         let now = Instant::now();
         let lifetime = config
@@ -276,12 +303,13 @@ impl<H: Hub> SseHandler<H> {
             channel,
             start,
             format,
+            presence: query.flag("presence")?.unwrap_or(false),
         })
     }
 }
 
 impl<H: Hub> Handler for SseHandler<H> {
-    type Body = SseBody<H::Subscription>;
+    type Body = SseBody<Attended<H::Subscription>>;
 
     fn max_query_bytes(&self) -> usize {
         self.shared.config.max_query_bytes
@@ -303,6 +331,7 @@ impl<H: Hub> Handler for SseHandler<H> {
         drop(head);
         let handler = self.clone();
         let deadline = access.deadline;
+        let member = push_http::member(&access, Technique::Sse);
         async move {
             match read {
                 None => push_http::method_not_allowed("GET", "an event stream answers GET only"),
@@ -310,7 +339,7 @@ impl<H: Hub> Handler for SseHandler<H> {
                 Some(Ok(mut asked)) => match check.await {
                     Ok(mapped) => {
                         asked.channel = mapped.unwrap_or(asked.channel);
-                        handler.open(asked, deadline).await
+                        handler.open(asked, deadline, member).await
                     }
                     Err(denial) => denial.respond(),
                 },
@@ -347,6 +376,8 @@ struct Asked {
     channel: ChannelName,
     start: Start,
     format: Format,
+    /// Joins and leaves asked for (`presence=1`).
+    presence: bool,
 }
 
 /// What an open stream holds besides its body's buffer and timer.

@@ -25,6 +25,8 @@ pub enum Command {
         channel: ChannelName,
         /// Where it starts.
         start: Start,
+        /// Joins and leaves asked for (`"presence":true`).
+        presence: bool,
     },
     /// `{"op":"unsubscribe","channel":C}`.
     Unsubscribe {
@@ -172,6 +174,16 @@ fn command(object: &Map<String, Value>, data: Option<&RawValue>) -> Result<Comma
         "subscribe" => Ok(Command::Subscribe {
             channel: channel()?,
             start: start(object)?,
+            presence: match object.get("presence") {
+                None | Some(Value::Null | Value::Bool(false)) => false,
+                Some(Value::Bool(true)) => true,
+                Some(_) => {
+                    return Err(Refused::new(
+                        "invalid_command",
+                        "`presence` must be true or false",
+                    ));
+                }
+            },
         }),
         "unsubscribe" => Ok(Command::Unsubscribe {
             channel: channel()?,

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use push_core::Hub;
-use push_http::{Access, Action, Handler, Head, Live, LiveCount};
+use push_http::{Access, Action, Attended, Handler, Head, Live, LiveCount};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
@@ -180,8 +180,20 @@ impl<H: Hub> WsHandler<H> {
                     Ok(mapped) => channel = mapped.unwrap_or(channel),
                     Err(denial) => return denial.respond(),
                 }
-                match push_core::subscribe_pinned(&*self.hub, &channel, start).await {
-                    Ok((subscription, head)) => Mode::Channel(channel, subscription, head),
+                let presence_events = match head.query().and_then(|q| q.flag("presence")) {
+                    Ok(asked) => asked.unwrap_or(false),
+                    Err(err) => return push_http::error_for(&err),
+                };
+                let member = push_http::member(&access, push_http::Technique::Ws);
+                let started = match push_core::subscribe_pinned(&*self.hub, &channel, start).await {
+                    Ok(started) => started,
+                    Err(err) => return push_http::error_for(&err),
+                };
+                let (subscription, head) = started;
+                match Attended::enter(&*self.hub, &channel, member, subscription, presence_events)
+                    .await
+                {
+                    Ok(attended) => Mode::Channel(channel, attended, head),
                     Err(err) => return push_http::error_for(&err),
                 }
             }

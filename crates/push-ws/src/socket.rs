@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::future::OptionFuture;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use push_core::wire::json;
-use push_core::{ChannelName, Cursor, Hub, Item, Signal};
+use push_core::{ChannelName, Cursor, Hub, Item, Member, Signal};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
@@ -27,7 +27,7 @@ use crate::config::{SlowConsumer, WsConfig};
 use crate::protocol::{self, Acked, Command, Refused};
 use crate::server::Shared;
 use http::request::Parts;
-use push_http::{Access, Action, ChannelRule, Check, Denial, Live};
+use push_http::{Access, Action, Attended, ChannelRule, Check, Denial, Live, Technique};
 
 /// How long a closing socket waits for the peer's close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -97,7 +97,9 @@ pub(crate) struct Socket<H: Hub, S> {
     dirty: bool,
     /// A flush had to wait: the peer is not reading (for now).
     waiting: bool,
-    subscriptions: StreamMap<ChannelName, Tracked<H::Subscription>>,
+    subscriptions: StreamMap<ChannelName, Tracked<Attended<H::Subscription>>>,
+    /// Who the subscriber is, for presence.
+    user: Option<Arc<str>>,
 }
 
 /// What the connection did: a frame read (or the end), a flush done, or a
@@ -149,7 +151,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         ws: WebSocketStream<S>,
         hub: Arc<H>,
         live: Live<Shared>,
-        mode: Mode<H::Subscription>,
+        mode: Mode<Attended<H::Subscription>>,
         access: Access,
         request: Option<Box<Parts>>,
     ) -> Self {
@@ -171,7 +173,9 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             Mode::Commands => true,
         };
         let limited = access.is_limited();
+        let user = access.user.clone();
         Socket {
+            user,
             ws,
             limits: limited.then(|| Box::new(Limits { access, request })),
             greeting,
@@ -450,7 +454,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     ) -> Result<(Acked, Option<ChannelName>), Refused> {
         let rules = self.limits.as_ref().map(|limits| &limits.access);
         match command {
-            Command::Subscribe { channel, start } => {
+            Command::Subscribe {
+                channel,
+                start,
+                presence,
+            } => {
                 if !allows(rules.and_then(|a| a.subscribe.as_ref()), &channel) {
                     return Err(Refused::new(
                         "forbidden",
@@ -471,6 +479,9 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                 }
                 let (subscription, head) =
                     push_core::subscribe_pinned(&*self.hub, &channel, start).await?;
+                let member = Member::new(self.user.as_deref(), Technique::Ws.as_str());
+                let subscription =
+                    Attended::enter(&*self.hub, &channel, member, subscription, presence).await?;
                 let acked = head.map_or(Acked::Done, Acked::Cursor);
                 let mapped = mapped.then(|| channel.clone());
                 self.subscriptions.insert(

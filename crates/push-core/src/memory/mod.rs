@@ -8,6 +8,7 @@
 mod budget;
 mod config;
 mod log;
+mod presence;
 mod subscription;
 mod table;
 mod waiters;
@@ -22,12 +23,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 pub(crate) use self::budget::{Budget, ENCODING_OVERHEAD, MESSAGE_OVERHEAD};
 pub use self::config::MemoryHubConfig;
 use self::log::ChannelLog;
+use self::presence::{Change, PresenceTable};
 pub use self::subscription::MemorySubscription;
 use self::table::Intent;
 use self::waiters::{Waiters, wake_all};
 use crate::{
-    Batch, ChannelName, Clock, Cursor, EphemeralQueue, Error, Hub, Message, Publication, Start,
-    SystemClock, Timestamp,
+    Batch, ChannelName, Clock, Cursor, EphemeralQueue, Error, Hub, Member, Message, Presence,
+    PresencePage, PresenceSnapshot, Publication, Start, SystemClock, Timestamp,
 };
 
 /// What a channel holds right now (see [`MemoryHub::channel_stats`]).
@@ -152,6 +154,7 @@ struct ChannelState {
     log: ChannelLog,
     waiters: Waiters,
     ephemeral: EphemeralQueue,
+    presence: PresenceTable,
     subscribers: usize,
     last_active: Timestamp,
     /// Removed from the hub's map; whoever still holds it looks the name up again.
@@ -168,7 +171,75 @@ impl Channel {
 impl ChannelState {
     /// Nothing depends on it but its epoch and head.
     fn is_dormant(&self) -> bool {
-        self.subscribers == 0 && self.log.is_empty()
+        self.subscribers == 0 && self.log.is_empty() && self.presence.is_empty()
+    }
+
+    /// Hands an ephemeral `publication` to the live subscribers, after the
+    /// stored messages before it; the parked ones to wake (once unlocked).
+    fn broadcast(
+        &mut self,
+        name: &ChannelName,
+        publication: Publication,
+        now: Timestamp,
+        max_bytes: usize,
+    ) -> Vec<Option<std::task::Waker>> {
+        if self.subscribers == 0 {
+            return Vec::new();
+        }
+        let head = self.log.head_cursor();
+        let message = Message::ephemeral_from(name.clone(), head, publication, now);
+        let after = head.position().major() + 1;
+        self.ephemeral
+            .push(after, Arc::new(message), self.subscribers, max_bytes);
+        self.last_active = now;
+        self.waiters.take_all()
+    }
+
+    /// Announces presence changes; the parked subscribers to wake.
+    fn announce(
+        &mut self,
+        name: &ChannelName,
+        changes: impl IntoIterator<Item = Change>,
+        now: Timestamp,
+        max_bytes: usize,
+    ) -> Vec<Option<std::task::Waker>> {
+        let mut parked = Vec::new();
+        for (change, user, technique) in changes {
+            let woken = self.broadcast(name, change.publication(&user, technique), now, max_bytes);
+            if parked.is_empty() {
+                parked = woken;
+            }
+        }
+        parked
+    }
+}
+
+impl Channel {
+    /// Wakes `parked` (taken under the lock), then gives the buffer back.
+    fn wake(&self, parked: Vec<Option<std::task::Waker>>) {
+        if parked.capacity() > 0 {
+            let drained = wake_all(parked);
+            self.lock().waiters.give_back(drained);
+        }
+    }
+}
+
+/// A streaming connection's presence on the memory hub.
+struct MemoryPresence {
+    channel: Arc<Channel>,
+    id: u64,
+    max_ephemeral_bytes: usize,
+}
+
+impl Drop for MemoryPresence {
+    fn drop(&mut self) {
+        let now = self.channel.clock.now();
+        let mut state = self.channel.lock();
+        let left = state.presence.remove(self.id);
+        let parked = state.announce(&self.channel.name, left, now, self.max_ephemeral_bytes);
+        state.last_active = state.last_active.max(now);
+        drop(state);
+        self.channel.wake(parked);
     }
 }
 
@@ -356,26 +427,36 @@ impl MemoryHub {
         };
         let mut state = channel.lock();
         let head = state.log.head_cursor();
-        if state.subscribers == 0 {
-            return head;
-        }
-        let message = Message::ephemeral_from(name.clone(), head, publication, now);
-        let after = head.position().major() + 1;
-        let subscribers = state.subscribers;
-        state.ephemeral.push(
-            after,
-            Arc::new(message),
-            subscribers,
-            inner.config.max_ephemeral_bytes,
-        );
-        state.last_active = now;
-        let parked = state.waiters.take_all();
+        let parked = state.broadcast(name, publication, now, inner.config.max_ephemeral_bytes);
         drop(state);
-        if parked.capacity() > 0 {
-            let drained = wake_all(parked);
-            channel.lock().waiters.give_back(drained);
-        }
+        channel.wake(parked);
         head
+    }
+
+    /// Drops the pollers' leases that lapsed, announcing the leaves; how
+    /// long until the next one may lapse (`None`: no lease is held). The
+    /// push server calls it on that schedule; [`Hub::presence`] and
+    /// [`Hub::touch`] expire a channel's leases too.
+    pub fn expire_presence(&self) -> Option<std::time::Duration> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let leased: Vec<_> = read(&inner.channels)
+            .values()
+            .filter(|channel| channel.lock().presence.has_leases())
+            .cloned()
+            .collect();
+        let mut next: Option<Timestamp> = None;
+        for channel in leased {
+            let mut state = channel.lock();
+            let left = state.presence.expire(now);
+            let parked = state.announce(&channel.name, left, now, inner.config.max_ephemeral_bytes);
+            if let Some(at) = state.presence.next_expiry() {
+                next = Some(next.map_or(at, |next| next.min(at)));
+            }
+            drop(state);
+            channel.wake(parked);
+        }
+        next.map(|at| at.saturating_duration_since(now))
     }
 
     fn read_now(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Batch, Error> {
@@ -435,6 +516,71 @@ impl Hub for MemoryHub {
         start: Start,
     ) -> Ready<Result<MemorySubscription, Error>> {
         ready(self.subscribe_now(channel, start))
+    }
+
+    fn enter(&self, channel: &ChannelName, member: Member) -> Ready<Result<Presence, Error>> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let max_bytes = inner.config.max_ephemeral_bytes;
+        ready(
+            inner
+                .with_channel(channel, now, Intent::Observe, |channel, state| {
+                    let (id, joined) = state.presence.enter(member);
+                    state.last_active = now;
+                    let parked = state.announce(&channel.name, joined, now, max_bytes);
+                    (channel.clone(), id, parked)
+                })
+                .map(|(channel, id, parked)| {
+                    channel.wake(parked);
+                    Presence::new(MemoryPresence {
+                        channel,
+                        id,
+                        max_ephemeral_bytes: max_bytes,
+                    })
+                }),
+        )
+    }
+
+    fn touch(
+        &self,
+        channel: &ChannelName,
+        key: &str,
+        member: Member,
+        ttl: std::time::Duration,
+    ) -> Ready<Result<(), Error>> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let max_bytes = inner.config.max_ephemeral_bytes;
+        ready(
+            inner
+                .with_channel(channel, now, Intent::Observe, |channel, state| {
+                    let mut changes = state.presence.expire(now);
+                    changes.extend(state.presence.touch(key, member, now.saturating_add(ttl)));
+                    state.last_active = now;
+                    let parked = state.announce(&channel.name, changes, now, max_bytes);
+                    (channel.clone(), parked)
+                })
+                .map(|(channel, parked)| channel.wake(parked)),
+        )
+    }
+
+    fn presence(
+        &self,
+        channel: &ChannelName,
+        page: PresencePage,
+    ) -> Ready<Result<PresenceSnapshot, Error>> {
+        let inner = &*self.inner;
+        let Some(channel) = read(&inner.channels).get(channel).cloned() else {
+            return ready(Ok(PresenceSnapshot::default()));
+        };
+        let now = inner.clock.now();
+        let mut state = channel.lock();
+        let left = state.presence.expire(now);
+        let parked = state.announce(&channel.name, left, now, inner.config.max_ephemeral_bytes);
+        let snapshot = state.presence.snapshot(&page);
+        drop(state);
+        channel.wake(parked);
+        ready(Ok(snapshot))
     }
 }
 

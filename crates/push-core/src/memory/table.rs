@@ -97,6 +97,7 @@ impl Inner {
                         log: ChannelLog::new(self.next_epoch()),
                         waiters: Waiters::default(),
                         ephemeral: crate::EphemeralQueue::new(),
+                        presence: super::presence::PresenceTable::default(),
                         subscribers: 0,
                         last_active: now,
                         retired: false,

@@ -361,9 +361,11 @@ fn envelope_of(object: &Map<String, Value>, data: Data<'_>) -> Result<Message, E
     };
     let event = match object.get("event") {
         None | Some(Value::Null) => None,
-        Some(Value::String(event)) => {
-            Some(EventName::new(event).map_err(|e| Error::invalid_response(e.to_string()))?)
-        }
+        // Joins and leaves are the protocol's own, and only ephemeral.
+        Some(Value::String(event)) => match crate::PresenceChange::of_event(event) {
+            Some(change) if ephemeral => Some(change.event()),
+            _ => Some(EventName::new(event).map_err(|e| Error::invalid_response(e.to_string()))?),
+        },
         Some(_) => return Err(Error::invalid_response("`event` is not a string")),
     };
     let time = match object.get("time") {

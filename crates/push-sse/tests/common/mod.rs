@@ -147,7 +147,7 @@ impl Gate {
     }
 }
 
-type GateBody = Either<SseBody<push_core::MemorySubscription>, Full<Bytes>>;
+type GateBody = Either<SseBody<push_http::Attended<push_core::MemorySubscription>>, Full<Bytes>>;
 
 impl Service<Request<Incoming>> for Gate {
     type Response = Response<GateBody>;
