@@ -76,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(answer.ok(), Some(expected));
     }
     match command {
-        Command::Subscribe { channel, start } => {
+        Command::Subscribe { channel, start, .. } => {
             let again = subscribe_command(&channel, start, 7);
             let (reference, command) = parse_command(&again);
             assert_eq!(reference, Some("7"));
@@ -84,6 +84,7 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Command::Subscribe {
                     channel: c,
                     start: s,
+                    ..
                 }) => {
                     assert_eq!((c, s), (channel, start), "{again}");
                 }
