@@ -111,6 +111,9 @@ pub fn parse_entries(
                 _ => {}
             }
         }
+        if is_presence_event(&event) {
+            return Err(bad("a join or leave is never stored"));
+        }
         messages.push(Arc::new(message(
             channel,
             epoch,
@@ -202,16 +205,28 @@ pub fn notification(payload: &[u8]) -> Notification<'_> {
         };
     };
     match (number_of(epoch), number_of(number), number_of(time)) {
-        (Some(epoch), Some(number), Some(time)) => Notification::Message {
-            epoch: Epoch::new(epoch),
-            number,
-            time,
-            event,
-            data,
-            kind,
-        },
+        (Some(epoch), Some(number), Some(time)) if !is_presence_event(event) => {
+            Notification::Message {
+                epoch: Epoch::new(epoch),
+                number,
+                time,
+                event,
+                data,
+                kind,
+            }
+        }
         _ => Notification::Malformed,
     }
+}
+
+/// Whether `event` is a join or a leave: announced as ephemeral messages
+/// only, never stored (a stored message naming one was not written by push,
+/// and no client could read its envelope).
+fn is_presence_event(event: &[u8]) -> bool {
+    std::str::from_utf8(event)
+        .ok()
+        .and_then(push_core::PresenceChange::of_event)
+        .is_some()
 }
 
 /// The kind a notification's payload starts with (`j \n` for JSON), and
@@ -286,6 +301,17 @@ mod tests {
                 "{malformed:?}"
             );
         }
+        // The fuzz target redis_notification fails on this input: joins and leaves are
+        // announced as ephemeral notifications only; a stored one would make
+        // a message no client can read (its envelope names a reserved event).
+        assert_eq!(
+            notification(b"7\n42\n1\npush.join\n{\"u\":1}"),
+            Notification::Malformed
+        );
+        assert!(matches!(
+            notification(b"e\nj\n1\npush.join\n{\"u\":1}"),
+            Notification::Ephemeral { .. }
+        ));
         // Five fields with a bad number are not read as a new epoch.
         for malformed in [
             &b""[..],
@@ -299,6 +325,32 @@ mod tests {
                 notification(malformed),
                 Notification::Malformed,
                 "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stored_join_or_leave_is_refused() {
+        let bulk = |text: &str| Value::BulkString(text.as_bytes().to_vec());
+        let entry = |event: &str| {
+            Value::Array(vec![Value::Array(vec![
+                bulk("42-0"),
+                Value::Array(vec![
+                    bulk("e"),
+                    bulk(event),
+                    bulk("t"),
+                    bulk("1"),
+                    bulk("d"),
+                    bulk("{}"),
+                ]),
+            ])])
+        };
+        let channel: ChannelName = "news".parse().unwrap();
+        assert!(parse_entries(&channel, Epoch::new(7), entry("price")).is_ok());
+        for event in ["push.join", "push.leave"] {
+            assert!(
+                parse_entries(&channel, Epoch::new(7), entry(event)).is_err(),
+                "{event}"
             );
         }
     }
