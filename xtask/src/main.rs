@@ -22,6 +22,14 @@
 //!   also runs the TLS browser test (push-server's tests/tls.rs, ten event
 //!   streams to one origin over HTTP/2 in tests/e2e/h2_sse.mjs), which
 //!   `test` runs with the other tests.
+//! - `fuzz [--seconds N] [TARGET…]`: the fuzz targets of fuzz/ (one per
+//!   parser of untrusted input; docs/fuzzing.md), built with libFuzzer's
+//!   coverage instrumentation on stable Rust, each run for N seconds (60 by
+//!   default) over its committed seed corpus (fuzz/corpus/TARGET) and what
+//!   earlier runs found (target/fuzz/corpus/TARGET). A crash fails the run,
+//!   its input saved in target/fuzz/artifacts/TARGET/. `test` runs every
+//!   target for a few seconds, about a minute in all. Building needs a C++
+//!   compiler (libFuzzer is C++), handled as node is when missing.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -44,6 +52,9 @@ commands:
   e2e      the browser tests alone: push-server's demo page and push.js in
            headless Chromium (tests/e2e/demo.mjs; refreshes docs/demo.png),
            and event streams over HTTP/2 with TLS (tests/e2e/h2_sse.mjs)
+  fuzz [--seconds N] [TARGET...]
+           the fuzz targets (fuzz/fuzz_targets; docs/fuzzing.md), each run for
+           N seconds (default 60) over its seed corpus; all of them by default
   bench    the benchmarks, then a summary of each comparison:
            push-core's hub against tokio::sync::broadcast (criterion), then
            the servers under load (push-bench: push, hyper, axum, Nchan)
@@ -56,6 +67,7 @@ fn main() -> ExitCode {
         Some("test") => test(),
         Some("e2e") => e2e(),
         Some("bench") => bench(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             ExitCode::SUCCESS
@@ -134,6 +146,30 @@ const TEST_STEPS: &[Step] = &[
             "--workspace",
             "--all-targets",
             "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        env: &[],
+    },
+    // The fuzz crate is not a workspace member (docs/fuzzing.md): its
+    // formatting and lints are checked on their own.
+    Step {
+        name: "format fuzz",
+        program: "cargo",
+        args: &["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"],
+        env: &[],
+    },
+    Step {
+        name: "clippy fuzz",
+        program: "cargo",
+        args: &[
+            "clippy",
+            "--manifest-path",
+            "fuzz/Cargo.toml",
+            "--target-dir",
+            "target",
+            "--all-targets",
             "--",
             "-D",
             "warnings",
@@ -296,6 +332,18 @@ fn test() -> ExitCode {
         let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
     }
+    banner(&format!(
+        "[fuzz] every fuzz target, about {FUZZ_TEST_SECONDS} s in all, over its seed corpus"
+    ));
+    let began = Instant::now();
+    results.push(match fuzz_all(&root, None, &[]) {
+        Ok(true) => ("fuzz", true, began.elapsed()),
+        Ok(false) => ("fuzz (SKIPPED)", true, began.elapsed()),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ("fuzz", false, began.elapsed())
+        }
+    });
     banner("[e2e] the demo page and push.js in headless Chromium");
     let began = Instant::now();
     let node_path = test_env
@@ -509,6 +557,213 @@ fn third_party_clients(root: &Path) -> Result<Option<String>, String> {
         }
     }
     Ok(Some(target.join("node_modules").display().to_string()))
+}
+
+/// How long `cargo xtask fuzz` runs each target by default, in seconds.
+const FUZZ_SECONDS: u64 = 60;
+
+/// About how long `cargo xtask test` fuzzes, in seconds, shared by the targets.
+const FUZZ_TEST_SECONDS: u64 = 60;
+
+/// The coverage instrumentation libFuzzer needs, as cargo-fuzz passes it
+/// without a sanitizer: stable rustc options only, so no nightly toolchain
+/// (docs/fuzzing.md says why no AddressSanitizer). `--cfg fuzzing`, debug
+/// assertions and overflow checks as cargo-fuzz builds.
+const FUZZ_RUSTFLAGS: &str = "-Cpasses=sancov-module \
+    -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+    -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares \
+    --cfg fuzzing -Cdebug-assertions -Coverflow-checks";
+
+/// `cargo xtask fuzz [--seconds N] [TARGET…]`.
+fn fuzz(args: &[String]) -> ExitCode {
+    let root = workspace_root();
+    let started = Instant::now();
+    let mut seconds = FUZZ_SECONDS;
+    let mut chosen = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "--seconds" {
+            match args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0) {
+                Some(n) => seconds = n,
+                None => {
+                    eprint!("xtask: --seconds needs a positive whole number\n\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            chosen.push(arg.clone());
+        }
+    }
+    let ok = match fuzz_all(&root, Some(seconds), &chosen) {
+        Ok(true) => ("fuzz", true),
+        Ok(false) => ("fuzz (SKIPPED)", true),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ("fuzz", false)
+        }
+    };
+    summary(&[(ok.0, ok.1, started.elapsed())], started.elapsed())
+}
+
+/// Builds the fuzz targets, then runs each of `chosen` (all when empty) for
+/// `seconds` each, or for a share of [`FUZZ_TEST_SECONDS`] when `None`.
+/// `Ok(false)` when no C++ compiler is found outside CI (said loudly).
+fn fuzz_all(root: &Path, seconds: Option<u64>, chosen: &[String]) -> Result<bool, String> {
+    let all = fuzz_targets(root)?;
+    if let Some(unknown) = chosen.iter().find(|name| !all.contains(name)) {
+        return Err(format!(
+            "no fuzz target `{unknown}`; the targets are: {}",
+            all.join(", ")
+        ));
+    }
+    let targets = if chosen.is_empty() {
+        all
+    } else {
+        chosen.to_vec()
+    };
+    // libfuzzer-sys compiles libFuzzer (C++) with the `cc` crate.
+    let compiler = env::var("CXX").unwrap_or_else(|_| "c++".into());
+    if !on_path(&compiler) {
+        return missing::<()>(
+            "a C++ compiler (libFuzzer is C++)",
+            "apt-get install -y g++",
+        )
+        .map(|_| false);
+    }
+    let host = host_triple()?;
+    // `--target`: the flags then reach the targets' code, not build
+    // scripts and proc macros (which are not linked with libFuzzer).
+    let build = [
+        "build",
+        "--release",
+        "--manifest-path",
+        "fuzz/Cargo.toml",
+        "--target",
+        &host,
+        "--target-dir",
+        "target/fuzz",
+        "--bins",
+    ];
+    println!("RUSTFLAGS=\"{FUZZ_RUSTFLAGS}\" cargo {}", build.join(" "));
+    if !run(root, "cargo", &build, &[("RUSTFLAGS", FUZZ_RUSTFLAGS)]) {
+        return Err("building the fuzz targets failed".into());
+    }
+    let count = u64::try_from(targets.len()).unwrap_or(1).max(1);
+    let each = seconds.unwrap_or_else(|| FUZZ_TEST_SECONDS.div_ceil(count));
+    let bins = root.join("target/fuzz").join(&host).join("release");
+    let crashed: Vec<&String> = targets
+        .iter()
+        .filter(|target| !fuzz_target(root, &bins, target, each))
+        .collect();
+    if crashed.is_empty() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "fuzz targets failed: {} (docs/fuzzing.md: a crash becomes a regression test)",
+            crashed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The fuzz targets: fuzz/fuzz_targets/*.rs, by name.
+fn fuzz_targets(root: &Path) -> Result<Vec<String>, String> {
+    let dir = root.join("fuzz/fuzz_targets");
+    let entries = fs::read_dir(&dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    let mut targets: Vec<String> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.path();
+            let stem = path.file_stem()?.to_str()?.to_owned();
+            (path.extension()? == "rs").then_some(stem)
+        })
+        .collect();
+    targets.sort();
+    Ok(targets)
+}
+
+/// Runs one fuzz target for `seconds` over its seed corpus and what earlier
+/// runs found (the first directory, where libFuzzer adds what it finds);
+/// its output goes to target/fuzz/logs/TARGET.log. `true` when nothing
+/// crashed.
+fn fuzz_target(root: &Path, bins: &Path, target: &str, seconds: u64) -> bool {
+    let fuzz = root.join("target/fuzz");
+    let found = fuzz.join("corpus").join(target);
+    let artifacts = fuzz.join("artifacts").join(target);
+    let logs = fuzz.join("logs");
+    for dir in [&found, &artifacts, &logs] {
+        if let Err(e) = fs::create_dir_all(dir) {
+            eprintln!("xtask: creating {}: {e}", dir.display());
+            return false;
+        }
+    }
+    let log_path = logs.join(format!("{target}.log"));
+    let Ok(log) = fs::File::create(&log_path) else {
+        eprintln!("xtask: cannot write {}", log_path.display());
+        return false;
+    };
+    let seeds = root.join("fuzz/corpus").join(target);
+    println!("{target}: {seconds} s (log: {})", log_path.display());
+    let status = Command::new(bins.join(target))
+        .arg(&found)
+        .arg(&seeds)
+        .arg(format!("-max_total_time={seconds}"))
+        // An input that takes this long is a hang: a failure too.
+        .arg("-timeout=10")
+        .arg(format!("-artifact_prefix={}/", artifacts.display()))
+        .arg("-print_final_stats=1")
+        .current_dir(root)
+        .stdout(
+            log.try_clone()
+                .map_or_else(|_| std::process::Stdio::null(), Into::into),
+        )
+        .stderr(log)
+        .status();
+    let text = fs::read_to_string(&log_path).unwrap_or_default();
+    let ok = status.as_ref().is_ok_and(std::process::ExitStatus::success);
+    if ok {
+        // libFuzzer's last progress line: runs, coverage, corpus, speed.
+        let done = text
+            .lines()
+            .rev()
+            .find(|l| {
+                l.strip_prefix('#')
+                    .is_some_and(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .unwrap_or("");
+        println!("  ok  {done}");
+    } else {
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        for line in tail.iter().rev() {
+            eprintln!("  | {line}");
+        }
+        eprintln!(
+            "  FAILED: {target} ({}); the input is in {}/; reproduce with\n    {} <that file>",
+            status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+            artifacts.display(),
+            bins.join(target).display()
+        );
+    }
+    ok
+}
+
+/// The host's target triple (`rustc -vV`).
+fn host_triple() -> Result<String, String> {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let output = Command::new(&rustc)
+        .arg("-vV")
+        .output()
+        .map_err(|e| format!("could not run `{rustc} -vV`: {e}"))?;
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("`{rustc} -vV` names no host"))
 }
 
 fn bench(extra: &[String]) -> ExitCode {

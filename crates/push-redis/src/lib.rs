@@ -111,6 +111,14 @@ use crate::pubsub::Control;
 use crate::scripts::Scripts;
 pub use crate::subscription::RedisSubscription;
 
+/// The decoders of what Redis returns, for the fuzz targets in the
+/// repository's `fuzz/` crate (docs/fuzzing.md): not part of the API, no
+/// semver promise.
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::entries::{Notification, message, notification, parse_entries, parse_epoch};
+}
+
 /// The most messages one read asks Redis for.
 const MAX_READ: usize = 1 << 20;
 /// Attempts of one read whose history keeps moving under it.

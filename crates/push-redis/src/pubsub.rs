@@ -14,6 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::Inner;
 use crate::connection::{Connector, FIRST_DELAY};
+use crate::entries::{Notification, notification};
 use crate::local::LocalChannel;
 
 /// What the hub asks of the Pub/Sub task.
@@ -154,55 +155,8 @@ pub(crate) async fn learn(inner: &Inner, local: &LocalChannel) {
     local.lock().nudge();
 }
 
-/// An ephemeral notification: `time \n event \n data` (after `j \n` for
-/// JSON data).
-fn notified_ephemeral(inner: &Inner, local: &LocalChannel, payload: &[u8]) {
-    let (kind, payload) = split_kind(payload);
-    let mut fields = payload.splitn(3, |b| *b == b'\n');
-    let (Some(time), Some(event), Some(data)) = (fields.next(), fields.next(), fields.next())
-    else {
-        tracing::warn!(channel = %local.name, "a malformed ephemeral notification; ignored");
-        return;
-    };
-    let Some(time) = std::str::from_utf8(time)
-        .ok()
-        .and_then(|t| t.parse::<u64>().ok())
-    else {
-        tracing::warn!(channel = %local.name, "a malformed ephemeral notification; ignored");
-        return;
-    };
-    match crate::message(
-        &local.name,
-        Epoch::new(0),
-        0,
-        event,
-        time,
-        (Bytes::copy_from_slice(data), kind),
-    ) {
-        Ok(message) => local
-            .lock()
-            .notified_ephemeral(message.ephemeral(), inner.config.max_ephemeral_bytes),
-        Err(err) => {
-            tracing::warn!(channel = %local.name, %err, "an ephemeral notification that is not a message; ignored");
-        }
-    }
-}
-
-/// The kind a notification's payload starts with (`j \n` for JSON), and
-/// the rest.
-fn split_kind(payload: &[u8]) -> (ContentKind, &[u8]) {
-    match payload
-        .strip_prefix(crate::KIND_JSON.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"\n"))
-    {
-        Some(rest) => (ContentKind::Json, rest),
-        None => (ContentKind::Bytes, payload),
-    }
-}
-
-/// One notification: `epoch \n number \n time \n event \n data` (after
-/// `j \n` for JSON data), or `epoch \n head` when a script gave the channel
-/// a new epoch.
+/// One notification (see [`notification`]): a stored message, a new epoch,
+/// or an ephemeral message.
 pub(crate) fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(name) = inner.channel_of(notify_channel) else {
         return;
@@ -210,42 +164,36 @@ pub(crate) fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
     let Some(local) = inner.local(&name) else {
         return;
     };
-    if let Some(rest) = payload.strip_prefix(crate::EPHEMERAL_PREFIX) {
-        return notified_ephemeral(inner, &local, rest);
-    }
-    let (kind, payload) = split_kind(payload);
-    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
-    let mut fields = payload.splitn(5, |b| *b == b'\n');
-    let (Some(epoch), Some(number), Some(time), Some(event), Some(data)) = (
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-        fields.next(),
-    ) else {
-        let mut fields = payload.splitn(2, |b| *b == b'\n');
-        if let (Some(Some(epoch)), Some(Some(head))) =
-            (fields.next().map(number_of), fields.next().map(number_of))
-        {
+    let (epoch, number, time, event, data, kind) = match notification(payload) {
+        Notification::Message {
+            epoch,
+            number,
+            time,
+            event,
+            data,
+            kind,
+        } => (epoch, number, time, event, data, kind),
+        Notification::NewEpoch { epoch, head } => {
             // A new epoch: what the node holds of the old one goes.
-            local
-                .lock()
-                .learned(Epoch::new(epoch), head, local.budget());
+            local.lock().learned(epoch, head, local.budget());
             return;
         }
-        tracing::warn!(channel = %name, "a malformed notification; ignored");
-        local.lock().nudge();
-        return;
+        Notification::Ephemeral {
+            time,
+            event,
+            data,
+            kind,
+        } => return notified_ephemeral(inner, &local, time, event, (data, kind)),
+        Notification::MalformedEphemeral => {
+            tracing::warn!(channel = %name, "a malformed ephemeral notification; ignored");
+            return;
+        }
+        Notification::Malformed => {
+            tracing::warn!(channel = %name, "a malformed notification; ignored");
+            local.lock().nudge();
+            return;
+        }
     };
-    let number_of = |field: &[u8]| std::str::from_utf8(field).ok()?.parse::<u64>().ok();
-    let (Some(epoch), Some(number), Some(time)) =
-        (number_of(epoch), number_of(number), number_of(time))
-    else {
-        tracing::warn!(channel = %name, "a malformed notification; ignored");
-        local.lock().nudge();
-        return;
-    };
-    let epoch = Epoch::new(epoch);
     match crate::message(
         &name,
         epoch,
@@ -265,6 +213,32 @@ pub(crate) fn notified(inner: &Inner, notify_channel: &str, payload: &[u8]) {
         Err(err) => {
             tracing::warn!(channel = %name, %err, "a notification that is not a message; ignored");
             local.lock().nudge();
+        }
+    }
+}
+
+/// An ephemeral message: delivered to the node's live subscribers, never
+/// stored.
+fn notified_ephemeral(
+    inner: &Inner,
+    local: &LocalChannel,
+    time: u64,
+    event: &[u8],
+    (data, kind): (&[u8], ContentKind),
+) {
+    match crate::message(
+        &local.name,
+        Epoch::new(0),
+        0,
+        event,
+        time,
+        (Bytes::copy_from_slice(data), kind),
+    ) {
+        Ok(message) => local
+            .lock()
+            .notified_ephemeral(message.ephemeral(), inner.config.max_ephemeral_bytes),
+        Err(err) => {
+            tracing::warn!(channel = %local.name, %err, "an ephemeral notification that is not a message; ignored");
         }
     }
 }

@@ -146,7 +146,11 @@ async fn entries_past_the_limit_are_served_but_not_counted() {
     let node = hub(&server, &prefix, |c| c.with_max_presence_entries(2)).await;
     let mut held = Vec::new();
     for user in ["a", "b", "c"] {
-        held.push(node.enter(&room(), Member::new(Some(user), "ws")).await.unwrap());
+        held.push(
+            node.enter(&room(), Member::new(Some(user), "ws"))
+                .await
+                .unwrap(),
+        );
     }
     let snapshot = node.presence(&room(), page()).await.unwrap();
     let users: Vec<_> = snapshot.users.iter().map(|u| u.user.as_str()).collect();

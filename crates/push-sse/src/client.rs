@@ -353,7 +353,12 @@ fn is_event_stream(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("text/event-stream")
 }
 
-fn item_of(event: &Event) -> Result<Item, Error> {
+/// What the client makes of one event: a message, a gap or a reset.
+///
+/// # Errors
+/// [`Error::Protocol`] for an event of another type, or data that is not
+/// what its type says.
+pub fn item_of(event: &Event) -> Result<Item, Error> {
     let item = match event.event.as_str() {
         GAP_EVENT => Item::Signal(json::parse_signal("gap", event.data.as_bytes())?),
         RESET_EVENT => Item::Signal(json::parse_signal("reset", event.data.as_bytes())?),

@@ -51,3 +51,11 @@ pub use crate::server::{LAST_EVENT_ID, SseBody, SseConfig, SseHandler, X_ACCEL_B
 
 #[cfg(feature = "client")]
 pub use crate::client::{Error, EventSource, EventSourceConfig};
+
+/// The parsers of what peers send, for the fuzz targets in the repository's
+/// `fuzz/` crate (docs/fuzzing.md): not part of the API, no semver promise.
+#[doc(hidden)]
+#[cfg(feature = "client")]
+pub mod __fuzz {
+    pub use crate::client::item_of;
+}

@@ -802,7 +802,8 @@ impl Worker {
     }
 }
 
-fn subscribe_command(
+/// The `subscribe` command the clients send.
+pub fn subscribe_command(
     channel: &ChannelName,
     start: Start,
     reference: u64,
@@ -824,14 +825,21 @@ fn subscribe_command(
 }
 
 /// A frame from the server.
-enum Frame {
+#[derive(Debug)]
+pub enum Frame {
+    /// A message or a signal, and the channel it is for.
     Delivery(ChannelName, Item),
     /// Where a live channel socket starts.
     Subscribed(ChannelName, Cursor),
+    /// An `ack` (with a cursor or an id) or an `error`, and its numeric `ref`.
     Answer(Option<u64>, Result<Option<Cursor>, Error>),
 }
 
-fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
+/// Reads one text frame from the server.
+///
+/// # Errors
+/// [`push_core::Error::InvalidResponse`] for a frame that is not one.
+pub fn parse_frame(text: &str) -> Result<Frame, push_core::Error> {
     let bad = |what: &str| push_core::Error::invalid_response(format!("a frame {what}"));
     let value: Value = serde_json::from_str(text).map_err(|_| bad("is not JSON"))?;
     let Some(op) = value.get("op") else {

@@ -32,3 +32,14 @@ pub use push_http::{Access, ChannelRule};
 
 #[cfg(feature = "client")]
 pub use crate::client::{Error, WsClientConfig, WsControl, WsSession, WsSubscriber};
+
+/// The parsers of what peers send, for the fuzz targets in the repository's
+/// `fuzz/` crate (docs/fuzzing.md): not part of the API, no semver promise.
+#[doc(hidden)]
+pub mod __fuzz {
+    #[cfg(feature = "client")]
+    pub use crate::client::{Frame, parse_frame, subscribe_command};
+    pub use crate::protocol::{
+        Acked, Command, Refused, ack, error, parse as parse_command, signal, subscribed,
+    };
+}

@@ -18,25 +18,33 @@ const MAX_REF_LEN: usize = 64;
 
 /// A client's command.
 #[derive(Debug)]
-pub(crate) enum Command {
+pub enum Command {
+    /// `{"op":"subscribe","channel":C}`, with `since` or `last`.
     Subscribe {
+        /// The channel.
         channel: ChannelName,
+        /// Where it starts.
         start: Start,
         /// Joins and leaves asked for (`"presence":true`).
         presence: bool,
     },
+    /// `{"op":"unsubscribe","channel":C}`.
     Unsubscribe {
+        /// The channel.
         channel: ChannelName,
     },
+    /// `{"op":"publish","channel":C,"data":D}`, with `encoding`, `event`, `key`.
     Publish {
+        /// The channel.
         channel: ChannelName,
+        /// What to publish.
         publication: Publication,
     },
 }
 
 /// A command that cannot be carried out: its error code and message.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Refused {
+pub struct Refused {
     pub(crate) code: Cow<'static, str>,
     pub(crate) message: String,
     /// For a backend failure: whether the command may have happened anyway.
@@ -66,7 +74,7 @@ impl From<push_core::Error> for Refused {
 /// that the error can name it. The `ref` is the client's own JSON text,
 /// echoed byte for byte (a number is not re-read as a float, a string not
 /// re-escaped).
-pub(crate) fn parse(text: &str) -> (Option<&str>, Result<Command, Refused>) {
+pub fn parse(text: &str) -> (Option<&str>, Result<Command, Refused>) {
     let object: Object<'_> = match serde_json::from_str(text) {
         Ok(object) => object,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
@@ -277,7 +285,7 @@ fn string<'a>(object: &'a Map<String, Value>, name: &str) -> Result<Option<&'a s
 
 /// What an ack carries besides its `ref`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) enum Acked {
+pub enum Acked {
     /// Nothing more (unsubscribe; subscribe from a cursor or the earliest).
     Done,
     /// A live subscribe: the channel's head, where the subscription starts.
@@ -291,7 +299,7 @@ pub(crate) enum Acked {
 /// `{"op":"ack","ref":R}`, with the head of a live subscription as `cursor`,
 /// or the published message's `id`; and the `channel` it acted on when the
 /// app's hook mapped the one named.
-pub(crate) fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&ChannelName>) -> Bytes {
+pub fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&ChannelName>) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + mapped.map_or(0, |c| c.as_str().len()));
     buf.put_slice(b"{\"op\":\"ack\"");
     put_ref(&mut buf, reference);
@@ -319,7 +327,7 @@ pub(crate) fn ack(reference: Option<&str>, acked: Acked, mapped: Option<&Channel
 
 /// `{"op":"subscribed","channel":C,"cursor":HEAD}`: the first frame of a live
 /// socket on the channel endpoint, saying where it starts.
-pub(crate) fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
+pub fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + channel.as_str().len());
     buf.put_slice(b"{\"op\":\"subscribed\",\"channel\":");
     json::put_string(&mut buf, channel.as_str());
@@ -330,7 +338,7 @@ pub(crate) fn subscribed(channel: &ChannelName, head: Cursor) -> Bytes {
 }
 
 /// `{"op":"error","ref":R,"code":C,"message":M}`.
-pub(crate) fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
+pub fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
     let mut buf = BytesMut::with_capacity(96 + refused.message.len());
     buf.put_slice(b"{\"op\":\"error\"");
     put_ref(&mut buf, reference);
@@ -348,7 +356,7 @@ pub(crate) fn error(reference: Option<&str>, refused: &Refused) -> Bytes {
 }
 
 /// `{"op":"gap","channel":C,"since":…,"resume":…,"missed":…}` (or `reset`).
-pub(crate) fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
+pub fn signal(channel: &ChannelName, signal: &Signal) -> Bytes {
     let object = json::signal(signal);
     let op: &[u8] = match signal {
         Signal::Gap(_) => b"gap",
