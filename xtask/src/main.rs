@@ -20,6 +20,12 @@
 //!   also runs the TLS browser test (push-server's tests/tls.rs, ten event
 //!   streams to one origin over HTTP/2 in tests/e2e/h2_sse.mjs), which
 //!   `test` runs with the other tests.
+//! - `autobahn` (also a step of `test`): Autobahn|Testsuite's fuzzingclient
+//!   (cases 1-10) against push-ws's echo endpoint, compared with the
+//!   committed crates/push-ws/autobahn/expected.json: a case worse than
+//!   expected fails; a summary table by section. It needs Python 2.7 (a
+//!   pyenv 2.7.18), handled like node when missing; `--bless` rewrites the
+//!   expectation from the run. See autobahn.rs.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -33,6 +39,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+mod autobahn;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -42,6 +50,9 @@ commands:
   e2e      the browser tests alone: push-server's demo page and push.js in
            headless Chromium (tests/e2e/demo.mjs; refreshes docs/demo.png),
            and event streams over HTTP/2 with TLS (tests/e2e/h2_sse.mjs)
+  autobahn Autobahn|Testsuite (cases 1-10) against push-ws's echo endpoint,
+           compared with crates/push-ws/autobahn/expected.json
+           (`--bless` rewrites that file from the run)
   bench    the benchmarks, then a summary of each comparison:
            push-core's hub against tokio::sync::broadcast (criterion), then
            the servers under load (push-bench: push, hyper, axum, Nchan)
@@ -53,6 +64,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("e2e") => e2e(),
+        Some("autobahn") => autobahn_command(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
@@ -283,6 +295,7 @@ fn test() -> ExitCode {
         let ok = run(&root, step.program, step.args, &env);
         results.push((step.name, ok, began.elapsed()));
     }
+    results.push(autobahn_step(&root, false));
     banner("[e2e] the demo page and push.js in headless Chromium");
     let began = Instant::now();
     let node_path = test_env
@@ -350,6 +363,35 @@ fn e2e() -> ExitCode {
     );
     results.push(("e2e tls", ok, began.elapsed()));
     summary(&results, started.elapsed())
+}
+
+/// `cargo xtask autobahn [--bless]`: the Autobahn step alone.
+fn autobahn_command(args: &[String]) -> ExitCode {
+    let bless = match args {
+        [] => false,
+        [flag] if flag == "--bless" => true,
+        _ => {
+            eprint!("xtask: autobahn takes only --bless\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let result = autobahn_step(&workspace_root(), bless);
+    summary(&[result], started.elapsed())
+}
+
+/// Autobahn|Testsuite against push-ws, as a result line.
+fn autobahn_step(root: &Path, bless: bool) -> (&'static str, bool, Duration) {
+    banner("[autobahn] Autobahn|Testsuite's fuzzingclient against push-ws's echo endpoint");
+    let began = Instant::now();
+    match autobahn::autobahn(root, bless) {
+        Ok(true) => ("autobahn", true, began.elapsed()),
+        Ok(false) => ("autobahn (SKIPPED)", true, began.elapsed()),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ("autobahn", false, began.elapsed())
+        }
+    }
 }
 
 /// The browsers this looks for, in order (or `PUSH_CHROMIUM`).

@@ -17,6 +17,13 @@ pub enum Endpoint {
     /// `GET /ws` with the `push.v1` subprotocol: JSON commands (subscribe,
     /// unsubscribe, publish) for many channels on one socket.
     Commands,
+    /// Every text and binary message the client sends comes back as it
+    /// came, through the same handshake, configuration and read path (close
+    /// codes, UTF-8 checks, size limits, heartbeats) as the other endpoints.
+    /// For conformance testing only (Autobahn|Testsuite's fuzzingclient,
+    /// `cargo xtask autobahn`): the hub is not used.
+    #[doc(hidden)]
+    Echo,
 }
 
 /// Which `Origin`s may open a socket: the defence against cross-site
@@ -93,6 +100,8 @@ pub struct WsConfig {
     /// Messages wait for the socket's writes; what else piles up while the
     /// peer does not read (replies to its commands) closes it, past this,
     /// as a writer stalled past [`write_timeout`](Self::write_timeout) is.
+    /// One frame larger than this still goes out when nothing waits before
+    /// it: a message the hub accepted reaches every subscriber that reads.
     pub max_write_buffer_bytes: usize,
     /// A ping is sent after this long (default 25 s) …
     pub ping_interval: Duration,
@@ -217,7 +226,10 @@ impl WsConfig {
             // tungstenite never shrinks its write buffer: keep the batch
             // that fills it small, or every socket keeps its largest burst.
             .write_buffer_size(4 << 10)
-            .max_write_buffer_size(self.max_write_buffer_bytes)
+            // The socket bounds what waits (`max_write_buffer_bytes`) itself:
+            // tungstenite's bound would refuse a frame larger than it even
+            // with nothing else waiting.
+            .max_write_buffer_size(usize::MAX)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
     }

@@ -165,6 +165,7 @@ impl<H: Hub> WsHandler<H> {
                 }
                 Mode::Commands
             }
+            Endpoint::Echo => Mode::Echo,
             Endpoint::Channel(locator) => {
                 let found = head
                     .channel(locator)

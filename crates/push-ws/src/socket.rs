@@ -40,6 +40,19 @@ pub(crate) enum Mode<S> {
     Channel(ChannelName, S, Option<Cursor>),
     /// The command endpoint (`push.v1`).
     Commands,
+    /// Every text and binary message echoed (the conformance endpoint).
+    Echo,
+}
+
+/// What a socket does with the client's text and binary messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Nothing: on the channel endpoint the client has nothing to say.
+    Ignored,
+    /// JSON commands (`push.v1`).
+    Commands,
+    /// Sent back as they came (Autobahn|Testsuite's fuzzingclient).
+    Echoed,
 }
 
 /// A subscription that knows whether it has delivered anything yet: a gap
@@ -92,11 +105,16 @@ pub(crate) struct Socket<H: Hub, S> {
     hub: Arc<H>,
     /// Counts the socket, and reaches its handler's configuration.
     live: Live<Shared>,
-    commands: bool,
+    reads: Reads,
     /// Frames were written that are not flushed yet.
     dirty: bool,
     /// A flush had to wait: the peer is not reading (for now).
     waiting: bool,
+    /// At most how many bytes wait in tungstenite's buffer, unsent, since
+    /// the connection last took everything: bounded by
+    /// [`WsConfig::max_write_buffer_bytes`] here rather than by tungstenite,
+    /// which would refuse a single frame larger than the bound forever.
+    unsent: usize,
     subscriptions: StreamMap<ChannelName, Tracked<H::Subscription>>,
 }
 
@@ -156,7 +174,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         // Most sockets hold one channel: start the map at one slot.
         let mut subscriptions = StreamMap::with_capacity(1);
         let mut greeting = None;
-        let commands = match mode {
+        let reads = match mode {
             Mode::Channel(channel, subscription, head) => {
                 greeting = head.map(|head| protocol::subscribed(&channel, head));
                 subscriptions.insert(
@@ -166,9 +184,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         started: false,
                     },
                 );
-                false
+                Reads::Ignored
             }
-            Mode::Commands => true,
+            Mode::Commands => Reads::Commands,
+            Mode::Echo => Reads::Echoed,
         };
         let limited = access.is_limited();
         Socket {
@@ -177,9 +196,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             greeting,
             hub,
             live,
-            commands,
+            reads,
             dirty: false,
             waiting: false,
+            unsent: 0,
             subscriptions,
         }
     }
@@ -301,7 +321,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                     Io::Flushed(Ok(())) => {
                         // The timer may still fire at `write_by`, find
                         // nothing due, and move on.
-                        (self.dirty, self.waiting) = (false, false);
+                        (self.dirty, self.waiting, self.unsent) = (false, false, 0);
                         clock.write_by = None;
                     }
                     Io::Flushed(Err(_)) | Io::Read(None) => return End::Gone,
@@ -310,13 +330,20 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         match message {
                             // Boxed: an idle channel socket need not carry
                             // the state of a command it will never run.
-                            Message::Text(text) if self.commands => {
+                            Message::Text(text) if self.reads == Reads::Commands => {
                                 if let Err(end) = Box::pin(self.command(text.as_str())).await {
                                     return end;
                                 }
                             }
-                            Message::Binary(_) if self.commands => {
+                            Message::Binary(_) if self.reads == Reads::Commands => {
                                 return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
+                            }
+                            message @ (Message::Text(_) | Message::Binary(_))
+                                if self.reads == Reads::Echoed =>
+                            {
+                                if let Err(end) = self.write(message) {
+                                    return end;
+                                }
                             }
                             Message::Pong(_) => {
                                 clock.awaiting_pong = false;
@@ -387,15 +414,27 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     }
 
     /// Queues `message` without waiting for the connection; the loop
-    /// flushes it.
+    /// flushes it. A frame goes out whatever its size when nothing waits
+    /// before it; behind others, only within `max_write_buffer_bytes`.
     fn write(&mut self, message: Message) -> Result<(), End> {
-        self.dirty = true;
-        match self.ws.start_send_unpin(message) {
-            Ok(()) => Ok(()),
+        let len = message.len();
+        if self.unsent > 0 && self.unsent.saturating_add(len) > self.config().max_write_buffer_bytes
+        {
             // Our buffer for this peer is full: it has not read for long.
-            Err(tungstenite::Error::WriteBufferFull(_)) => Err(self.stalled()),
-            Err(_) => Err(End::Gone),
+            return Err(self.stalled());
         }
+        self.dirty = true;
+        if self.ws.start_send_unpin(message).is_err() {
+            return Err(End::Gone);
+        }
+        // The connection took it all (tungstenite keeps less than its 4 KiB
+        // write buffer), or some of it waits.
+        self.unsent = if self.ready() {
+            0
+        } else {
+            self.unsent.saturating_add(len)
+        };
+        Ok(())
     }
 
     /// Whether the connection takes another frame now, rather than after
