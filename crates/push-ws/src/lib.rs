@@ -24,6 +24,7 @@ mod handshake;
 mod protocol;
 mod server;
 mod socket;
+mod utf8_watch;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;

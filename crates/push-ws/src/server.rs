@@ -22,6 +22,7 @@ use tungstenite::protocol::Role;
 use crate::config::{Endpoint, WsConfig};
 use crate::handshake::{self, Refusal, SUBPROTOCOL};
 use crate::socket::{Mode, Socket};
+use crate::utf8_watch::Utf8Watch;
 
 /// What every socket of a handler shares.
 #[derive(Debug)]
@@ -216,8 +217,10 @@ impl<H: Hub> WsHandler<H> {
             let Some(upgrade) = upgrade else { return };
             let Ok(upgraded) = upgrade.await else { return };
             let socket_config = live.config.socket();
+            // Invalid text fails as its first bad byte arrives, not once
+            // tungstenite has the whole frame.
             let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                Utf8Watch::new(TokioIo::new(upgraded)),
                 Role::Server,
                 Some(socket_config),
             )

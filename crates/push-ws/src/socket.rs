@@ -582,6 +582,9 @@ fn read_error(err: &tungstenite::Error) -> End {
     match err {
         E::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
         E::Utf8(_) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
+        E::Io(io) if crate::utf8_watch::is_invalid_text(io) => {
+            End::Close(CloseCode::Invalid, "text frame is not UTF-8")
+        }
         E::Protocol(_) => End::Close(CloseCode::Protocol, "protocol violation"),
         _ => End::Gone,
     }

@@ -17,10 +17,12 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use push_core::{ChannelName, Hub, MemoryHub, MemoryHubConfig, Publication};
 use push_ws::{Endpoint, WsConfig, WsHandler};
 use support::{Server, until, within};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, client_async};
-use ws_support::{next_json, open};
+use ws_support::{close_code, next_json, open};
 
 /// Settings that never fire within a test.
 const NEVER: Duration = Duration::from_secs(3600);
@@ -112,4 +114,41 @@ async fn what_piles_up_for_a_non_reader_stays_bounded() {
     }
     until("the non-reader to be closed", || handler.connections() == 0).await;
     assert!(sent < 64 << 20, "sent {sent} bytes and the socket is open");
+}
+
+/// Autobahn 6.4.3 and 6.4.4 were NON-STRICT: a text frame whose invalid
+/// UTF-8 arrives before the rest of the frame was failed only once all of
+/// it had come (tungstenite checks a whole frame). Now the byte that makes
+/// it invalid closes the socket with 1007, with the frame unfinished.
+#[tokio::test]
+async fn invalid_text_closes_before_the_frame_is_finished() {
+    let endpoints = [
+        (WsConfig::default(), "/ws/c", None),
+        (
+            WsConfig::commands(),
+            "/ws",
+            Some(("sec-websocket-protocol", "push.v1")),
+        ),
+        (WsConfig::default().with_endpoint(Endpoint::Echo), "/", None),
+    ];
+    for (config, path, header) in endpoints {
+        let handler = WsHandler::new(MemoryHub::new(), config);
+        let server = Server::start(handler.clone()).await;
+        let headers: Vec<_> = header.into_iter().collect();
+        let mut ws = open(server.addr, path, &headers).await.unwrap();
+        // A masked text frame of 100 bytes, of which only the first 16
+        // are sent: "κόσμε", then U+110000's first two bytes (no character
+        // starts so).
+        let payload = b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80e";
+        let mask = [1u8, 2, 3, 4];
+        let mut wire = vec![0x81, 0x80 | 100];
+        wire.extend_from_slice(&mask);
+        wire.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let MaybeTlsStream::Plain(tcp) = ws.get_mut() else {
+            panic!("a plain socket")
+        };
+        tcp.write_all(&wire).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, CloseCode::Invalid);
+        until("the socket to close", || handler.connections() == 0).await;
+    }
 }
