@@ -21,7 +21,8 @@
 //!   streams to one origin over HTTP/2 in tests/e2e/h2_sse.mjs), which
 //!   `test` runs with the other tests.
 //! - `autobahn` (also a step of `test`): Autobahn|Testsuite's fuzzingclient
-//!   (cases 1-10) against push-ws's echo endpoint, compared with the
+//!   (cases 1-10, and the smaller half of 12-13, permessage-deflate) against
+//!   push-ws's echo endpoint, compared with the
 //!   committed crates/push-ws/autobahn/expected.json: a case worse than
 //!   expected fails; a summary table by section. It needs Python 2.7 (a
 //!   pyenv 2.7.18), handled like node when missing; `--bless` rewrites the
@@ -50,7 +51,7 @@ commands:
   e2e      the browser tests alone: push-server's demo page and push.js in
            headless Chromium (tests/e2e/demo.mjs; refreshes docs/demo.png),
            and event streams over HTTP/2 with TLS (tests/e2e/h2_sse.mjs)
-  autobahn Autobahn|Testsuite (cases 1-10) against push-ws's echo endpoint,
+  autobahn Autobahn|Testsuite (cases 1-10, part of 12-13) against push-ws's echo endpoint,
            compared with crates/push-ws/autobahn/expected.json
            (`--bless` rewrites that file from the run)
   bench    the benchmarks, then a summary of each comparison:

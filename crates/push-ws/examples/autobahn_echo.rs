@@ -42,7 +42,9 @@ async fn main() -> ExitCode {
     let config = WsConfig::default()
         .with_endpoint(Endpoint::Echo)
         .with_origins(Origins::Any)
-        .with_max_message_bytes(MAX_MESSAGE_BYTES);
+        .with_max_message_bytes(MAX_MESSAGE_BYTES)
+        // permessage-deflate for sections 12 and 13, on every message.
+        .with_deflate(0);
     let handler = WsHandler::new(MemoryHub::new(), config);
     match listener.local_addr() {
         Ok(addr) => println!("listening on {addr}"),

@@ -122,6 +122,13 @@ pub struct WsConfig {
     pub max_subscriptions: usize,
     /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
     pub max_query_bytes: usize,
+    /// permessage-deflate (RFC 7692): `None` (the default) declines it;
+    /// `Some(threshold)` accepts a client's offer and compresses each
+    /// message whose frame is at least `threshold` bytes, once for every
+    /// socket that gets it (no context takeover). Smaller ones go out
+    /// plain. Compressed client messages are inflated within
+    /// [`max_message_bytes`](Self::max_message_bytes) (past it: 1009).
+    pub deflate_threshold: Option<usize>,
     /// When this token is cancelled (the server is shutting down), every
     /// socket is closed with 1001 (going away) and a clean close handshake,
     /// and later handshakes are refused with `503`. Default: none.
@@ -143,6 +150,7 @@ impl Default for WsConfig {
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
             max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
+            deflate_threshold: None,
             shutdown: None,
         }
     }
@@ -232,6 +240,16 @@ impl WsConfig {
             .max_write_buffer_size(usize::MAX)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
+    }
+
+    /// Accepts permessage-deflate, compressing messages whose frame is at
+    /// least `threshold` bytes (see
+    /// [`deflate_threshold`](Self::deflate_threshold); 1 KiB is a common
+    /// choice: below that the frame header and CPU outweigh what is saved).
+    #[must_use]
+    pub fn with_deflate(mut self, threshold: usize) -> Self {
+        self.deflate_threshold = Some(threshold);
+        self
     }
 
     /// Sets [`shutdown`](Self::shutdown).

@@ -20,11 +20,12 @@
 #[cfg(feature = "client")]
 mod client;
 mod config;
+mod deflate;
 mod handshake;
+mod incoming;
 mod protocol;
 mod server;
 mod socket;
-mod utf8_watch;
 
 pub use crate::config::{Endpoint, Origins, SlowConsumer, WsConfig};
 pub use crate::handshake::SUBPROTOCOL;

@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::future::OptionFuture;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use push_core::wire::json;
-use push_core::{ChannelName, Cursor, Hub, Item, Signal};
+use push_core::{ChannelName, Cursor, Hub, Item, Signal, WireFormat};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
@@ -24,6 +24,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 
 use crate::config::{SlowConsumer, WsConfig};
+use crate::deflate;
 use crate::protocol::{self, Acked, Command, Refused};
 use crate::server::Shared;
 use http::request::Parts;
@@ -105,6 +106,9 @@ pub(crate) struct Socket<H: Hub, S> {
     hub: Arc<H>,
     /// Counts the socket, and reaches its handler's configuration.
     live: Live<Shared>,
+    /// With permessage-deflate negotiated: the size from which a message
+    /// goes out compressed.
+    deflate: Option<usize>,
     reads: Reads,
     /// Frames were written that are not flushed yet.
     dirty: bool,
@@ -170,6 +174,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         mode: Mode<H::Subscription>,
         access: Access,
         request: Option<Box<Parts>>,
+        deflate: Option<usize>,
     ) -> Self {
         // Most sockets hold one channel: start the map at one slot.
         let mut subscriptions = StreamMap::with_capacity(1);
@@ -196,6 +201,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             greeting,
             hub,
             live,
+            deflate,
             reads,
             dirty: false,
             waiting: false,
@@ -341,7 +347,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                             message @ (Message::Text(_) | Message::Binary(_))
                                 if self.reads == Reads::Echoed =>
                             {
-                                if let Err(end) = self.write(message) {
+                                if let Err(end) = self.echo(message) {
                                     return end;
                                 }
                             }
@@ -384,7 +390,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let mut written = 0;
         while let Some((channel, (item, started))) = next.take() {
             let frame = match &item {
-                Item::Message(message) => json::envelope(message),
+                Item::Message(message) => self.envelope(message),
                 Item::Signal(signal) => {
                     if started
                         && matches!(signal, Signal::Gap(_))
@@ -395,7 +401,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                             "too slow: the history moved on",
                         ));
                     }
-                    protocol::signal(&channel, signal)
+                    text(protocol::signal(&channel, signal))
                 }
             };
             // Nothing goes out after the expiry instant, however busy the
@@ -403,7 +409,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             if expiry.is_some_and(|at| at <= Instant::now()) {
                 return Err(End::Close(CloseCode::Policy, EXPIRED));
             }
-            self.write(text(frame))?;
+            self.write(frame)?;
             written += 1;
             if written == BATCH || !self.ready() {
                 break;
@@ -435,6 +441,43 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             self.unsent.saturating_add(len)
         };
         Ok(())
+    }
+
+    /// `message`'s envelope as a frame: compressed (once, for every socket
+    /// that sends it) when permessage-deflate is on and it is large enough.
+    fn envelope(&self, message: &push_core::Message) -> Message {
+        let envelope = json::envelope(message);
+        if self
+            .deflate
+            .is_some_and(|threshold| envelope.len() >= threshold)
+        {
+            let deflated = message.encoded(WireFormat::JsonEnvelopeDeflated, |_| {
+                // Empty: the compressor failed (it does not); sent plain.
+                deflate::compress(&envelope).unwrap_or_default()
+            });
+            if !deflated.is_empty() {
+                return compressed(deflated, Data::Text);
+            }
+        }
+        text(envelope)
+    }
+
+    /// Sends an echoed message back, compressed when permessage-deflate is
+    /// on and it is large enough.
+    fn echo(&mut self, message: Message) -> Result<(), End> {
+        let (data, bytes) = match &message {
+            Message::Text(text) => (Data::Text, text.as_bytes()),
+            Message::Binary(bytes) => (Data::Binary, &bytes[..]),
+            _ => return self.write(message),
+        };
+        if self
+            .deflate
+            .is_some_and(|threshold| bytes.len() >= threshold)
+            && let Some(deflated) = deflate::compress(bytes)
+        {
+            return self.write(compressed(deflated, data));
+        }
+        self.write(message)
     }
 
     /// Whether the connection takes another frame now, rather than after
@@ -576,15 +619,29 @@ fn text(bytes: Bytes) -> Message {
     Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
 }
 
+/// A final frame of a message compressed with permessage-deflate (RSV1 set).
+fn compressed(bytes: Bytes, data: Data) -> Message {
+    let mut frame = Frame::message(bytes, OpCode::Data(data), true);
+    frame.header_mut().rsv1 = true;
+    Message::Frame(frame)
+}
+
 /// The close code for a read error, or `Gone` when there is no one to tell.
 fn read_error(err: &tungstenite::Error) -> End {
+    use crate::incoming::Refused;
     use tungstenite::Error as E;
     match err {
         E::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
         E::Utf8(_) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
-        E::Io(io) if crate::utf8_watch::is_invalid_text(io) => {
-            End::Close(CloseCode::Invalid, "text frame is not UTF-8")
-        }
+        E::Io(io) => match crate::incoming::refused(io) {
+            Some(Refused::InvalidText) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
+            Some(Refused::InvalidDeflate) => {
+                End::Close(CloseCode::Invalid, "compressed message is not deflate data")
+            }
+            Some(Refused::TooBig) => End::Close(CloseCode::Size, "message too big"),
+            Some(Refused::Protocol) => End::Close(CloseCode::Protocol, "protocol violation"),
+            None => End::Gone,
+        },
         E::Protocol(_) => End::Close(CloseCode::Protocol, "protocol violation"),
         _ => End::Gone,
     }
