@@ -251,3 +251,117 @@ async fn a_compression_bomb_closes_with_1009() {
     assert_eq!(first, 0x88);
     assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
 }
+
+/// CPU time (user + system, in clock ticks of 10 ms) of thread `tid` of
+/// this process.
+fn thread_ticks(tid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A JSON payload of about 1.5 KiB, different for each `n`: a dashboard
+/// tick with the last 200 prices.
+fn tick(n: usize) -> String {
+    let history: Vec<String> = (0..200)
+        .map(|i| format!("{:.2}", 100.0 + ((n * 7 + i * 13) % 997) as f64 / 10.0))
+        .collect();
+    format!(
+        r#"{{"symbol":"ACME","n":{n},"price":{:.2},"volume":{},"status":"open","history":[{}]}}"#,
+        100.0 + (n % 500) as f64 / 10.0,
+        1000 + n * 37 % 9000,
+        history.join(",")
+    )
+}
+
+/// Bytes on the wire and server CPU per delivery, with and without
+/// permessage-deflate: `cargo test -p push-ws --test ws_deflate --release
+/// -- --ignored --nocapture deflate_cost`. The server runs on a thread of
+/// its own, whose CPU time is read from /proc.
+#[test]
+#[ignore = "a measurement: run it on purpose"]
+fn deflate_cost() {
+    // PUSH_DEFLATE_SOCKETS: how many subscribers share each message.
+    let sockets: usize = std::env::var("PUSH_DEFLATE_SOCKETS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    const MESSAGES: usize = 2000;
+    for deflate in [false, true] {
+        let hub = MemoryHub::with_config(
+            push_core::MemoryHubConfig::default()
+                .with_max_messages(MESSAGES * 2)
+                .with_max_bytes(256 << 20),
+        )
+        .unwrap();
+        let config = if deflate {
+            WsConfig::default().with_deflate(1024)
+        } else {
+            WsConfig::default()
+        };
+        let handler = WsHandler::new(hub.clone(), config);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let server = Server::start(handler).await;
+                let tid = std::fs::read_link("/proc/thread-self").unwrap();
+                let tid = tid.file_name().unwrap().to_string_lossy().into_owned();
+                ready_tx.send((server.addr, tid)).unwrap();
+                let _ = stop_rx.await;
+            });
+        });
+        let (addr, tid) = ready_rx.recv().unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (bytes, ticks) = runtime.block_on(async {
+            let offer = deflate.then_some(OFFER);
+            let mut readers = Vec::new();
+            for _ in 0..sockets {
+                let (mut stream, _) = open(addr, "/ws/c", offer).await;
+                read_frame(&mut stream).await; // subscribed
+                readers.push(tokio::spawn(async move {
+                    let mut bytes = 0;
+                    for _ in 0..MESSAGES {
+                        let (_, payload) = read_frame(&mut stream).await;
+                        let header = match payload.len() {
+                            n if n < 126 => 2,
+                            n if n < 1 << 16 => 4,
+                            _ => 10,
+                        };
+                        bytes += header + payload.len();
+                    }
+                    bytes
+                }));
+            }
+            let before = thread_ticks(&tid);
+            let channel: ChannelName = "c".parse().unwrap();
+            for n in 0..MESSAGES {
+                hub.publish(&channel, Publication::new(tick(n)))
+                    .await
+                    .unwrap();
+                if n % 10 == 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+            let mut bytes = 0;
+            for reader in readers {
+                bytes += reader.await.unwrap();
+            }
+            (bytes, thread_ticks(&tid) - before)
+        });
+        let _ = stop_tx.send(());
+        server.join().unwrap();
+        let deliveries = (sockets * MESSAGES) as f64;
+        println!(
+            "deflate {deflate}: {:.0} bytes per delivery (payload {} bytes), {:.2} µs of server CPU per delivery ({sockets} sockets x {MESSAGES} messages)",
+            bytes as f64 / deliveries,
+            tick(1).len(),
+            ticks as f64 * 10_000.0 / deliveries,
+        );
+    }
+}
