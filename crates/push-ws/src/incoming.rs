@@ -93,7 +93,7 @@ enum At {
     },
 }
 
-/// The frame follower, one per server socket (80 bytes).
+/// The frame follower, one per server socket (64 bytes).
 #[derive(Debug)]
 pub(crate) struct Frames {
     at: At,
@@ -110,9 +110,20 @@ pub(crate) struct Frames {
     in_plain: bool,
     /// Why the frames were refused: every read fails from here on.
     failed: Option<Refused>,
-    /// With permessage-deflate: the limit of an inflated message, and the
-    /// compressed message under way (its state lives only that long).
-    deflate: Option<(usize, Option<Box<Inflating>>)>,
+    /// With permessage-deflate (boxed: a socket without it pays a word).
+    deflate: Option<Box<Deflating>>,
+}
+
+/// What a socket with permessage-deflate keeps.
+#[derive(Debug, Default)]
+struct Deflating {
+    /// The limit of an inflated message.
+    limit: usize,
+    /// The compressed message under way (its state lives only that long).
+    inflating: Option<Inflating>,
+    /// What tungstenite is to read next, and how much of it it has read.
+    ready: Vec<u8>,
+    served: usize,
 }
 
 impl Default for Frames {
@@ -292,7 +303,10 @@ impl Frames {
     /// it opens one; tracks plain fragmented messages too.
     fn takes(&mut self, opcode: u8, fin: bool) -> Result<bool, Refused> {
         let rsv1 = self.header[0] & 0x40 != 0;
-        let Some((limit, inflating)) = &mut self.deflate else {
+        let Some(Deflating {
+            limit, inflating, ..
+        }) = self.deflate.as_deref_mut()
+        else {
             return Ok(false);
         };
         match opcode {
@@ -301,7 +315,7 @@ impl Frames {
                 if self.in_plain {
                     return Err(Refused::Protocol);
                 }
-                *inflating = Some(Box::new(Inflating::new(opcode, *limit)));
+                *inflating = Some(Inflating::new(opcode, *limit));
                 Ok(true)
             }
             1 | 2 => {
@@ -323,7 +337,11 @@ impl Frames {
 
     /// Inflates masked payload `bytes` starting `offset` into the mask.
     fn inflate(&mut self, bytes: &[u8], offset: usize) -> Result<(), Refused> {
-        let Some((_, Some(inflating))) = &mut self.deflate else {
+        let Some(Deflating {
+            inflating: Some(inflating),
+            ..
+        }) = self.deflate.as_deref_mut()
+        else {
             return Ok(());
         };
         let mut buf = [0u8; 256];
@@ -355,10 +373,11 @@ impl Frames {
         if !(taken && fin) {
             return Ok(());
         }
-        let Some((_, inflating)) = &mut self.deflate else {
-            return Ok(());
-        };
-        let Some(inflating) = inflating.take() else {
+        let Some(inflating) = self
+            .deflate
+            .as_deref_mut()
+            .and_then(|deflating| deflating.inflating.take())
+        else {
             return Ok(());
         };
         let opcode = inflating.opcode;
@@ -425,10 +444,6 @@ fn plain_frame(out: &mut Vec<u8>, opcode: u8, payload: &[u8]) {
 pub(crate) struct Incoming<S> {
     inner: S,
     frames: Frames,
-    /// With permessage-deflate: what tungstenite is to read next, and how
-    /// much of it it has read.
-    ready: Vec<u8>,
-    served: usize,
 }
 
 impl<S> Incoming<S> {
@@ -436,15 +451,15 @@ impl<S> Incoming<S> {
     /// messages inflate up to `deflate_limit` bytes.
     pub(crate) fn new(inner: S, deflate_limit: Option<usize>) -> Self {
         let frames = Frames {
-            deflate: deflate_limit.map(|limit| (limit, None)),
+            deflate: deflate_limit.map(|limit| {
+                Box::new(Deflating {
+                    limit,
+                    ..Deflating::default()
+                })
+            }),
             ..Frames::default()
         };
-        Incoming {
-            inner,
-            frames,
-            ready: Vec::new(),
-            served: 0,
-        }
+        Incoming { inner, frames }
     }
 }
 
@@ -473,31 +488,45 @@ impl<S: AsyncRead + Unpin> AsyncRead for Incoming<S> {
             );
         }
         loop {
-            if this.served < this.ready.len() {
-                let n = buf.remaining().min(this.ready.len() - this.served);
-                buf.put_slice(&this.ready[this.served..this.served + n]);
-                this.served += n;
-                if this.served == this.ready.len() {
-                    this.served = 0;
-                    if this.ready.capacity() > 64 << 10 {
+            let Some(deflating) = this.frames.deflate.as_deref_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            if deflating.served < deflating.ready.len() {
+                let (ready, served) = (&mut deflating.ready, &mut deflating.served);
+                let n = buf.remaining().min(ready.len() - *served);
+                buf.put_slice(&ready[*served..*served + n]);
+                *served += n;
+                if *served == ready.len() {
+                    *served = 0;
+                    if ready.capacity() > 64 << 10 {
                         // An inflated message's room is not kept once read.
-                        this.ready = Vec::new();
+                        *ready = Vec::new();
                     } else {
-                        this.ready.clear();
+                        ready.clear();
                     }
                 }
                 return Poll::Ready(Ok(()));
             }
+            let mut ready = std::mem::take(&mut deflating.ready);
             let mut chunk = [0u8; 1024];
             let mut read = ReadBuf::new(&mut chunk);
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-            if read.filled().is_empty() {
-                // The end of the stream.
-                return Poll::Ready(Ok(()));
+            let polled = Pin::new(&mut this.inner).poll_read(cx, &mut read);
+            let followed = match polled {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => None,
+                Poll::Ready(Ok(())) => Some(this.frames.follow(read.filled(), Some(&mut ready))),
+                _ => Some(Ok(())),
+            };
+            if let Some(deflating) = this.frames.deflate.as_deref_mut() {
+                deflating.ready = ready;
             }
-            this.frames
-                .follow(read.filled(), Some(&mut this.ready))
-                .map_err(failure)?;
+            match (polled, followed) {
+                (Poll::Pending, _) => return Poll::Pending,
+                (Poll::Ready(Err(e)), _) => return Poll::Ready(Err(e)),
+                // The end of the stream.
+                (_, None) => return Poll::Ready(Ok(())),
+                (_, Some(Err(refused))) => return Poll::Ready(Err(failure(refused))),
+                (_, Some(Ok(()))) => {}
+            }
         }
     }
 }
