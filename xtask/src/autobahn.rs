@@ -29,6 +29,8 @@ const CASES: &[&str] = &[
 /// The groups of sections 12 and 13, and how many sizes of each run.
 const DEFLATE_GROUPS: [(u32, u32); 2] = [(12, 5), (13, 7)];
 const DEFLATE_SIZES: u32 = 4;
+/// And these, which found a bug (a 64 KiB compressed echo cut short).
+const DEFLATE_EXTRA: &[&str] = &["12.2.9", "12.2.14"];
 /// The agent name in the reports.
 const AGENT: &str = "push-ws";
 /// The longest the fuzzingclient may take (it takes a few minutes).
@@ -334,6 +336,7 @@ fn spec_json(url: &str, reports: &Path) -> String {
         .iter()
         .map(|c| quote(c))
         .chain(deflate.map(|c| quote(&c)))
+        .chain(DEFLATE_EXTRA.iter().map(|c| quote(c)))
         .collect();
     format!(
         "{{\n  \"outdir\": {},\n  \"servers\": [{{\"agent\": {}, \"url\": {}}}],\n  \
