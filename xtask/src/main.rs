@@ -30,6 +30,13 @@
 //!   its input saved in target/fuzz/artifacts/TARGET/. `test` runs every
 //!   target for a few seconds, about a minute in all. Building needs a C++
 //!   compiler (libFuzzer is C++), handled as node is when missing.
+//! - `autobahn` (also a step of `test`): Autobahn|Testsuite's fuzzingclient
+//!   (cases 1-10, and the smaller half of 12-13, permessage-deflate) against
+//!   push-ws's echo endpoint, compared with the
+//!   committed crates/push-ws/autobahn/expected.json: a case worse than
+//!   expected fails; a summary table by section. It needs Python 2.7 (a
+//!   pyenv 2.7.18), handled like node when missing; `--bless` rewrites the
+//!   expectation from the run. See autobahn.rs.
 //! - `bench`: the benchmarks, with a summary table of each comparison: the
 //!   hub against `tokio::sync::broadcast`, and the servers under load
 //!   (push-bench: push against bare hyper, axum and Nchan).
@@ -43,6 +50,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+mod autobahn;
+
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
@@ -55,6 +64,9 @@ commands:
   fuzz [--seconds N] [TARGET...]
            the fuzz targets (fuzz/fuzz_targets; docs/fuzzing.md), each run for
            N seconds (default 60) over its seed corpus; all of them by default
+  autobahn Autobahn|Testsuite (cases 1-10, part of 12-13) against push-ws's echo endpoint,
+           compared with crates/push-ws/autobahn/expected.json
+           (`--bless` rewrites that file from the run)
   bench    the benchmarks, then a summary of each comparison:
            push-core's hub against tokio::sync::broadcast (criterion), then
            the servers under load (push-bench: push, hyper, axum, Nchan)
@@ -66,6 +78,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("e2e") => e2e(),
+        Some("autobahn") => autobahn_command(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "-h" | "--help") => {
@@ -344,6 +357,7 @@ fn test() -> ExitCode {
             ("fuzz", false, began.elapsed())
         }
     });
+    results.push(autobahn_step(&root, false));
     banner("[e2e] the demo page and push.js in headless Chromium");
     let began = Instant::now();
     let node_path = test_env
@@ -411,6 +425,35 @@ fn e2e() -> ExitCode {
     );
     results.push(("e2e tls", ok, began.elapsed()));
     summary(&results, started.elapsed())
+}
+
+/// `cargo xtask autobahn [--bless]`: the Autobahn step alone.
+fn autobahn_command(args: &[String]) -> ExitCode {
+    let bless = match args {
+        [] => false,
+        [flag] if flag == "--bless" => true,
+        _ => {
+            eprint!("xtask: autobahn takes only --bless\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let result = autobahn_step(&workspace_root(), bless);
+    summary(&[result], started.elapsed())
+}
+
+/// Autobahn|Testsuite against push-ws, as a result line.
+fn autobahn_step(root: &Path, bless: bool) -> (&'static str, bool, Duration) {
+    banner("[autobahn] Autobahn|Testsuite's fuzzingclient against push-ws's echo endpoint");
+    let began = Instant::now();
+    match autobahn::autobahn(root, bless) {
+        Ok(true) => ("autobahn", true, began.elapsed()),
+        Ok(false) => ("autobahn (SKIPPED)", true, began.elapsed()),
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ("autobahn", false, began.elapsed())
+        }
+    }
 }
 
 /// The browsers this looks for, in order (or `PUSH_CHROMIUM`).

@@ -252,16 +252,20 @@ pub enum WireFormat {
     SseEvent,
     /// One complete Server-Sent Events event whose data is the JSON envelope.
     SseEnvelope,
+    /// The JSON envelope compressed for WebSocket's permessage-deflate
+    /// (RFC 7692, no context takeover): a compressed frame's payload.
+    JsonEnvelopeDeflated,
 }
 
 impl WireFormat {
-    const COUNT: usize = 3;
+    const COUNT: usize = 4;
 
     fn slot(self) -> usize {
         match self {
             WireFormat::JsonEnvelope => 0,
             WireFormat::SseEvent => 1,
             WireFormat::SseEnvelope => 2,
+            WireFormat::JsonEnvelopeDeflated => 3,
         }
     }
 }

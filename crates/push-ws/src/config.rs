@@ -17,6 +17,13 @@ pub enum Endpoint {
     /// `GET /ws` with the `push.v1` subprotocol: JSON commands (subscribe,
     /// unsubscribe, publish) for many channels on one socket.
     Commands,
+    /// Every text and binary message the client sends comes back as it
+    /// came, through the same handshake, configuration and read path (close
+    /// codes, UTF-8 checks, size limits, heartbeats) as the other endpoints.
+    /// For conformance testing only (Autobahn|Testsuite's fuzzingclient,
+    /// `cargo xtask autobahn`): the hub is not used.
+    #[doc(hidden)]
+    Echo,
 }
 
 /// Which `Origin`s may open a socket: the defence against cross-site
@@ -93,6 +100,8 @@ pub struct WsConfig {
     /// Messages wait for the socket's writes; what else piles up while the
     /// peer does not read (replies to its commands) closes it, past this,
     /// as a writer stalled past [`write_timeout`](Self::write_timeout) is.
+    /// One frame larger than this still goes out when nothing waits before
+    /// it: a message the hub accepted reaches every subscriber that reads.
     pub max_write_buffer_bytes: usize,
     /// A ping is sent after this long (default 25 s) …
     pub ping_interval: Duration,
@@ -113,6 +122,13 @@ pub struct WsConfig {
     pub max_subscriptions: usize,
     /// The longest query string accepted (default 8 KiB, [`push_http::DEFAULT_MAX_QUERY_BYTES`]).
     pub max_query_bytes: usize,
+    /// permessage-deflate (RFC 7692): `None` (the default) declines it;
+    /// `Some(threshold)` accepts a client's offer and compresses each
+    /// message whose frame is at least `threshold` bytes, once for every
+    /// socket that gets it (no context takeover). Smaller ones go out
+    /// plain. Compressed client messages are inflated within
+    /// [`max_message_bytes`](Self::max_message_bytes) (past it: 1009).
+    pub deflate_threshold: Option<usize>,
     /// When this token is cancelled (the server is shutting down), every
     /// socket is closed with 1001 (going away) and a clean close handshake,
     /// and later handshakes are refused with `503`. Default: none.
@@ -134,6 +150,7 @@ impl Default for WsConfig {
             slow_consumer: SlowConsumer::default(),
             max_subscriptions: 100,
             max_query_bytes: push_http::DEFAULT_MAX_QUERY_BYTES,
+            deflate_threshold: None,
             shutdown: None,
         }
     }
@@ -217,9 +234,22 @@ impl WsConfig {
             // tungstenite never shrinks its write buffer: keep the batch
             // that fills it small, or every socket keeps its largest burst.
             .write_buffer_size(4 << 10)
-            .max_write_buffer_size(self.max_write_buffer_bytes)
+            // The socket bounds what waits (`max_write_buffer_bytes`) itself:
+            // tungstenite's bound would refuse a frame larger than it even
+            // with nothing else waiting.
+            .max_write_buffer_size(usize::MAX)
             .max_message_size(Some(self.max_message_bytes))
             .max_frame_size(Some(self.max_message_bytes))
+    }
+
+    /// Accepts permessage-deflate, compressing messages whose frame is at
+    /// least `threshold` bytes (see
+    /// [`deflate_threshold`](Self::deflate_threshold); 1 KiB is a common
+    /// choice: below that the frame header and CPU outweigh what is saved).
+    #[must_use]
+    pub fn with_deflate(mut self, threshold: usize) -> Self {
+        self.deflate_threshold = Some(threshold);
+        self
     }
 
     /// Sets [`shutdown`](Self::shutdown).

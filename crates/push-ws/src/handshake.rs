@@ -3,8 +3,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use http::header::{
-    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
-    UPGRADE,
+    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::request::Parts;
 use http::{HeaderMap, Method, StatusCode, Version};
@@ -37,6 +37,9 @@ pub(crate) struct Accepted {
     pub(crate) accept: Option<String>,
     /// Whether the client offered `push.v1`.
     pub(crate) offers_subprotocol: bool,
+    /// Whether the client offered permessage-deflate in a form push-ws
+    /// accepts (see [`deflate_offered`]).
+    pub(crate) offers_deflate: bool,
 }
 
 /// Checks the request as RFC 6455 §4.2.1 (or RFC 8441 §5 over HTTP/2) asks.
@@ -101,7 +104,51 @@ pub(crate) fn check(parts: &Parts, origins: &Origins) -> Result<Accepted, Refusa
     Ok(Accepted {
         accept,
         offers_subprotocol,
+        offers_deflate: deflate_offered(headers),
     })
+}
+
+/// Whether one of the `Sec-WebSocket-Extensions` offers is a
+/// permessage-deflate push-ws accepts (RFC 7692 §7.1): its parameters
+/// known, each at most once, with valid values, and no
+/// `server_max_window_bits` below 15 (the compressor's window is 32 KiB).
+/// An offer that is not accepted is declined, as the RFC asks; the
+/// handshake goes on without it.
+pub(crate) fn deflate_offered(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|offer| {
+            let mut parts = offer.split(';').map(str::trim);
+            if parts.next() != Some("permessage-deflate") {
+                return false;
+            }
+            let mut seen = Vec::new();
+            parts.all(|param| {
+                let (name, value) = match param.split_once('=') {
+                    Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+                    None => (param, None),
+                };
+                if seen.contains(&name) {
+                    return false;
+                }
+                seen.push(name);
+                let bits = |value: &str| value.parse::<u8>().is_ok_and(|b| (8..=15).contains(&b));
+                match (name, value) {
+                    (
+                        "server_no_context_takeover"
+                        | "client_no_context_takeover"
+                        | "client_max_window_bits",
+                        None,
+                    ) => true,
+                    ("client_max_window_bits", Some(value)) => bits(value),
+                    ("server_max_window_bits", Some(value)) => value == "15",
+                    _ => false,
+                }
+            })
+        })
 }
 
 /// `Sec-WebSocket-Accept` for a well-formed `Sec-WebSocket-Key` (base64 of
@@ -336,6 +383,36 @@ mod tests {
         let h2 = h2_parts("https://attacker.example/ws/c", "https://attacker.example");
         assert!(check(&h2, &list).is_err());
         assert!(check(&h2, &Origins::SameHost).is_ok());
+    }
+
+    #[test]
+    fn deflate_offers() {
+        let offered = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, value.parse().unwrap());
+            deflate_offered(&headers)
+        };
+        // What browsers send.
+        assert!(offered("permessage-deflate; client_max_window_bits"));
+        assert!(offered("permessage-deflate"));
+        assert!(offered(
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ));
+        assert!(offered("permessage-deflate; client_max_window_bits=\"10\""));
+        assert!(offered("permessage-deflate; server_max_window_bits=15"));
+        // A smaller server window than the compressor's is declined, and
+        // so are unknown, repeated or bad parameters; a later offer in the
+        // list is taken.
+        assert!(!offered("permessage-deflate; server_max_window_bits=10"));
+        assert!(!offered("permessage-deflate; mystery"));
+        assert!(!offered("permessage-deflate; client_max_window_bits=16"));
+        assert!(!offered(
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover"
+        ));
+        assert!(!offered("x-webkit-deflate-frame"));
+        assert!(offered(
+            "permessage-deflate; server_max_window_bits=9, permessage-deflate"
+        ));
     }
 
     #[test]

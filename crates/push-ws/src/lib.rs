@@ -20,7 +20,9 @@
 #[cfg(feature = "client")]
 mod client;
 mod config;
+mod deflate;
 mod handshake;
+mod incoming;
 mod protocol;
 mod server;
 mod socket;

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{
-    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -21,6 +22,7 @@ use tungstenite::protocol::Role;
 
 use crate::config::{Endpoint, WsConfig};
 use crate::handshake::{self, Refusal, SUBPROTOCOL};
+use crate::incoming::Incoming;
 use crate::socket::{Mode, Socket};
 
 /// What every socket of a handler shares.
@@ -165,6 +167,7 @@ impl<H: Hub> WsHandler<H> {
                 }
                 Mode::Commands
             }
+            Endpoint::Echo => Mode::Echo,
             Endpoint::Channel(locator) => {
                 let found = head
                     .channel(locator)
@@ -215,6 +218,16 @@ impl<H: Hub> WsHandler<H> {
                 headers.insert(SEC_WEBSOCKET_ACCEPT, accept);
             }
         }
+        // permessage-deflate when the handler takes it and the client
+        // offered it in a form it accepts.
+        let deflate = config.deflate_threshold.filter(|_| accepted.offers_deflate);
+        if deflate.is_some() {
+            response.headers_mut().insert(
+                SEC_WEBSOCKET_EXTENSIONS,
+                HeaderValue::from_static(crate::deflate::RESPONSE),
+            );
+        }
+        let inflate_limit = deflate.map(|_| config.max_message_bytes);
         if matches!(mode, Mode::Commands) {
             response.headers_mut().insert(
                 SEC_WEBSOCKET_PROTOCOL,
@@ -227,13 +240,16 @@ impl<H: Hub> WsHandler<H> {
             let Some(upgrade) = upgrade else { return };
             let Ok(upgraded) = upgrade.await else { return };
             let socket_config = live.config.socket();
+            // Invalid text fails as its first bad byte arrives, not once
+            // tungstenite has the whole frame; compressed messages are
+            // inflated before tungstenite reads them.
             let ws = WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
+                Incoming::new(TokioIo::new(upgraded), inflate_limit),
                 Role::Server,
                 Some(socket_config),
             )
             .await;
-            Socket::new(ws, hub, live, mode, access, request)
+            Socket::new(ws, hub, live, mode, access, request, deflate)
                 .run()
                 .await;
         });

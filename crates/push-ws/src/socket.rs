@@ -14,7 +14,7 @@ use futures_core::Stream;
 use futures_util::future::OptionFuture;
 use futures_util::{FutureExt as _, SinkExt as _, StreamExt as _};
 use push_core::wire::json;
-use push_core::{ChannelName, Cursor, Hub, Item, Member, Signal};
+use push_core::{ChannelName, Cursor, Hub, Item, Member, Signal, WireFormat};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_stream::StreamMap;
@@ -24,6 +24,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame};
 
 use crate::config::{SlowConsumer, WsConfig};
+use crate::deflate;
 use crate::protocol::{self, Acked, Command, Refused};
 use crate::server::Shared;
 use http::request::Parts;
@@ -40,6 +41,19 @@ pub(crate) enum Mode<S> {
     Channel(ChannelName, S, Option<Cursor>),
     /// The command endpoint (`push.v1`).
     Commands,
+    /// Every text and binary message echoed (the conformance endpoint).
+    Echo,
+}
+
+/// What a socket does with the client's text and binary messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    /// Nothing: on the channel endpoint the client has nothing to say.
+    Ignored,
+    /// JSON commands (`push.v1`).
+    Commands,
+    /// Sent back as they came (Autobahn|Testsuite's fuzzingclient).
+    Echoed,
 }
 
 /// A subscription that knows whether it has delivered anything yet: a gap
@@ -92,11 +106,19 @@ pub(crate) struct Socket<H: Hub, S> {
     hub: Arc<H>,
     /// Counts the socket, and reaches its handler's configuration.
     live: Live<Shared>,
-    commands: bool,
+    /// With permessage-deflate negotiated: the size from which a message
+    /// goes out compressed.
+    deflate: Option<usize>,
+    reads: Reads,
     /// Frames were written that are not flushed yet.
     dirty: bool,
     /// A flush had to wait: the peer is not reading (for now).
     waiting: bool,
+    /// At most how many bytes wait in tungstenite's buffer, unsent, since
+    /// the connection last took everything: bounded by
+    /// [`WsConfig::max_write_buffer_bytes`] here rather than by tungstenite,
+    /// which would refuse a single frame larger than the bound forever.
+    unsent: usize,
     subscriptions: StreamMap<ChannelName, Tracked<Attended<H::Subscription>>>,
     /// Who the subscriber is, for presence.
     user: Option<Arc<str>>,
@@ -154,11 +176,12 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         mode: Mode<Attended<H::Subscription>>,
         access: Access,
         request: Option<Box<Parts>>,
+        deflate: Option<usize>,
     ) -> Self {
         // Most sockets hold one channel: start the map at one slot.
         let mut subscriptions = StreamMap::with_capacity(1);
         let mut greeting = None;
-        let commands = match mode {
+        let reads = match mode {
             Mode::Channel(channel, subscription, head) => {
                 greeting = head.map(|head| protocol::subscribed(&channel, head));
                 subscriptions.insert(
@@ -168,9 +191,10 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         started: false,
                     },
                 );
-                false
+                Reads::Ignored
             }
-            Mode::Commands => true,
+            Mode::Commands => Reads::Commands,
+            Mode::Echo => Reads::Echoed,
         };
         let limited = access.is_limited();
         let user = access.user.clone();
@@ -181,9 +205,11 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             greeting,
             hub,
             live,
-            commands,
+            deflate,
+            reads,
             dirty: false,
             waiting: false,
+            unsent: 0,
             subscriptions,
         }
     }
@@ -305,7 +331,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                     Io::Flushed(Ok(())) => {
                         // The timer may still fire at `write_by`, find
                         // nothing due, and move on.
-                        (self.dirty, self.waiting) = (false, false);
+                        (self.dirty, self.waiting, self.unsent) = (false, false, 0);
                         clock.write_by = None;
                     }
                     Io::Flushed(Err(_)) | Io::Read(None) => return End::Gone,
@@ -314,13 +340,20 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                         match message {
                             // Boxed: an idle channel socket need not carry
                             // the state of a command it will never run.
-                            Message::Text(text) if self.commands => {
+                            Message::Text(text) if self.reads == Reads::Commands => {
                                 if let Err(end) = Box::pin(self.command(text.as_str())).await {
                                     return end;
                                 }
                             }
-                            Message::Binary(_) if self.commands => {
+                            Message::Binary(_) if self.reads == Reads::Commands => {
                                 return End::Close(CloseCode::Unsupported, "push.v1 speaks text frames only");
+                            }
+                            message @ (Message::Text(_) | Message::Binary(_))
+                                if self.reads == Reads::Echoed =>
+                            {
+                                if let Err(end) = self.echo(message) {
+                                    return end;
+                                }
                             }
                             Message::Pong(_) => {
                                 clock.awaiting_pong = false;
@@ -361,7 +394,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
         let mut written = 0;
         while let Some((channel, (item, started))) = next.take() {
             let frame = match &item {
-                Item::Message(message) => json::envelope(message),
+                Item::Message(message) => self.envelope(message),
                 Item::Signal(signal) => {
                     if started
                         && matches!(signal, Signal::Gap(_))
@@ -372,7 +405,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
                             "too slow: the history moved on",
                         ));
                     }
-                    protocol::signal(&channel, signal)
+                    text(protocol::signal(&channel, signal))
                 }
             };
             // Nothing goes out after the expiry instant, however busy the
@@ -380,7 +413,7 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
             if expiry.is_some_and(|at| at <= Instant::now()) {
                 return Err(End::Close(CloseCode::Policy, EXPIRED));
             }
-            self.write(text(frame))?;
+            self.write(frame)?;
             written += 1;
             if written == BATCH || !self.ready() {
                 break;
@@ -391,15 +424,64 @@ impl<H: Hub, S: AsyncRead + AsyncWrite + Unpin> Socket<H, S> {
     }
 
     /// Queues `message` without waiting for the connection; the loop
-    /// flushes it.
+    /// flushes it. A frame goes out whatever its size when nothing waits
+    /// before it; behind others, only within `max_write_buffer_bytes`.
     fn write(&mut self, message: Message) -> Result<(), End> {
-        self.dirty = true;
-        match self.ws.start_send_unpin(message) {
-            Ok(()) => Ok(()),
+        let len = message.len();
+        if self.unsent > 0 && self.unsent.saturating_add(len) > self.config().max_write_buffer_bytes
+        {
             // Our buffer for this peer is full: it has not read for long.
-            Err(tungstenite::Error::WriteBufferFull(_)) => Err(self.stalled()),
-            Err(_) => Err(End::Gone),
+            return Err(self.stalled());
         }
+        self.dirty = true;
+        if self.ws.start_send_unpin(message).is_err() {
+            return Err(End::Gone);
+        }
+        // The connection took it all (tungstenite keeps less than its 4 KiB
+        // write buffer), or some of it waits.
+        self.unsent = if self.ready() {
+            0
+        } else {
+            self.unsent.saturating_add(len)
+        };
+        Ok(())
+    }
+
+    /// `message`'s envelope as a frame: compressed (once, for every socket
+    /// that sends it) when permessage-deflate is on and it is large enough.
+    fn envelope(&self, message: &push_core::Message) -> Message {
+        let envelope = json::envelope(message);
+        if self
+            .deflate
+            .is_some_and(|threshold| envelope.len() >= threshold)
+        {
+            let deflated = message.encoded(WireFormat::JsonEnvelopeDeflated, |_| {
+                // Empty: the compressor failed (it does not); sent plain.
+                deflate::compress(&envelope).unwrap_or_default()
+            });
+            if !deflated.is_empty() {
+                return compressed(deflated, Data::Text);
+            }
+        }
+        text(envelope)
+    }
+
+    /// Sends an echoed message back, compressed when permessage-deflate is
+    /// on and it is large enough.
+    fn echo(&mut self, message: Message) -> Result<(), End> {
+        let (data, bytes) = match &message {
+            Message::Text(text) => (Data::Text, text.as_bytes()),
+            Message::Binary(bytes) => (Data::Binary, &bytes[..]),
+            _ => return self.write(message),
+        };
+        if self
+            .deflate
+            .is_some_and(|threshold| bytes.len() >= threshold)
+            && let Some(deflated) = deflate::compress(bytes)
+        {
+            return self.write(compressed(deflated, data));
+        }
+        self.write(message)
     }
 
     /// Whether the connection takes another frame now, rather than after
@@ -554,12 +636,29 @@ fn text(bytes: Bytes) -> Message {
     Message::Frame(Frame::message(bytes, OpCode::Data(Data::Text), true))
 }
 
+/// A final frame of a message compressed with permessage-deflate (RSV1 set).
+fn compressed(bytes: Bytes, data: Data) -> Message {
+    let mut frame = Frame::message(bytes, OpCode::Data(data), true);
+    frame.header_mut().rsv1 = true;
+    Message::Frame(frame)
+}
+
 /// The close code for a read error, or `Gone` when there is no one to tell.
 fn read_error(err: &tungstenite::Error) -> End {
+    use crate::incoming::Refused;
     use tungstenite::Error as E;
     match err {
         E::Capacity(_) => End::Close(CloseCode::Size, "message too big"),
         E::Utf8(_) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
+        E::Io(io) => match crate::incoming::refused(io) {
+            Some(Refused::InvalidText) => End::Close(CloseCode::Invalid, "text frame is not UTF-8"),
+            Some(Refused::InvalidDeflate) => {
+                End::Close(CloseCode::Invalid, "compressed message is not deflate data")
+            }
+            Some(Refused::TooBig) => End::Close(CloseCode::Size, "message too big"),
+            Some(Refused::Protocol) => End::Close(CloseCode::Protocol, "protocol violation"),
+            None => End::Gone,
+        },
         E::Protocol(_) => End::Close(CloseCode::Protocol, "protocol violation"),
         _ => End::Gone,
     }

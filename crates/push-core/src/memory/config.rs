@@ -106,7 +106,7 @@ impl MemoryHubConfig {
     /// name and encodings: the message itself and its shared allocation's
     /// header, its slot in the channel's log, its entry in the hub's publish
     /// order, and the headers of its event name and data. Computed from the
-    /// types' sizes: 320 bytes on 64-bit targets.
+    /// types' sizes: 360 bytes on 64-bit targets.
     pub const MESSAGE_OVERHEAD: usize = MESSAGE_OVERHEAD;
 
     /// What each filled wire encoding of a message costs in
