@@ -450,7 +450,7 @@ impl MemoryHub {
             let mut state = channel.lock();
             let left = state.presence.expire(now);
             let parked = state.announce(&channel.name, left, now, inner.config.max_ephemeral_bytes);
-            if let Some(at) = state.presence.next_expiry() {
+            if let Some(at) = state.presence.earliest() {
                 next = Some(next.map_or(at, |next| next.min(at)));
             }
             drop(state);
