@@ -16,8 +16,8 @@ use std::time::Duration;
 use futures_util::SinkExt as _;
 use http::StatusCode;
 use push_live::client::{
-    EventSource, EventSourceConfig, LongPoller, LongPollerConfig, WsClientConfig, WsSession,
-    WsSubscriber,
+    EventSource, EventSourceConfig, LongPoller, LongPollerConfig, Publisher, PublisherConfig,
+    WsClientConfig, WsSession, WsSubscriber,
 };
 use push_live::{ChannelName, Hub, Item, MemoryHub, Publication, Router, RouterConfig, Start};
 use support::{Server, drive, get, next_item, open_sse, read_until, request, until};
@@ -121,6 +121,20 @@ async fn every_live_client_gets_an_ephemeral_message_once_and_no_cursor_moves() 
         assert_eq!(
             next_message(client).await,
             ("moved".into(), true, one),
+            "{name}"
+        );
+    }
+    live(&hub, 4).await;
+    // The Rust HTTP publisher: once, no key, `?store=false`.
+    let publisher = Publisher::new(&server.url(""), PublisherConfig::default()).unwrap();
+    publisher
+        .publish_ephemeral(&chat(), Publication::new("pointer"))
+        .await
+        .unwrap();
+    for (name, client) in &mut clients {
+        assert_eq!(
+            next_message(client).await,
+            ("pointer".into(), true, one),
             "{name}"
         );
     }

@@ -255,6 +255,13 @@ pub struct Args {
           value_parser = count(125, 64 << 20))]
     pub ws_max_message_bytes: usize,
 
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients that ask
+    /// (browsers do): a message whose frame is at least this many bytes is
+    /// compressed, once for every socket. Off when not given; 1024 is a
+    /// common threshold.
+    #[arg(long, env = "PUSH_WS_DEFLATE", value_parser = count(0, 64 << 20))]
+    pub ws_deflate: Option<usize>,
+
     /// The most channels one `GET /ws` socket may subscribe to.
     #[arg(long, env = "PUSH_WS_MAX_SUBSCRIPTIONS", default_value_t = 100,
           value_parser = count(1, 100_000))]

@@ -154,12 +154,17 @@ impl Server {
             push_live::ws::SlowConsumer::Signal
         };
         let ws = |ws: push_live::ws::WsConfig| {
-            ws.with_origins(cors.ws_origins())
+            let ws = ws
+                .with_origins(cors.ws_origins())
                 .with_heartbeat(args.ws_ping, args.ws_pong_timeout)
                 .with_write_timeout(args.write_timeout)
                 .with_max_message_bytes(args.ws_max_message_bytes)
                 .with_max_subscriptions(args.ws_max_subscriptions)
-                .with_slow_consumer(slow)
+                .with_slow_consumer(slow);
+            match args.ws_deflate {
+                Some(threshold) => ws.with_deflate(threshold),
+                None => ws,
+            }
         };
         config.ws = ws(config.ws);
         config.ws_commands = ws(config.ws_commands).with_publish(args.ws_publish);

@@ -383,3 +383,36 @@ async fn transports_left_out_answer_404() {
     let (_sse, head) = open_sse(addr, "/sse/news", "").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+/// The handshake's answer to a browser-like offer of permessage-deflate.
+async fn deflate_answer(addr: SocketAddr) -> String {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws/news HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n\
+              Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+              Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    read_until(&mut stream, &mut seen, "\r\n\r\n").await;
+    seen.to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn ws_deflate_is_offered_only_when_asked_for() {
+    let plain = Running::start(&[]).await;
+    let answer = deflate_answer(plain.addr).await;
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(!answer.contains("permessage-deflate"), "{answer}");
+    let deflating = Running::start(&["--ws-deflate", "1024"]).await;
+    let answer = deflate_answer(deflating.addr).await;
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(
+        answer.contains("sec-websocket-extensions: permessage-deflate"),
+        "{answer}"
+    );
+}

@@ -295,8 +295,60 @@ impl Publisher {
         }
     }
 
+    /// Publishes `publication` as [ephemeral](Publication::ephemeral)
+    /// (`?store=false`): the subscribers live now get it, nothing is
+    /// stored, so there is no id to answer and no key to retry with. Sent
+    /// once (a retry could deliver it twice); its key, if any, is dropped.
+    ///
+    /// # Errors
+    /// The server's refusal, or the request's failure ([`ClientError`]).
+    pub async fn publish_ephemeral(
+        &self,
+        channel: &ChannelName,
+        publication: Publication,
+    ) -> Result<(), ClientError> {
+        let json = publication.kind() == push_core::ContentKind::Json;
+        let (event, data) = publication.into_parts();
+        let uri = self.uri_with(
+            channel,
+            event.as_ref().map(push_core::EventName::as_str),
+            &[("store", "false")],
+        )?;
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .body(Full::new(data))
+            .map_err(ClientError::request)?;
+        let headers = request.headers_mut();
+        if json {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        self.config.http.apply(headers);
+        let exchange = async {
+            let response = self.send.send(request).await?;
+            let status = response.status();
+            let body = read_body(response.into_body(), MAX_ANSWER_BYTES).await?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(ClientError::status(status.as_u16(), &body))
+            }
+        };
+        within(self.config.request_timeout, exchange).await
+    }
+
     /// `{base}/pub/{channel}[?event=NAME]`.
     fn uri(&self, channel: &ChannelName, event: Option<&str>) -> Result<Uri, ClientError> {
+        self.uri_with(channel, event, &[])
+    }
+
+    /// `{base}/pub/{channel}[?event=NAME]` and `more` parameters.
+    fn uri_with(
+        &self,
+        channel: &ChannelName,
+        event: Option<&str>,
+        more: &[(&str, &str)],
+    ) -> Result<Uri, ClientError> {
         let path = format!(
             "{}/pub/{}",
             self.base.path().trim_end_matches('/'),
@@ -309,6 +361,7 @@ impl Publisher {
             .as_deref()
             .map(|event| ("event", event))
             .into_iter()
+            .chain(more.iter().copied())
             .collect();
         let target = crate::path_with_params(&path, self.base.query(), &params);
         let mut parts = self.base.clone().into_parts();
