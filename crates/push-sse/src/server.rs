@@ -205,23 +205,6 @@ impl<H: Hub> SseHandler<H> {
         self.serve(head, Access::default().until(deadline)).await
     }
 
-    /// The subscriber's presence, and the joins and leaves when asked.
-    async fn attend(
-        &self,
-        asked: &Asked,
-        member: Member,
-        subscription: H::Subscription,
-    ) -> Result<Attended<H::Subscription>, Error> {
-        Attended::enter(
-            &*self.hub,
-            &asked.channel,
-            member,
-            subscription,
-            asked.presence,
-        )
-        .await
-    }
-
     /// Opens the stream `asked` asks for, ending at `deadline` at the latest.
     async fn open(
         &self,
@@ -234,7 +217,14 @@ impl<H: Hub> SseHandler<H> {
                 Ok(started) => started,
                 Err(err) => return push_http::error_plain(&err),
             };
-        let subscription = match self.attend(&asked, member, subscription).await {
+        let attended = Attended::enter(
+            &*self.hub,
+            &asked.channel,
+            member,
+            subscription,
+            asked.presence,
+        );
+        let subscription = match attended.await {
             Ok(attended) => attended,
             Err(err) => return push_http::error_plain(&err),
         };

@@ -459,6 +459,33 @@ impl MemoryHub {
         next.map(|at| at.saturating_duration_since(now))
     }
 
+    /// Changes `name`'s presence with `change` under its lock, and
+    /// announces the joins and leaves it answers; the channel is woken (and
+    /// its `Arc` cloned) only when someone waits.
+    fn change_presence<T>(
+        &self,
+        name: &ChannelName,
+        change: impl FnOnce(&Arc<Channel>, &mut PresenceTable, Timestamp) -> (T, Vec<Change>),
+    ) -> Result<T, Error> {
+        let inner = &*self.inner;
+        let now = inner.clock.now();
+        let max_bytes = inner.config.max_ephemeral_bytes;
+        inner
+            .with_channel(name, now, Intent::Observe, |channel, state| {
+                let (out, changes) = change(channel, &mut state.presence, now);
+                state.last_active = now;
+                let parked = state.announce(&channel.name, changes, now, max_bytes);
+                let waking = (parked.capacity() > 0).then(|| (channel.clone(), parked));
+                (out, waking)
+            })
+            .map(|(out, waking)| {
+                if let Some((channel, parked)) = waking {
+                    channel.wake(parked);
+                }
+                out
+            })
+    }
+
     fn read_now(&self, channel: &ChannelName, start: Start, limit: usize) -> Result<Batch, Error> {
         let inner = &*self.inner;
         let now = inner.clock.now();
@@ -519,25 +546,19 @@ impl Hub for MemoryHub {
     }
 
     fn enter(&self, channel: &ChannelName, member: Member) -> Ready<Result<Presence, Error>> {
-        let inner = &*self.inner;
-        let now = inner.clock.now();
-        let max_bytes = inner.config.max_ephemeral_bytes;
+        let max_ephemeral_bytes = self.inner.config.max_ephemeral_bytes;
         ready(
-            inner
-                .with_channel(channel, now, Intent::Observe, |channel, state| {
-                    let (id, joined) = state.presence.enter(member);
-                    state.last_active = now;
-                    let parked = state.announce(&channel.name, joined, now, max_bytes);
-                    (channel.clone(), id, parked)
+            self.change_presence(channel, |channel, presence, _| {
+                let (id, joined) = presence.enter(member);
+                ((channel.clone(), id), joined.into_iter().collect())
+            })
+            .map(|(channel, id)| {
+                Presence::new(MemoryPresence {
+                    channel,
+                    id,
+                    max_ephemeral_bytes,
                 })
-                .map(|(channel, id, parked)| {
-                    channel.wake(parked);
-                    Presence::new(MemoryPresence {
-                        channel,
-                        id,
-                        max_ephemeral_bytes: max_bytes,
-                    })
-                }),
+            }),
         )
     }
 
@@ -548,22 +569,13 @@ impl Hub for MemoryHub {
         member: Member,
         ttl: std::time::Duration,
     ) -> Ready<Result<(), Error>> {
-        let inner = &*self.inner;
-        let now = inner.clock.now();
-        let max_bytes = inner.config.max_ephemeral_bytes;
-        let max_leases = inner.config.max_presence_leases;
-        ready(
-            inner
-                .with_channel(channel, now, Intent::Observe, |channel, state| {
-                    let mut changes = state.presence.expire(now);
-                    let expires = now.saturating_add(ttl);
-                    changes.extend(state.presence.touch(key, member, expires, max_leases));
-                    state.last_active = now;
-                    let parked = state.announce(&channel.name, changes, now, max_bytes);
-                    (channel.clone(), parked)
-                })
-                .map(|(channel, parked)| channel.wake(parked)),
-        )
+        let max_leases = self.inner.config.max_presence_leases;
+        ready(self.change_presence(channel, |_, presence, now| {
+            let mut changes = presence.expire(now);
+            let expires = now.saturating_add(ttl);
+            changes.extend(presence.touch(key, member, expires, max_leases));
+            ((), changes)
+        }))
     }
 
     fn presence(
